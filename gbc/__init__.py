@@ -1,0 +1,56 @@
+"""gbc: graph-based captioning.
+
+Module map
+----------
+- ``gbc.schemas``: the data model (``Bbox``, ``Description``, ``Edge``, ``Vertex``, ``GbcGraph``).
+- ``gbc.store``: the LMDB graph store and the JSONL / JSON / Parquet readers and writers.
+- ``gbc.annotators``: backends, prompts, parsers and the recursive annotation engine.
+- ``gbc.export``: caption strategies and writers for CLIP training.
+- ``gbc.viz``: pictures of graphs.
+- ``gbc.distributed``: sharding, merging and Ray.
+- ``gbc.cli``: the ``gbc`` command.
+
+Loading graphs::
+
+    import gbc
+    for graph in gbc.read_graphs("graphs.jsonl"):
+        print(graph.short_caption, len(graph.vertices))
+"""
+
+__version__ = "0.1.0"
+
+from gbc.schemas import Bbox, Description, Edge, GbcGraph, Vertex  # noqa: E402
+
+
+def read_graphs(path, **kwargs):
+    """Iterate the graphs stored at ``path`` (``.jsonl``, ``.json``, ``.parquet`` or a ``.lmdb`` store)."""
+    from gbc.store.files import read_graphs as _read
+
+    return _read(path, **kwargs)
+
+
+def write_graphs(path, graphs, **kwargs):
+    """Write ``graphs`` to ``path``; the format follows the extension. Returns the number written."""
+    from gbc.store.files import write_graphs as _write
+
+    return _write(path, graphs, **kwargs)
+
+
+def open_store(path, readonly=True, **kwargs):
+    """Open an LMDB graph store; read-only by default (a mapping from image key to ``GbcGraph``)."""
+    from gbc.store.lmdb_store import GraphStore
+
+    return GraphStore(path, readonly=readonly, **kwargs)
+
+
+__all__ = [
+    "Bbox",
+    "Description",
+    "Edge",
+    "GbcGraph",
+    "Vertex",
+    "__version__",
+    "open_store",
+    "read_graphs",
+    "write_graphs",
+]

@@ -1,0 +1,1 @@
+"""Everything that makes graphs: backends, prompts, parsers, detection post-processing and the engine."""

@@ -1,0 +1,1 @@
+"""The ``gbc`` command. One module per command group; ``main.cli`` loads them lazily."""

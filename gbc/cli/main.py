@@ -1,0 +1,72 @@
+"""Entry point of the ``gbc`` command.
+
+Commands are registered by name and imported only when used, so ``gbc --help`` and the
+light commands never import torch, transformers, pyarrow or ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+import gbc
+
+# command name -> "module:attribute" of a click command
+COMMANDS = {
+    "annotate": "gbc.cli.annotate:annotate",
+    "backends": "gbc.cli.backends:backends",
+    "convert": "gbc.cli.files:convert",
+    "export": "gbc.cli.export:export",
+    "ls": "gbc.cli.inspect:ls",
+    "merge": "gbc.cli.merge:merge",
+    "render": "gbc.cli.render:render",
+    "show": "gbc.cli.inspect:show",
+    "stats": "gbc.cli.inspect:stats",
+    "validate": "gbc.cli.inspect:validate",
+}
+
+SHORT_HELP = {
+    "annotate": "Annotate image folders into GBC graphs (LMDB store).",
+    "backends": "List the registered model backends and their options.",
+    "convert": "Convert graphs between JSONL, JSON, Parquet and LMDB stores.",
+    "export": "Export captions (and images) for CLIP training.",
+    "ls": "List the image keys of a store or graph file.",
+    "merge": "Merge store shards into one store.",
+    "render": "Draw a graph over its image, beside the graph itself.",
+    "show": "Print one graph as a readable tree.",
+    "stats": "Summary statistics of a set of graphs (as in the GBC paper).",
+    "validate": "Check every graph's invariants; non-zero exit when one is invalid.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(gbc.__version__, prog_name="gbc")
+def cli():
+    """gbc: graph-based captioning of images.
+
+    Annotate image folders into GBC graphs, inspect and convert them, and export their
+    captions for CLIP training.
+    """
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()
