@@ -1,0 +1,47 @@
+"""Shared pieces of the CLI: turning expected errors into clear messages, progress bars."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, Tuple, Type
+
+import click
+
+#: Exceptions that describe bad input rather than a bug; they become a one-line message and
+#: exit code 1 (or 2 for usage errors) instead of a traceback. Modules may extend this tuple
+#: through ``register_user_error``.
+_USER_ERRORS: Tuple[Type[BaseException], ...] = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError)
+
+
+def register_user_error(exc_type: Type[BaseException]) -> None:
+    global _USER_ERRORS
+    if exc_type not in _USER_ERRORS:
+        _USER_ERRORS = _USER_ERRORS + (exc_type,)
+
+
+def handle_errors(func: Callable) -> Callable:
+    """Decorator for command callbacks: expected errors print ``Error: ...`` and exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except _USER_ERRORS as exc:
+            raise click.ClickException(str(exc) or exc.__class__.__name__) from None
+
+    return wrapper
+
+
+def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disable=None):
+    """A tqdm progress bar on stderr, hidden when stderr is not a terminal unless forced."""
+    from tqdm import tqdm
+
+    if disable is None:
+        disable = not sys.stderr.isatty()
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True)
