@@ -1,0 +1,207 @@
+"""Settings of the recursive annotator: one validated model, loadable from YAML.
+
+Every bound of a run is a named field with a documented default; unknown keys are errors.
+The defaults follow the reference pipeline's ``configs/captioning/default.yaml`` where it has
+one (detection thresholds, merge and mask thresholds) and add the bounds it lacks (depth, vertex
+budget, image scaling, crop margins, retries).
+
+>>> cfg = AnnotateConfig()
+>>> cfg.limits.max_depth, cfg.detection.from_entity.max_rel_area
+(4, 0.8)
+>>> cfg = cfg.with_overrides({"limits.max_depth": 2, "seed": 7})
+>>> cfg.limits.max_depth, cfg.seed
+(2, 7)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+QUERY_KINDS = ("image", "entity", "composition", "relation")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used (unknown key, bad value)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BackendConfig(_Section):
+    """How one backend is built and called."""
+
+    spec: Optional[str] = Field(None, description="backend spec string, e.g. 'transformers:<model>' or 'scripted'")
+    options: Dict[str, Any] = Field(default_factory=dict, description="backend options (validated by the backend)")
+    batch_size: Optional[int] = Field(None, ge=1, description="largest batch sent in one call; default: the backend's max_batch_size")
+    timeout_s: float = Field(600.0, gt=0, description="a call that takes longer counts as failed (then retried)")
+    retries: int = Field(2, ge=0, description="retries of a failed call before its images fail")
+    backoff_s: float = Field(1.0, ge=0, description="sleep before the first retry; doubled at each further retry")
+    backoff_factor: float = Field(2.0, ge=1.0, description="growth of the sleep between retries")
+
+
+class LimitsConfig(_Section):
+    """Bounds on graph size, memory and model inputs."""
+
+    max_depth: int = Field(4, ge=0, description="deepest entity level (0: image query only; children of the image are level 1)")
+    max_vertices_per_image: int = Field(64, ge=1, description="vertex budget per graph (image, entities, compositions, relations)")
+    images_in_flight: int = Field(64, ge=1, description="images being annotated at once (memory bound; feeds the batches)")
+    prefetch_images: int = Field(8, ge=1, description="images decoded ahead of the in-flight window")
+    max_image_side: int = Field(1024, ge=16, description="images and crops are scaled down to this longest side before a model sees them")
+    min_crop_side: int = Field(128, ge=1, description="crops whose shortest side is smaller are scaled up to it (capped by max_image_side)")
+    crop_margin: float = Field(0.05, ge=0, le=1, description="context added around an entity or composition crop sent to the MLLM, as a fraction of the box size per side")
+    max_image_pixels: int = Field(178_956_970, ge=1, description="larger images are refused as possible decompression bombs (PIL's own default limit x2)")
+    max_entities: int = Field(10, ge=1, description="at most this many tagged objects or features are read from one answer")
+
+
+class DetectionConfig(_Section):
+    """Post-processing of raw detector boxes (see ``gbc.annotators.detection``)."""
+
+    score_threshold: float = Field(0.35, ge=0, le=1, description="boxes scoring at or below are dropped")
+    nms_single: float = Field(0.05, ge=0, le=1, description="NMS IoU for phrases tagged [single]")
+    nms_multiple: float = Field(0.2, ge=0, le=1, description="NMS IoU for [multiple] and untyped phrases")
+    high_conf_tolerance: Optional[float] = Field(0.05, ge=0, description="[single] phrases keep boxes within this of the best score")
+    topk: Optional[int] = Field(6, ge=1, description="at most this many boxes per phrase")
+    min_rel_area: Optional[float] = Field(0.005, ge=0, le=1, description="boxes smaller than this share of the whole image are dropped (resolution independent)")
+    min_abs_area_px: Optional[float] = Field(256.0, ge=0, description="absolute floor: boxes smaller than this many original pixels are dropped")
+    max_rel_area: Optional[float] = Field(None, gt=0, le=1, description="boxes larger than this share of the searched crop are dropped")
+    remove_contained: Optional[bool] = Field(False, description="False: drop boxes that contain another box of the phrase; True: drop boxes inside another; null: keep both")
+
+    def to_settings(self):
+        """The ``DetectionSettings`` used by ``select_boxes``."""
+        from gbc.annotators.detection import DetectionSettings
+
+        return DetectionSettings(**self.model_dump())
+
+
+class EntityDetectionConfig(DetectionConfig):
+    """Detection inside an entity's crop: as from the image, but huge boxes (the entity itself) are dropped."""
+
+    max_rel_area: Optional[float] = Field(0.8, gt=0, le=1, description="boxes larger than this share of the searched crop are dropped")
+
+
+class DetectionSection(_Section):
+    from_image: DetectionConfig = Field(default_factory=DetectionConfig, description="detection of the image's tagged objects")
+    from_entity: EntityDetectionConfig = Field(default_factory=EntityDetectionConfig, description="detection of an entity's features inside its crop")
+
+
+class QueriesConfig(_Section):
+    """Which queries run and how their results combine."""
+
+    include_entity: bool = Field(True, description="detect tagged objects and caption each box (recursion)")
+    include_composition: bool = Field(True, description="one composition vertex per group of >= 2 boxes of one phrase")
+    include_relation: bool = Field(True, description="relation query for each image/entity vertex with >= 2 child groups")
+    merge_overlap_threshold: float = Field(0.85, ge=0, le=1, description="a new box overlapping an existing vertex by more than this (both ways) with the same object name becomes that vertex")
+    mask_inside_threshold: float = Field(0.85, ge=0, le=1, description="threshold of the sub/super masks written in the graph")
+
+
+class GenerationConfig(_Section):
+    temperature: float = Field(0.1, ge=0, description="sampling temperature")
+    max_new_tokens: int = Field(512, ge=1, description="answer length limit in tokens")
+
+
+class ImageGenerationConfig(GenerationConfig):
+    max_new_tokens: int = Field(1024, ge=1, description="answer length limit in tokens (the image answer is the longest)")
+
+
+class GenerationSection(_Section):
+    image: ImageGenerationConfig = Field(default_factory=ImageGenerationConfig)
+    entity: GenerationConfig = Field(default_factory=GenerationConfig)
+    composition: GenerationConfig = Field(default_factory=GenerationConfig)
+    relation: GenerationConfig = Field(default_factory=GenerationConfig)
+
+
+class AnnotateConfig(_Section):
+    """All settings of ``gbc annotate`` / ``RecursiveAnnotator``.
+
+    YAML files mirror this structure (``limits: {max_depth: 3}``); flat overrides use dotted
+    keys (``{"limits.max_depth": 3}``).
+    """
+
+    mllm: BackendConfig = Field(default_factory=BackendConfig)
+    detector: BackendConfig = Field(default_factory=BackendConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    detection: DetectionSection = Field(default_factory=DetectionSection)
+    queries: QueriesConfig = Field(default_factory=QueriesConfig)
+    generation: GenerationSection = Field(default_factory=GenerationSection)
+    prompts: Dict[str, str] = Field(default_factory=dict, description="prompt override files by query kind (see gbc.annotators.prompts)")
+    seed: int = Field(0, description="same inputs, settings and seed give the same graphs")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_mapping(cls, data: Optional[Mapping[str, Any]]) -> "AnnotateConfig":
+        try:
+            return cls.model_validate(dict(data or {}))
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path]) -> "AnnotateConfig":
+        """Read a YAML file (an empty file gives the defaults)."""
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        try:
+            return cls.model_validate(data or {})
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {_explain(exc)}") from None
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "AnnotateConfig":
+        """A copy with dotted-key overrides applied (``None`` values are ignored)."""
+        data = self.model_dump()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            node = data
+            parts = dotted.split(".")
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"unknown setting {dotted!r}")
+                node = node[part]
+            node[parts[-1]] = value
+        return AnnotateConfig.from_mapping(data)
+
+    def fingerprint(self) -> str:
+        """Short hash of the settings that shape graphs (not backend specs or batch sizes)."""
+        data = self.model_dump(mode="json")
+        for section in ("mllm", "detector"):
+            data.pop(section)
+        data["limits"].pop("images_in_flight")
+        data["limits"].pop("prefetch_images")
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown setting {where!r}")
+        else:
+            parts.append(f"{where}: {err['msg']}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def describe_settings(config: Optional[BaseModel] = None, prefix: str = "") -> Dict[str, tuple]:
+    """``{dotted name: (default, description)}`` for every leaf setting (for docs and ``--help``)."""
+    config = config if config is not None else AnnotateConfig()
+    out: Dict[str, tuple] = {}
+    for name, field in type(config).model_fields.items():
+        value = getattr(config, name)
+        if isinstance(value, BaseModel):
+            out.update(describe_settings(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = (value, field.description or "")
+    return out

@@ -1,0 +1,176 @@
+"""Finding images on disk and loading them robustly.
+
+Keys are stable: for a folder argument, the path of each image relative to that folder with
+POSIX separators (``birds/owl.jpg``); for a file argument, its name. Loading never returns a
+half-usable image: it either gives an RGB picture with the EXIF rotation applied or raises
+``ImageLoadError`` with a reason that the engine records as the image's failure.
+
+>>> from PIL import Image
+>>> import tempfile, os
+>>> d = tempfile.mkdtemp(); Image.new("RGB", (4, 3)).save(os.path.join(d, "a.png"))
+>>> [s.key for s in discover_images([d])]
+['a.png']
+>>> load_image(os.path.join(d, "a.png")).size
+(4, 3)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, List, Sequence, Tuple, Union
+
+#: Extensions of the image files found in folders (compared case-insensitively).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+#: Default refusal limit for decoded pixels (width x height), guarding against decompression bombs.
+DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
+
+
+class ImageLoadError(ValueError):
+    """The file is not an image that can be annotated; ``reason`` says why."""
+
+    def __init__(self, reason: str, error_type: str = "ImageLoadError"):
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An image to annotate: ``key`` names it in the store, ``path`` is where it is read from."""
+
+    key: str
+    path: str
+
+
+def discover_images(paths: Sequence[Union[str, os.PathLike]], extensions: Iterable[str] = IMAGE_EXTENSIONS) -> List[ImageSource]:
+    """Images under ``paths`` (folders searched recursively, files taken as given), sorted by key.
+
+    Raises ``FileNotFoundError`` for a path that does not exist and ``ValueError`` when two
+    inputs produce the same key (their graphs would overwrite each other).
+    """
+    exts = tuple(e.lower() for e in extensions)
+    found: dict = {}
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            items = _walk(path, exts)
+        elif path.exists():
+            items = [ImageSource(key=path.name, path=str(path))]
+        else:
+            raise FileNotFoundError(f"no such file or folder: {raw}")
+        for item in items:
+            other = found.get(item.key)
+            if other is not None and os.path.abspath(other.path) != os.path.abspath(item.path):
+                raise ValueError(f"two inputs have the same image key {item.key!r}: {other.path} and {item.path}")
+            found[item.key] = item
+    return [found[k] for k in sorted(found)]
+
+
+def _walk(root: Path, exts: Tuple[str, ...]) -> Iterator[ImageSource]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.startswith(".") or not name.lower().endswith(exts):
+                continue
+            full = Path(dirpath) / name
+            yield ImageSource(key=full.relative_to(root).as_posix(), path=str(full))
+
+
+def load_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+    """Decode ``path`` into an RGB ``PIL.Image`` (first frame, EXIF rotation applied).
+
+    Transparent images are composed over white; 16-bit, CMYK, palette and grayscale images are
+    converted. Raises ``ImageLoadError`` for empty, truncated, unreadable or oversized files.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise ImageLoadError(f"cannot read file: {exc.strerror or exc}", "FileNotFound") from None
+    if size == 0:
+        raise ImageLoadError("empty file (0 bytes)", "EmptyFile")
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            if width < 1 or height < 1:
+                raise ImageLoadError(f"image has no pixels ({width}x{height})", "EmptyImage")
+            if width * height > max_pixels:
+                raise ImageLoadError(
+                    f"image too large: {width}x{height} = {width * height} pixels exceeds the limit "
+                    f"of {max_pixels} (limits.max_image_pixels)",
+                    "ImageTooLarge",
+                )
+            im.seek(0)  # animated files: the first frame
+            im.load()
+            oriented = ImageOps.exif_transpose(im)
+            return _to_rgb(oriented if oriented is not None else im)
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError("not an image file (format not recognised)", "NotAnImage") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"image too large: {exc}", "ImageTooLarge") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # PIL reports truncated or corrupt data as OSError/SyntaxError/EOFError
+        raise ImageLoadError(f"corrupt or truncated image: {exc}", "CorruptImage") from None
+
+
+def _to_rgb(im):
+    from PIL import Image
+
+    if im.mode == "RGB":
+        return im.copy() if im.readonly else im
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # scale 16/32-bit samples to 8 bits instead of clipping everything above 255 to white
+        import numpy as np
+
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype("uint8"), mode="L")
+    if im.mode == "F":
+        import numpy as np
+
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        im = Image.fromarray(((arr - lo) * scale).astype("uint8"), mode="L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "RGBa"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        background.alpha_composite(rgba)
+        return background.convert("RGB")
+    return im.convert("RGB")
+
+
+def scale_to_fit(image, max_side: int, min_side: int = 1):
+    """Scale ``image`` so its longest side is at most ``max_side`` and, when possible, its
+    shortest side at least ``min_side`` (tiny crops are enlarged; the longest-side cap wins)."""
+    from PIL import Image
+
+    width, height = image.size
+    scale = 1.0
+    if max(width, height) > max_side:
+        scale = max_side / max(width, height)
+    elif min(width, height) < min_side:
+        scale = min(min_side / min(width, height), max_side / max(width, height))
+    if abs(scale - 1.0) < 1e-9:
+        return image
+    new = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(new, Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS)
+
+
+def crop_region(image, box: Tuple[float, float, float, float]):
+    """Crop ``image`` to ``box`` (left, top, right, bottom relative to the image), at least 1 px."""
+    width, height = image.size
+    left = min(max(int(box[0] * width), 0), max(width - 1, 0))
+    top = min(max(int(box[1] * height), 0), max(height - 1, 0))
+    right = min(max(int(round(box[2] * width)), left + 1), width)
+    bottom = min(max(int(round(box[3] * height)), top + 1), height)
+    return image.crop((left, top, right, bottom))
