@@ -1,0 +1,401 @@
+"""The annotator on a Ray cluster: one annotator actor per worker, each writing its own shard.
+
+How a run goes
+--------------
+1. The driver lists what is already finished: the output store and any shard left by an
+   earlier run (``done`` images, and ``failed`` ones unless ``retry_failed``). Those images
+   are not sent again, so a rerun of the same command resumes.
+2. The remaining ``(key, path)`` items become a Ray dataset (``ray.data.from_items``) fed
+   through ``map_batches`` to a pool of ``workers`` annotator actors. Each actor builds its
+   backends once in ``__init__`` (weights load on first use, once per actor) and runs the
+   batching engine (``RecursiveAnnotator``) on each batch of images it receives, committing
+   every finished image to its own store shard ``OUT/shards/worker-NNN.lmdb``. The shard
+   is opened lazily inside the actor's process (an LMDB environment never crosses a fork).
+3. At the end the shards are merged into ``OUT`` and removed (``merge=True``), or left in
+   place: ``gbc.open_store(OUT)`` then reads the output and its shards as one store.
+
+Failures
+--------
+- An image that cannot be annotated is data: the engine commits it as ``failed``.
+- A worker process that dies (killed, out of memory) is restarted by Ray
+  (:data:`ACTOR_MAX_RESTARTS`) and its unfinished batch is sent again
+  (:data:`TASK_MAX_RETRIES`). Commits are per image and atomic, and before annotating a
+  batch an actor skips the images that its shard or any other shard already holds, so a
+  redone batch neither duplicates nor loses images.
+- A batch that keeps killing its worker exhausts the retries and the run stops with the
+  error; everything committed so far stays, and the next run resumes.
+
+Shard folders are claimed with an exclusive lock file (``worker-NNN.lock``), held for the
+life of the actor process: a restarted actor takes the slot its dead predecessor left, so a
+run produces about ``workers`` shards. On several machines ``OUT`` must be on a file system
+that all nodes see and that supports ``flock`` and memory-mapped files (LMDB); otherwise run
+one ``gbc annotate --shard i/N`` job per machine and ``gbc merge`` their stores.
+
+Backends registered by user code (``@register_mllm`` in a module) work in the actors as
+long as that module is importable on every node: the driver sends the module names of the
+chosen backend classes and each actor imports them before building its backends.
+
+Example (a local Ray instance is started when none is running and ``address`` is ``None``)::
+
+    from gbc.annotators.config import AnnotateConfig
+    from gbc.annotators.images import discover_images
+    from gbc.distributed.ray_runner import annotate_on_ray
+
+    summary = annotate_on_ray(
+        discover_images(["photos/"]), "graphs.lmdb", config=AnnotateConfig(),
+        mllm_spec="scripted", mllm_options={}, detector_spec="scripted", detector_options={},
+        workers=2,
+    )
+    print(summary["done"], summary["failed"])
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+
+__all__ = ["annotate_on_ray", "finished_keys", "shards_dir"]
+
+#: Images per ``map_batches`` batch when the config does not say: each batch is one engine
+#: run inside an actor, so it should cover the engine's in-flight window (``limits.images_in_flight``).
+DEFAULT_IMAGES_PER_BATCH = 64
+#: Smallest batch: tiny batches pay Ray's per-task overhead and drain the engine's pipeline often.
+MIN_IMAGES_PER_BATCH = 4
+#: Restarts of one actor after its process died, before the run gives up.
+ACTOR_MAX_RESTARTS = 8
+#: Retries of one batch whose actor died while running it.
+TASK_MAX_RETRIES = 3
+#: Share of the cluster's CPUs given to annotator actors when ``cpus_per_worker`` is not set
+#: on a CPU-only run; the rest stays free for Ray Data's own tasks (a pool that takes every
+#: CPU can stall the pipeline).
+ACTOR_CPU_SHARE = 0.75
+#: Name of the folder of per-worker shards inside the output store folder.
+SHARDS_FOLDER = "shards"
+
+
+def shards_dir(out_path) -> Path:
+    """Folder of the per-worker shards of the output store ``out_path``."""
+    return Path(out_path) / SHARDS_FOLDER
+
+
+# ---------------------------------------------------------------------------- resume
+def _has_store(path: Path) -> bool:
+    return (path / "data.mdb").exists()
+
+
+def finished_keys(out_path, retry_failed: bool = False) -> Set[str]:
+    """Keys that a run into ``out_path`` does not annotate again: ``done`` (and, unless
+    ``retry_failed``, ``failed``) in the output store or in any of its shards."""
+    import gbc
+
+    out = Path(out_path)
+    stores = ([out] if _has_store(out) else []) + [p for p in sorted(shards_dir(out).glob("*.lmdb")) if _has_store(p)]
+    finished: Set[str] = set()
+    for path in stores:
+        store = gbc.open_store(str(path), readonly=True)
+        try:
+            finished.update(store.keys(status="done"))
+            if not retry_failed:
+                finished.update(store.keys(status="failed"))
+        finally:
+            store.close()
+    return finished
+
+
+def _item(image) -> Tuple[str, str]:
+    if isinstance(image, (tuple, list)) and len(image) == 2:
+        return str(image[0]), os.fspath(image[1])
+    key, path = getattr(image, "key", None), getattr(image, "path", None)
+    if key is None or path is None:
+        raise TypeError(f"an image must be a (key, path) pair or have .key and .path; got {image!r}")
+    return str(key), os.fspath(path)
+
+
+def _backend_modules(*classes) -> List[str]:
+    """Modules that actors must import so that the chosen backends are registered there too."""
+    modules = []
+    for cls in classes:
+        module = getattr(type(cls), "__module__", "")
+        if module and module != "__main__" and module not in modules:
+            modules.append(module)
+    return modules
+
+
+# ---------------------------------------------------------------------------- actor
+def _claim_slot(folder: Path):
+    """Take the lowest free ``worker-NNN`` slot of ``folder``; the lock lives as long as the process."""
+    folder.mkdir(parents=True, exist_ok=True)
+    slot = 0
+    while True:
+        lock_path = folder / f"worker-{slot:03d}.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            slot += 1
+            continue
+        return slot, fd
+
+
+class _AnnotatorActor:
+    """One worker: builds its backends once, annotates batches into its own store shard."""
+
+    def __init__(self, shards: str, config, mllm_spec: str, mllm_options: Mapping[str, Any],
+                 detector_spec: str, detector_options: Mapping[str, Any], backend_modules: Sequence[str]):
+        for module in backend_modules:
+            importlib.import_module(module)
+        from gbc.annotators.backends import create_detector, create_mllm
+        from gbc.annotators.engine import RecursiveAnnotator
+
+        self._shards = Path(shards)
+        self._slot, self._lock_fd = _claim_slot(self._shards)
+        self._path = self._shards / f"worker-{self._slot:03d}.lmdb"
+        self._mllm = create_mllm(mllm_spec, dict(mllm_options or {}))
+        self._detector = create_detector(detector_spec, dict(detector_options or {}))
+        self._annotator = RecursiveAnnotator(config, self._mllm, self._detector)
+        self._store = None  # opened on first batch, in this process
+
+    def _own_store(self):
+        if self._store is None:
+            import gbc
+
+            self._store = gbc.open_store(str(self._path), readonly=False)
+        return self._store
+
+    def _committed_elsewhere(self, keys: List[str]) -> Dict[str, str]:
+        """Status of the keys of ``keys`` already committed by another shard (a batch redone
+        after a crash, possibly by another actor)."""
+        import gbc
+
+        found: Dict[str, str] = {}
+        for path in sorted(self._shards.glob("*.lmdb")):
+            if path == self._path or not _has_store(path):
+                continue
+            store = gbc.open_store(str(path), readonly=True)
+            try:
+                for key in keys:
+                    record = store.status(key)
+                    if record is not None and found.get(key) != "done":
+                        found[key] = record.status
+            finally:
+                store.close()
+        return found
+
+    def __call__(self, batch: Dict[str, Any]) -> Dict[str, List[Any]]:
+        from gbc.annotators.images import ImageSource
+
+        keys = [str(k) for k in batch["key"]]
+        paths = [str(p) for p in batch["path"]]
+        store = self._own_store()
+        own = {k for k in keys if store.status(k) is not None}
+        elsewhere = self._committed_elsewhere([k for k in keys if k not in own]) if len(own) < len(keys) else {}
+        todo = [ImageSource(key=k, path=p) for k, p in zip(keys, paths) if k not in own and k not in elsewhere]
+        started = time.perf_counter()
+        if todo:
+            self._annotator.run(todo, store)
+        elapsed = time.perf_counter() - started
+        statuses = []
+        for key in keys:
+            record = store.status(key)
+            statuses.append(record.status if record is not None else elsewhere.get(key, "missing"))
+        return {
+            "key": keys,
+            "status": statuses,
+            "shard": [self._path.name] * len(keys),
+            "seconds": [elapsed / max(1, len(todo))] * len(keys),
+        }
+
+    def __del__(self):
+        # Ray ends actor processes at the end of a dataset; closing flushes nothing (commits
+        # are already durable) but releases the environment and the slot promptly.
+        store, self._store = getattr(self, "_store", None), None
+        if store is not None:
+            store.close()
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            os.close(fd)
+            self._lock_fd = None
+
+
+# ---------------------------------------------------------------------------- driver
+def _images_per_batch(config) -> int:
+    limits = getattr(config, "limits", None)
+    window = getattr(limits, "images_in_flight", None)
+    if isinstance(window, int) and window > 0:
+        return max(MIN_IMAGES_PER_BATCH, window)
+    return DEFAULT_IMAGES_PER_BATCH
+
+
+def _init_ray(address: Optional[str]) -> bool:
+    """Connect to (or start) Ray; return True when this call started it (and must shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address is None:
+        # A private local instance: token auth only adds a file under ~/.ray here.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=True,
+                 configure_logging=False)
+    else:
+        ray.init(address=address, configure_logging=False)
+    return True
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="annotate (ray)", unit="img", file=sys.stderr,
+                disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+def annotate_on_ray(
+    images: Iterable[Any],
+    out_path,
+    *,
+    config,
+    mllm_spec: str,
+    mllm_options: Optional[Mapping[str, Any]],
+    detector_spec: str,
+    detector_options: Optional[Mapping[str, Any]],
+    address: Optional[str] = None,
+    workers: int = 1,
+    gpus_per_worker: float = 0,
+    cpus_per_worker: Optional[float] = None,
+    retry_failed: bool = False,
+    merge: bool = True,
+) -> Dict[str, Any]:
+    """Annotate ``images`` ((key, path) pairs or ``ImageSource``) into the store ``out_path`` on Ray.
+
+    ``address``: ``None`` starts a local Ray instance (unless one is already initialised in
+    this process), ``"auto"`` joins the cluster of this machine, ``"ray://host:10001"`` or
+    ``"host:6379"`` a remote one. ``workers`` annotator actors are started, each with
+    ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs (default: 1 with GPUs, else a share
+    of the cluster's CPUs, fractional on small machines). ``retry_failed`` annotates again the
+    images that failed before. ``merge`` merges the shards into ``out_path`` at the end;
+    otherwise they stay under ``out_path/shards`` and ``gbc.open_store(out_path)`` reads all.
+
+    Returns a summary dict: ``images``, ``skipped`` (finished before), ``submitted``,
+    ``done``, ``failed``, ``missing`` (submitted but without a record: 0 unless a bug),
+    ``workers``, ``shards``, ``merged``, ``seconds``, ``images_per_s``.
+    """
+    from gbc.annotators.backends import create_detector, create_mllm
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if gpus_per_worker is None or gpus_per_worker < 0:
+        raise ValueError(f"gpus_per_worker must be >= 0, got {gpus_per_worker!r}")
+    if cpus_per_worker is not None and cpus_per_worker <= 0:
+        raise ValueError(f"cpus_per_worker must be > 0, got {cpus_per_worker!r}")
+    started = time.perf_counter()
+    out = Path(out_path)
+    shards = shards_dir(out)
+
+    # Fail on a bad spec here, not in every actor; construction loads no weights.
+    probes = (create_mllm(mllm_spec, dict(mllm_options or {})), create_detector(detector_spec, dict(detector_options or {})))
+    modules = _backend_modules(*probes)
+    for probe in probes:
+        probe.close()
+
+    items: List[Tuple[str, str]] = []
+    seen: Set[str] = set()
+    for image in images:
+        key, path = _item(image)
+        if key in seen:
+            raise ValueError(f"image key {key!r} appears twice in the input")
+        seen.add(key)
+        items.append((key, path))
+    finished = finished_keys(out, retry_failed=retry_failed)
+    todo = [{"key": k, "path": p} for k, p in items if k not in finished]
+    summary: Dict[str, Any] = {
+        "images": len(items), "skipped": len(items) - len(todo), "submitted": len(todo),
+        "done": 0, "failed": 0, "missing": 0, "workers": workers, "ray_seconds": 0.0,
+    }
+
+    if todo:
+        ray_started = time.perf_counter()
+        counts = _run_pipeline(todo, shards, config, mllm_spec, mllm_options, detector_spec,
+                               detector_options, modules, address, workers, gpus_per_worker, cpus_per_worker)
+        summary.update(counts)
+        summary["ray_seconds"] = round(time.perf_counter() - ray_started, 3)
+
+    shard_paths = [p for p in sorted(shards.glob("*.lmdb")) if _has_store(p)]
+    summary["shards"] = [str(p) for p in shard_paths]
+    summary["merged"] = False
+    if merge and shard_paths:
+        from gbc.distributed.merge import merge_stores
+
+        # "keep-first": the output's existing graphs were finished before this run and are
+        # never redone, so a disagreeing shard copy cannot be newer.
+        merged = merge_stores(shard_paths, out, on_conflict="keep-first", remove_sources=True)
+        shutil.rmtree(shards, ignore_errors=False)
+        summary["merged"] = True
+        summary["merge"] = {k: merged[k] for k in ("copied", "identical", "conflicts", "seconds")}
+    elif not _has_store(out) and (shard_paths or not todo):
+        # An output that exists as a store even before merging keeps gbc.open_store(out) working.
+        import gbc
+
+        gbc.open_store(str(out), readonly=False).close()
+    seconds = time.perf_counter() - started
+    summary["seconds"] = round(seconds, 3)
+    summary["images_per_s"] = round(summary["submitted"] / seconds, 3) if summary["submitted"] and seconds > 0 else 0.0
+    return summary
+
+
+def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
+                  modules, address, workers, gpus_per_worker, cpus_per_worker) -> Dict[str, int]:
+    import ray
+
+    owns_ray = _init_ray(address)
+    try:
+        if cpus_per_worker is None:
+            if gpus_per_worker:
+                cpus_per_worker = 1.0
+            else:
+                total = float(ray.cluster_resources().get("CPU", 1.0))
+                cpus_per_worker = round(min(1.0, ACTOR_CPU_SHARE * total / workers), 3)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        shards.mkdir(parents=True, exist_ok=True)
+        batch_size = min(_images_per_batch(config), max(MIN_IMAGES_PER_BATCH, -(-len(todo) // workers)))
+        remote_args: Dict[str, Any] = {"max_restarts": ACTOR_MAX_RESTARTS, "max_task_retries": TASK_MAX_RETRIES}
+        if gpus_per_worker:
+            remote_args["num_gpus"] = gpus_per_worker
+        dataset = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), workers * 4)))
+        annotated = dataset.map_batches(
+            _AnnotatorActor,
+            fn_constructor_kwargs={
+                "shards": str(shards), "config": config, "mllm_spec": mllm_spec,
+                "mllm_options": dict(mllm_options or {}), "detector_spec": detector_spec,
+                "detector_options": dict(detector_options or {}), "backend_modules": modules,
+            },
+            batch_size=batch_size,
+            batch_format="numpy",
+            concurrency=workers,
+            num_cpus=cpus_per_worker,
+            **remote_args,
+        )
+        counts = {"done": 0, "failed": 0, "missing": 0}
+        bar = _progress(len(todo))
+        try:
+            # One pass over the rows: the pipeline runs once and results stream in as batches finish.
+            for row in annotated.iter_rows():
+                status = str(row["status"])
+                if status in ("done", "failed"):
+                    counts[status] += 1
+                else:
+                    counts["missing"] += 1
+                bar.update(1)
+        finally:
+            bar.close()
+        return counts
+    finally:
+        if owns_ray:
+            ray.shutdown()
