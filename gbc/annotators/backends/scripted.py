@@ -356,29 +356,37 @@ class ScriptedMllm(_Common):
         return format_relation_answer(list(dict.fromkeys(sentences)))
 
     def _odd_answer(self, request: MllmRequest, h: int, stats: Tuple[int, int, int]) -> str:
-        """A malformed answer of the kind a real model sometimes writes."""
-        variant = _pick(h, _ODD_KINDS, 99)
-        if variant == "empty":
-            return ""
-        if variant == "noise":
-            return "I'm sorry, I cannot help with that image."
+        """A malformed answer of the kind a real model sometimes writes (never the normal one)."""
         normal = {
             "image": lambda: self._image_answer(h, stats),
             "entity": lambda: self._entity_answer(request, h, stats),
             "composition": lambda: self._composition_answer(request, h),
             "relation": lambda: self._relation_answer(request, h),
         }[request.kind]()
-        if variant == "markdown":
-            # Bold headers: "Detailed Caption:" -> "**Detailed Caption:**".
-            lines = []
-            for line in normal.splitlines():
-                head, sep, rest = line.partition(":")
-                lines.append(f"**{head}:**{rest}" if sep and not line.startswith("-") else line)
-            return "\n".join(lines)
-        if variant == "truncated":
-            return normal[: max(1, len(normal) // 2)]
-        # untagged: brackets removed, so no entity is tagged and no relation member bracketed.
-        return normal.replace("[", "").replace("]", "")
+        first = _digest(h, "odd-kind") % len(_ODD_KINDS)
+        for i in range(len(_ODD_KINDS)):
+            odd = _malformed(normal, _ODD_KINDS[(first + i) % len(_ODD_KINDS)])
+            if odd != normal:
+                return odd
+        return "I'm sorry, I cannot help with that image."
+
+
+def _malformed(normal: str, variant: str) -> str:
+    if variant == "empty":
+        return ""
+    if variant == "noise":
+        return "I'm sorry, I cannot help with that image."
+    if variant == "markdown":
+        # Bold headers: "Detailed Caption:" -> "**Detailed Caption:**".
+        lines = []
+        for line in normal.splitlines():
+            head, sep, rest = line.partition(":")
+            lines.append(f"**{head}:**{rest}" if sep and not line.startswith("-") else line)
+        return "\n".join(lines)
+    if variant == "truncated":
+        return normal[: len(normal) // 2]
+    # untagged: brackets removed, so no entity is tagged and no relation member bracketed.
+    return normal.replace("[", "").replace("]", "")
 
 
 # ---------------------------------------------------------------------------- detector
