@@ -1,0 +1,404 @@
+"""``replay:<graphs file>``: answer every query from recorded GBC graphs.
+
+Both an MLLM and a detector. Given graphs made earlier (by this engine or by the reference
+pipeline; any format :func:`gbc.read_graphs` reads), the replay backends answer the
+engine's queries with what the recorded graph says, in the engine's own answer formats:
+
+- image query: the root's detail and short captions; the short caption re-tags the names
+  of the root's children (``[name][single|multiple]``), names it does not mention go to the
+  identification list;
+- entity query (by vertex id): the vertex's detail and the names of its children as
+  features; an id the record does not have is answered ``Object Presence: No``;
+- detection (by parent id and phrase): the recorded children of the parent reached by an
+  edge with that phrase (for a composition, its numbered members) with their boxes made
+  relative to the crop; gaps in the recorded numbering (boxes the reference later dropped)
+  get tiny placeholder boxes, so the engine mints the same ``_k`` ids and learns from the
+  entity query that nothing is there;
+- composition and relation queries: the recorded captions, with relation members put back
+  in brackets.
+
+This makes it possible to test the engine's orchestration, id minting and graph assembly
+against real graphs without any model, and to re-assemble recorded answers offline::
+
+    gbc annotate images/ --mllm replay:graphs.jsonl --detector replay:graphs.jsonl
+
+Records are matched to requests by the image file name (the base name of the request's
+``image_key`` against the base name of the record's ``img_path`` or ``img_url``), falling
+back to the full key. A key with no record raises :class:`BackendError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from pydantic import Field
+
+from gbc.annotators.backends.base import (
+    BackendError,
+    BackendOptions,
+    DetectionRequest,
+    MllmRequest,
+    PhraseDetections,
+)
+from gbc.annotators.backends.registry import register_detector, register_mllm
+from gbc.schemas import Bbox, GbcGraph, Vertex
+
+_NUMBERED = re.compile(r"^(?P<prefix>.+)_(?P<index>\d+)$")
+
+#: Side of the placeholder boxes returned for numbering gaps (relative to the crop).
+PLACEHOLDER_SIZE = 0.004
+
+
+def _basename(key: str) -> str:
+    return key.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _child_id(parent: str, name: str) -> str:
+    return name if parent == "" else f"{parent}_{name}"
+
+
+def _read_graph_file(path: Path) -> List[GbcGraph]:
+    try:
+        from gbc.store.files import read_graphs
+    except ModuleNotFoundError as exc:
+        # The file layer is optional for JSONL: read the released layout line by line.
+        if exc.name not in ("gbc.store.files", "gbc.store"):
+            raise
+        if path.suffix != ".jsonl":
+            raise BackendError(f"replay: cannot read {path} (only .jsonl is readable here)") from exc
+        with path.open("rb") as f:
+            return [GbcGraph.from_json(line) for line in f if line.strip()]
+    return list(read_graphs(str(path)))
+
+
+# ---------------------------------------------------------------------------- recorded image
+@dataclass
+class RecordedImage:
+    """One recorded graph with the lookups the replay answers need."""
+
+    graph: GbcGraph
+    vertices: Dict[str, Vertex] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.vertices = {v.vertex_id: v for v in self.graph.vertices}
+
+    def vertex(self, vertex_id: str) -> Optional[Vertex]:
+        return self.vertices.get(vertex_id)
+
+    def child_names(self, vertex_id: str) -> List[Tuple[str, str]]:
+        """``(name, label)`` of the non-relation children of a vertex, first occurrence order.
+
+        The label is ``multiple`` when the name leads to a composition or to numbered boxes.
+        """
+        v = self.vertices.get(vertex_id)
+        if v is None:
+            return []
+        names: Dict[str, str] = {}
+        for e in v.out_edges:
+            target = self.vertices.get(e.target)
+            if target is None or target.label == "relation":
+                continue
+            several = target.label == "composition" or _NUMBERED.match(e.target) is not None
+            if several or e.text not in names:
+                names[e.text] = "multiple" if several or e.text in names else "single"
+        return list(names.items())
+
+    def members(self, composition_id: str) -> List[str]:
+        """Member ids of a composition in the recorded numbering order."""
+        v = self.vertices.get(composition_id)
+        if v is None:
+            return []
+        ids = [e.target for e in v.out_edges if e.target in self.vertices]
+        return sorted(dict.fromkeys(ids), key=_number_key)
+
+    def detection_targets(self, parent: str, phrase: str) -> List[str]:
+        """Recorded entity ids found for ``phrase`` inside ``parent``, in numbering order."""
+        v = self.vertices.get(parent)
+        if v is None:
+            return []
+        ids: List[str] = []
+        for e in v.out_edges:
+            if e.text != phrase:
+                continue
+            target = self.vertices.get(e.target)
+            if target is None or target.label == "relation":
+                continue
+            if target.label == "composition":
+                ids.extend(self.members(target.vertex_id))
+            else:
+                ids.append(target.vertex_id)
+        return sorted(dict.fromkeys(ids), key=_number_key)
+
+    def relations_of(self, parent: str) -> List[Vertex]:
+        """Relation vertices whose in-edges come from ``parent`` (the relation query's vertex)."""
+        out = []
+        for v in self.graph.vertices:
+            if v.label == "relation" and any(e.source == parent for e in v.in_edges):
+                out.append(v)
+        if not out:
+            # Records without in-edges: find them from the parent's out-edges instead.
+            p = self.vertices.get(parent)
+            targets = {e.target for e in p.out_edges} if p is not None else set()
+            out = [v for v in self.graph.vertices if v.label == "relation" and v.vertex_id in targets]
+        return out
+
+
+def _number_key(vertex_id: str) -> Tuple[str, int]:
+    m = _NUMBERED.match(vertex_id)
+    return (m.group("prefix"), int(m.group("index"))) if m else (vertex_id, -1)
+
+
+# ---------------------------------------------------------------------------- shared index
+class ReplayIndex:
+    """The recorded graphs of one file, indexed by image key and file name.
+
+    Loaded once per process per file and shared by the MLLM and detector backends
+    (:meth:`for_file`); thread-safe to read.
+    """
+
+    _shared: Dict[Tuple[str, int, int], "ReplayIndex"] = {}
+    _shared_lock = threading.Lock()
+
+    def __init__(self, graphs: Sequence[GbcGraph], source: str = "<memory>"):
+        self.source = source
+        self.images: List[RecordedImage] = [RecordedImage(g) for g in graphs]
+        self._by_key: Dict[str, RecordedImage] = {}
+        self._by_name: Dict[str, List[RecordedImage]] = {}
+        for rec in self.images:
+            for key in (rec.graph.img_path, rec.graph.img_url):
+                if key:
+                    self._by_key.setdefault(key, rec)
+                    self._by_name.setdefault(_basename(key), [])
+                    if rec not in self._by_name[_basename(key)]:
+                        self._by_name[_basename(key)].append(rec)
+
+    @classmethod
+    def for_file(cls, path: str | os.PathLike) -> "ReplayIndex":
+        """The index of ``path``, read on first use in this process (re-read if the file changed)."""
+        p = Path(path).expanduser()
+        try:
+            st = p.resolve().stat()
+        except OSError as exc:
+            raise BackendError(f"replay: cannot read graphs file {str(path)!r}: {exc.strerror}") from exc
+        key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+        with cls._shared_lock:
+            index = cls._shared.get(key)
+            if index is None:
+                index = cls(_read_graph_file(p), source=str(p))
+                cls._shared[key] = index
+        return index
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def find(self, image_key: str) -> Optional[RecordedImage]:
+        """The record of ``image_key``, or None."""
+        candidates = self._by_name.get(_basename(image_key), [])
+        if len(candidates) == 1:
+            return candidates[0]
+        exact = self._by_key.get(image_key)
+        if exact is not None:
+            return exact
+        # Several records share the file name: the one whose path ends with the key.
+        suffix = [c for c in candidates if (c.graph.img_path or c.graph.img_url or "").endswith("/" + image_key)]
+        return suffix[0] if len(suffix) == 1 else None
+
+    def get(self, image_key: str) -> RecordedImage:
+        """The record of ``image_key``; raises :class:`BackendError` naming the key when there is none."""
+        rec = self.find(image_key)
+        if rec is None:
+            n = len(self._by_name.get(_basename(image_key), []))
+            why = f"{n} records share its file name" if n > 1 else "no record has this file name"
+            raise BackendError(f"replay: image {image_key!r} is not in {self.source} ({why})")
+        return rec
+
+
+class _ReplayBase:
+    class Options(BackendOptions):
+        max_batch_size: int = Field(64, ge=1, description="largest batch the engine forms")
+
+    def __init__(self, argument: str, options: Optional[BackendOptions] = None):
+        if not argument:
+            raise BackendError("replay backend needs a graphs file: replay:<path to .jsonl/.json/.parquet/.lmdb>")
+        self.options = options or self.Options()
+        self.max_batch_size = self.options.max_batch_size
+        self.index = ReplayIndex.for_file(argument)
+
+    def close(self) -> None:
+        """Nothing to release (the index is shared)."""
+
+
+# ---------------------------------------------------------------------------- MLLM
+def _tag_mentions(text: str, names: Sequence[Tuple[str, str]]) -> Tuple[str, List[Tuple[str, str]]]:
+    """Tag the first free mention of each name in ``text``; return the tagged text and the untagged names."""
+    from gbc.annotators.text import find_mentions
+
+    taken: List[Tuple[int, int, str]] = []
+    missing: List[Tuple[str, str]] = []
+    # Longer names first so that "eiffel tower" wins over "tower".
+    for name, label in sorted(names, key=lambda nl: -len(nl[0])):
+        spans = [(s, e) for _, s, e in find_mentions([text], name)]
+        free = [(s, e) for s, e in spans if all(e <= a or s >= b for a, b, _ in taken)]
+        if free:
+            s, e = free[0]
+            taken.append((s, e, label))
+        else:
+            missing.append((name, label))
+    out = text
+    for s, e, label in sorted(taken, reverse=True):
+        out = f"{out[:s]}[{out[s:e]}][{label}]{out[e:]}"
+    order = {n: i for i, (n, _) in enumerate(names)}
+    return out, sorted(missing, key=lambda nl: order[nl[0]])
+
+
+def _bracket_all(sentence: str, names: Sequence[str]) -> str:
+    """Put every mention of every name in brackets (longest names first, no nesting)."""
+    from gbc.annotators.text import find_mentions
+
+    taken: List[Tuple[int, int]] = []
+    for name in sorted(set(names), key=len, reverse=True):
+        for _, s, e in find_mentions([sentence], name):
+            if all(e <= a or s >= b for a, b in taken):
+                taken.append((s, e))
+    out = sentence
+    for s, e in sorted(taken, reverse=True):
+        out = f"{out[:s]}[{out[s:e]}]{out[e:]}"
+    return out
+
+
+def _first_desc(v: Vertex, label: str) -> str:
+    for d in v.descs:
+        if d.label == label:
+            return d.text
+    return ""
+
+
+@register_mllm
+class ReplayMllm(_ReplayBase):
+    """Answers MLLM queries from recorded graphs (see the module docstring)."""
+
+    name = "replay"
+
+    def generate(self, requests: Sequence[MllmRequest]) -> List[str]:
+        """One answer per request; raises :class:`BackendError` for an image with no record."""
+        return [self._answer(r) for r in requests]
+
+    def _answer(self, request: MllmRequest) -> str:
+        from gbc.annotators import answers as parsers
+
+        rec = self.index.get(request.image_key)
+        ctx = request.context or {}
+        vertex_id = str(ctx.get("vertex_id", ""))
+        kind = request.kind
+        if kind == "image":
+            root = rec.vertex("")
+            if root is None:
+                root = rec.graph.root
+            names = rec.child_names(root.vertex_id)
+            short = _first_desc(root, "short")
+            tagged, rest = _tag_mentions(short, names)
+            entities = [parsers.TaggedEntity(text=n, label=lab) for n, lab in rest]
+            return parsers.format_image_answer(_first_desc(root, "detail"), tagged, entities)
+        if kind == "entity":
+            v = rec.vertex(vertex_id)
+            if v is None or v.label != "entity":
+                return parsers.format_entity_answer("", [], present=False)
+            features = [parsers.TaggedEntity(text=n, label=lab) for n, lab in rec.child_names(vertex_id)]
+            return parsers.format_entity_answer(_first_desc(v, "detail"), features)
+        if kind == "composition":
+            v = rec.vertex(vertex_id)
+            if v is None or v.label != "composition":
+                return parsers.format_composition_answer("", [])
+            shorts = [d.text for d in v.descs if d.label == "short"]
+            return parsers.format_composition_answer(_first_desc(v, "composition"), shorts)
+        if kind == "relation":
+            names = [str(n) for n in ctx.get("member_names") or []]
+            sentences: List[str] = []
+            for rel in rec.relations_of(vertex_id):
+                recorded = [e.text for e in rel.out_edges]
+                for d in rel.descs:
+                    if d.label == "relation":
+                        sentences.append(_bracket_all(d.text, names + recorded))
+            return parsers.format_relation_answer(list(dict.fromkeys(sentences)))
+        raise BackendError(f"replay: unknown query kind {kind!r}")
+
+
+# ---------------------------------------------------------------------------- detector
+@register_detector
+class ReplayDetector(_ReplayBase):
+    """Returns the recorded boxes of each phrase inside the request's crop (see the module docstring)."""
+
+    name = "replay"
+
+    def detect(self, requests: Sequence[DetectionRequest]) -> List[Dict[str, PhraseDetections]]:
+        """For each request, ``{phrase: PhraseDetections}`` relative to the request's crop."""
+        return [self._detect_one(r) for r in requests]
+
+    def _detect_one(self, request: DetectionRequest) -> Dict[str, PhraseDetections]:
+        rec = self.index.get(request.image_key)
+        ctx = request.context or {}
+        parent = str(ctx.get("vertex_id", ""))
+        crop = Bbox.from_xyxy(ctx.get("crop_box") or (0.0, 0.0, 1.0, 1.0))
+        out: Dict[str, PhraseDetections] = {}
+        for phrase in request.phrases:
+            targets = rec.detection_targets(parent, phrase)
+            if targets:
+                out[phrase] = self._boxes(rec, parent, phrase, targets, crop)
+        return out
+
+    @staticmethod
+    def _boxes(rec: RecordedImage, parent: str, phrase: str, targets: List[str], crop: Bbox) -> PhraseDetections:
+        prefix = _child_id(parent, phrase)
+        numbered: Dict[int, Vertex] = {}
+        others: List[Vertex] = []
+        for t in targets:
+            m = _NUMBERED.match(t)
+            if m and m.group("prefix") == prefix:
+                numbered[int(m.group("index"))] = rec.vertices[t]
+            else:
+                others.append(rec.vertices[t])
+        slots: List[Optional[Vertex]] = []
+        if numbered:
+            # Boxes the reference numbered but later dropped (answered "not present") are
+            # replaced by placeholders so the engine mints the same _k ids for the others.
+            # A lone "_0" had a sibling: keep two slots so the id stays numbered.
+            slots = [numbered.get(i) for i in range(max(max(numbered) + 1, 2))]
+        slots.extend(others)
+        scores = _monotone_scores([s.bbox.confidence if s is not None else None for s in slots])
+        boxes: List[Tuple[float, float, float, float]] = []
+        for i, slot in enumerate(slots):
+            if slot is None:
+                x = min(1.0 - PLACEHOLDER_SIZE, 2 * i * PLACEHOLDER_SIZE)
+                boxes.append((x, 0.0, x + PLACEHOLDER_SIZE, PLACEHOLDER_SIZE))
+                continue
+            rel = slot.bbox.to_relative(crop)
+            boxes.append(tuple(min(1.0, max(0.0, c)) for c in rel.to_xyxy()))  # type: ignore[arg-type]
+        return PhraseDetections(boxes=boxes, scores=scores)
+
+
+def _monotone_scores(confidences: Sequence[Optional[float]]) -> List[float]:
+    """Strictly decreasing scores in the given order, the recorded ones kept where possible.
+
+    Missing confidences (boxes widened by a merge, placeholders) get a value between their
+    neighbours, so an engine that sorts boxes by score keeps the recorded numbering.
+    """
+    if len(confidences) == 1:
+        return [1.0 if confidences[0] is None else float(confidences[0])]
+    out: List[float] = []
+    for i, c in enumerate(confidences):
+        upper = out[-1] if out else None
+        if c is not None and (upper is None or c < upper):
+            out.append(float(c))
+            continue
+        later = next((x for x in confidences[i + 1:] if x is not None and (upper is None or x < upper)), None)
+        if upper is None:
+            out.append(1.0 if later is None or later < 1.0 else float(later))
+            continue
+        lower = float(later) if later is not None else upper / 2
+        out.append((upper + lower) / 2)
+    return out
