@@ -1,0 +1,438 @@
+"""Merging store shards into one store, and reading several shards as one.
+
+A key's records across the sources are resolved as follows:
+
+- ``done`` beats ``failed``: an image that failed in one shard and was annotated in another
+  is ``done`` in the result (with the graph and provenance of the shard that annotated it);
+- two ``failed`` records: the first one is kept with ``keep-first``, the last one otherwise
+  (sources are usually listed oldest first, so the last failure is the latest attempt);
+- two ``done`` records with identical graphs are one image, whatever the policy;
+- two ``done`` records with *different* graphs are a conflict, resolved by ``on_conflict``:
+
+  ``error`` (default)
+      nothing is written and :class:`MergeConflictError` names the conflicting keys;
+  ``keep-first`` / ``keep-last``
+      the graph of the first / last source that holds the key wins;
+  ``skip-identical``
+      only unambiguous keys are merged: a conflicting key is copied from no shard (an output
+      store that already holds it keeps its graph) and is listed in the summary.
+
+The output store may already exist: its content counts as the first source, and it is
+never rewritten except where a shard brings a ``done`` graph for a key it holds as
+``failed`` (or a ``keep-last`` winner).
+
+Merging plans before it writes: a first read-only pass walks the sources' statuses in key
+order (a k-way merge, so memory does not grow with the number of images) and finds the
+conflicts; the second pass copies. So ``on_conflict="error"`` never leaves a half-merged
+output.
+
+Example::
+
+    >>> from gbc.distributed.merge import merge_stores                  # doctest: +SKIP
+    >>> summary = merge_stores(["a.lmdb", "b.lmdb"], "all.lmdb")        # doctest: +SKIP
+    >>> summary["done"], summary["conflicts"]                           # doctest: +SKIP
+    (2000, 0)
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+__all__ = ["ON_CONFLICT", "MergeConflictError", "merge_stores", "find_shards", "MultiStore"]
+
+#: Accepted values of ``on_conflict``.
+ON_CONFLICT = ("error", "keep-first", "keep-last", "skip-identical")
+
+#: How many conflicting keys an error message or a summary lists (the count is always exact).
+MAX_KEYS_LISTED = 20
+
+#: Graphs copied per write transaction when the store offers batched writes.
+COPY_BATCH = 256
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class MergeConflictError(ValueError):
+    """Two sources hold different ``done`` graphs for the same key and no policy was chosen."""
+
+    def __init__(self, keys: List[str], count: int):
+        shown = ", ".join(repr(k) for k in keys[:MAX_KEYS_LISTED])
+        more = f" (and {count - len(keys[:MAX_KEYS_LISTED])} more)" if count > MAX_KEYS_LISTED else ""
+        super().__init__(
+            f"{count} image(s) have different graphs in different sources: {shown}{more}; "
+            "choose --on-conflict keep-first, keep-last or skip-identical"
+        )
+        self.keys = keys
+        self.count = count
+
+
+def find_shards(path: PathLike) -> List[Path]:
+    """The shard stores of ``path``: ``path/shards/*.lmdb`` (a run's unmerged shards) or,
+    for a folder that is not itself a store, the ``*.lmdb`` stores directly inside it."""
+    path = Path(path)
+    found = sorted(p for p in (path / "shards").glob("*.lmdb") if p.is_dir()) if (path / "shards").is_dir() else []
+    if not found and path.is_dir() and not _is_store(path):
+        found = sorted(p for p in path.glob("*.lmdb") if p.is_dir())
+    return found
+
+
+def _is_store(path: Path) -> bool:
+    return (path / "data.mdb").exists()
+
+
+def _open(path: PathLike, readonly: bool):
+    import gbc
+
+    return gbc.open_store(os.fspath(path), readonly=readonly)
+
+
+def _status_name(record) -> str:
+    return getattr(record, "status", record)
+
+
+def _same_graph(a, b) -> bool:
+    # The lossless layout: exactly the fields that were read or set, whatever their origin.
+    return a.to_dict() == b.to_dict()
+
+
+def _sorted_statuses(store, label: str) -> Iterator[Tuple[str, Any]]:
+    """``store.statuses()`` checked to come in key order (LMDB order), which the k-way merge needs."""
+    previous = None
+    for key, record in store.statuses():
+        if previous is not None and key <= previous:
+            raise RuntimeError(f"{label}: statuses are not in increasing key order ({previous!r} then {key!r})")
+        previous = key
+        yield key, record
+
+
+def _grouped(stores: Sequence[Tuple[int, Any, str]]) -> Iterator[Tuple[str, List[Tuple[int, Any]]]]:
+    """All sources' records, grouped by key in key order: (key, [(source index, record), ...])."""
+    def tagged(index, store, label):
+        for key, record in _sorted_statuses(store, label):
+            yield key, index, record
+
+    streams = [tagged(index, store, label) for index, store, label in stores]
+    merged = heapq.merge(*streams, key=lambda item: (item[0], item[1]))
+    group_key, group = None, []
+    for key, index, record in merged:
+        if key != group_key and group:
+            yield group_key, group
+            group = []
+        group_key = key
+        group.append((index, record))
+    if group:
+        yield group_key, group
+
+
+class _Plan:
+    """Decides, for one key, which source's record ends up in the output (``None``: keep the output's)."""
+
+    def __init__(self, on_conflict: str):
+        self.on_conflict = on_conflict
+
+    def winner(self, records: List[Tuple[int, Any]], graph_of: Callable[[int], Any]) -> Tuple[Optional[int], bool, bool]:
+        """Return (winning source index, is_conflict, had_identical_duplicates).
+
+        ``records`` are in source order; index 0 may be the existing output store.
+        """
+        done = [index for index, record in records if _status_name(record) == "done"]
+        if not done:
+            failed = [index for index, _ in records]
+            return (failed[0] if self.on_conflict == "keep-first" else failed[-1]), False, False
+        if len(done) == 1:
+            return done[0], False, False
+        first = graph_of(done[0])
+        distinct = [done[0]]
+        for index in done[1:]:
+            if not _same_graph(first, graph_of(index)):
+                distinct.append(index)
+        if len(distinct) == 1:
+            return done[0], False, True
+        if self.on_conflict == "keep-first":
+            return done[0], True, False
+        if self.on_conflict == "keep-last":
+            return done[-1], True, False
+        return None, True, False  # error (raised by the caller) or skip-identical (nothing copied)
+
+
+def merge_stores(
+    shards: Iterable[PathLike],
+    out: PathLike,
+    on_conflict: str = "error",
+    *,
+    progress: Optional[Callable[[int], None]] = None,
+    remove_sources: bool = False,
+) -> Dict[str, Any]:
+    """Merge the stores ``shards`` into the store ``out`` (created when missing).
+
+    Copies graphs, statuses and provenance; ``on_conflict`` is one of :data:`ON_CONFLICT`
+    (see the module docstring). ``progress`` is called with the number of keys handled
+    since the last call. ``remove_sources`` deletes the shard folders after a successful
+    merge. Returns a summary: ``sources``, ``keys`` (distinct keys seen in the shards),
+    ``copied``, ``done``/``failed`` (in the output afterwards), ``identical`` (duplicates
+    that agreed), ``conflicts`` and ``conflict_keys`` (at most :data:`MAX_KEYS_LISTED`),
+    ``seconds``.
+    """
+    if on_conflict not in ON_CONFLICT:
+        raise ValueError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}; got {on_conflict!r}")
+    out = Path(out)
+    sources = [Path(s) for s in shards]
+    if not sources:
+        raise ValueError("no shard stores to merge")
+    seen = set()
+    for source in sources:
+        if not source.exists():
+            raise FileNotFoundError(f"shard store not found: {source}")
+        if not _is_store(source):
+            raise ValueError(f"not a graph store (no data.mdb): {source}")
+        resolved = source.resolve()
+        if resolved == out.resolve():
+            raise ValueError(f"the output store is also listed as a shard: {source}")
+        if resolved in seen:
+            raise ValueError(f"shard listed twice: {source}")
+        seen.add(resolved)
+    started = time.perf_counter()
+    out_exists = _is_store(out)
+
+    # Pass 1 (read-only): find conflicts, so that "error" refuses before writing anything.
+    conflicts, identical, keys_seen = _plan_pass(sources, out if out_exists else None, on_conflict)
+    if conflicts and on_conflict == "error":
+        raise MergeConflictError(conflicts[:MAX_KEYS_LISTED], len(conflicts))
+
+    # Pass 2: copy the winners.
+    plan = _Plan(on_conflict)
+    copied = 0
+    opened = []
+    target = None
+    try:
+        for source in sources:
+            opened.append(_open(source, readonly=True))
+        target = _open(out, readonly=False)
+        labelled = [(i + 1, store, str(path)) for i, (store, path) in enumerate(zip(opened, sources))]
+        pending = 0
+        for key, records in _grouped(labelled):
+            existing = target.status(key)
+            candidates = ([(0, existing)] if existing is not None else []) + records
+
+            def graph_of(index, _key=key):
+                return target[_key] if index == 0 else opened[index - 1][_key]
+
+            winner, _, _ = plan.winner(candidates, graph_of) if len(candidates) > 1 else (candidates[0][0], False, False)
+            if winner is not None and winner != 0:
+                _copy(opened[winner - 1], target, key, candidates[[i for i, _ in candidates].index(winner)][1])
+                copied += 1
+            pending += 1
+            if progress is not None and pending >= 1000:
+                progress(pending)
+                pending = 0
+        if progress is not None and pending:
+            progress(pending)
+        target.update_meta({
+            "merged_from": [str(s) for s in sources],
+            "merge": {"on_conflict": on_conflict, "copied": copied, "conflicts": len(conflicts), "time": time.time()},
+        })
+        done = sum(1 for _ in target.keys(status="done"))
+        failed = sum(1 for _ in target.keys(status="failed"))
+    finally:
+        if target is not None:
+            target.close()
+        for store in opened:
+            store.close()
+    if remove_sources:
+        import shutil
+
+        for source in sources:
+            shutil.rmtree(source)
+    return {
+        "sources": [str(s) for s in sources],
+        "out": str(out),
+        "keys": keys_seen,
+        "copied": copied,
+        "done": done,
+        "failed": failed,
+        "identical": identical,
+        "conflicts": len(conflicts),
+        "conflict_keys": conflicts[:MAX_KEYS_LISTED],
+        "on_conflict": on_conflict,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _plan_pass(sources: List[Path], out: Optional[Path], on_conflict: str) -> Tuple[List[str], int, int]:
+    plan = _Plan("error")  # only to classify: conflicts are decided independently of the policy
+    stores = []
+    target = None
+    try:
+        target = _open(out, readonly=True) if out is not None else None
+        for source in sources:
+            stores.append(_open(source, readonly=True))
+        conflicts: List[str] = []
+        identical = 0
+        keys_seen = 0
+        labelled = [(i + 1, store, str(path)) for i, (store, path) in enumerate(zip(stores, sources))]
+        for key, records in _grouped(labelled):
+            keys_seen += 1
+            existing = target.status(key) if target is not None else None
+            candidates = ([(0, existing)] if existing is not None else []) + records
+            if sum(1 for _, r in candidates if _status_name(r) == "done") < 2:
+                continue
+
+            def graph_of(index, _key=key):
+                return target[_key] if index == 0 else stores[index - 1][_key]
+
+            _, is_conflict, is_identical = plan.winner(candidates, graph_of)
+            if is_conflict:
+                conflicts.append(key)
+            elif is_identical:
+                identical += 1
+        return conflicts, identical, keys_seen
+    finally:
+        for store in stores:
+            store.close()
+        if target is not None:
+            target.close()
+
+
+def _copy(source, target, key: str, record) -> None:
+    provenance = source.get_provenance(key)
+    if _status_name(record) == "done":
+        target.commit_image(key, source[key], provenance=provenance, attempts=getattr(record, "attempts", 1) or 1)
+    else:
+        target.mark_failed(
+            key,
+            getattr(record, "reason", "") or "",
+            error_type=getattr(record, "error_type", None),
+            attempts=getattr(record, "attempts", 1) or 1,
+            provenance=provenance,
+        )
+
+
+class MultiStore:
+    """A read-only view of several stores as one (e.g. a run's unmerged shards).
+
+    It reads like a ``GraphStore``: ``len``, ``in``, ``[key]``, ``get``, ``keys(status=None)``,
+    ``items()``, ``status(key)``, ``statuses()``, ``get_provenance(key)``, ``meta``. Records
+    of one key in several stores resolve as in :func:`merge_stores`: ``done`` beats
+    ``failed``; of two ``done`` graphs the first store's is shown (``keep-first``); of two
+    ``failed`` records the last. Iteration walks all stores in key order at once, so memory
+    does not grow with the number of images.
+
+    >>> view = MultiStore(["out.lmdb", *find_shards("out.lmdb")])   # doctest: +SKIP
+    >>> len(view), view.keys(status="failed")                         # doctest: +SKIP
+    """
+
+    readonly = True
+
+    def __init__(self, paths: Iterable[PathLike]):
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise ValueError("MultiStore needs at least one store")
+        self._stores = []
+        try:
+            for path in self.paths:
+                if not _is_store(path):
+                    raise FileNotFoundError(f"graph store not found: {path}")
+                self._stores.append(_open(path, readonly=True))
+        except BaseException:
+            self.close()
+            raise
+
+    # ----------------------------------------------------------------- lookups
+    def _records(self, key: str) -> List[Tuple[int, Any]]:
+        return [(i, r) for i, r in ((i, s.status(key)) for i, s in enumerate(self._stores)) if r is not None]
+
+    @staticmethod
+    def _resolve(records: List[Tuple[int, Any]]) -> Optional[Tuple[int, Any]]:
+        if not records:
+            return None
+        for index, record in records:
+            if _status_name(record) == "done":
+                return index, record
+        return records[-1]
+
+    def status(self, key: str):
+        """The resolved status record of ``key``, or ``None`` when no store holds it."""
+        found = self._resolve(self._records(key))
+        return found[1] if found else None
+
+    def __getitem__(self, key: str):
+        found = self._resolve(self._records(key))
+        if found is None or _status_name(found[1]) != "done":
+            raise KeyError(key)
+        return self._stores[found[0]][key]
+
+    def get(self, key: str, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key) -> bool:
+        return any(key in store for store in self._stores)
+
+    def get_provenance(self, key: str):
+        found = self._resolve(self._records(key))
+        return self._stores[found[0]].get_provenance(key) if found else None
+
+    # ----------------------------------------------------------------- iteration
+    def statuses(self) -> Iterator[Tuple[str, Any]]:
+        """(key, resolved record) for every key of every store, in key order."""
+        labelled = [(i, store, str(path)) for i, (store, path) in enumerate(zip(self._stores, self.paths))]
+        for key, records in _grouped(labelled):
+            yield key, self._resolve(records)[1]
+
+    def keys(self, status: Optional[str] = None) -> Iterator[str]:
+        """Keys with a graph (``status=None`` or ``"done"``) or with a ``"failed"`` record."""
+        wanted = "done" if status is None else status
+        if wanted not in ("done", "failed"):
+            raise ValueError(f"status must be None, 'done' or 'failed'; got {status!r}")
+        return (key for key, record in self.statuses() if _status_name(record) == wanted)
+
+    def __iter__(self) -> Iterator[str]:
+        return self.keys()
+
+    def items(self) -> Iterator[Tuple[str, Any]]:
+        for key, record in self.statuses():
+            if _status_name(record) == "done":
+                yield key, self[key]
+
+    def values(self) -> Iterator[Any]:
+        return (graph for _, graph in self.items())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.keys())
+
+    @property
+    def meta(self) -> Dict[str, Any]:
+        """The first store's metadata, with the list of stores under ``"stores"``."""
+        meta = dict(self._stores[0].meta or {})
+        meta["stores"] = [str(p) for p in self.paths]
+        return meta
+
+    # ----------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        stores, self._stores = self._stores, []
+        for store in stores:
+            store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MultiStore({[str(p) for p in self.paths]!r})"
+
+
+def open_multi_store(path: PathLike) -> "MultiStore":
+    """Read a store together with its unmerged shards (``path/shards/*.lmdb``), or a folder of stores."""
+    path = Path(path)
+    stores = ([path] if _is_store(path) else []) + find_shards(path)
+    if not stores:
+        raise FileNotFoundError(f"no graph store or shards at {path}")
+    return MultiStore(stores)

@@ -1,0 +1,161 @@
+"""Merging store shards (real LMDB stores, no Ray)."""
+import pytest
+
+import gbc
+from gbc.distributed.merge import MergeConflictError, MultiStore, find_shards, merge_stores, open_multi_store
+from gbc.schemas.synthetic import synthetic_graph
+
+
+def make_store(path, done=(), failed=(), seed_offset=0):
+    """done: keys -> graph seed (int) ; failed: keys -> reason."""
+    with gbc.open_store(str(path), readonly=False) as store:
+        for key, seed in dict(done).items():
+            store.commit_image(key, synthetic_graph(seed + seed_offset), provenance={"shard": path.name, "key": key})
+        for key, reason in dict(failed).items():
+            store.mark_failed(key, reason, error_type="Boom", attempts=2, provenance={"shard": path.name})
+    return path
+
+
+def sg(seed):
+    return synthetic_graph(seed).to_dict()
+
+
+def read_all(path):
+    with gbc.open_store(str(path)) as store:
+        return ({k: store.status(k).status for k, _ in store.statuses()},
+                {k: g.to_dict() for k, g in store.items()},
+                store.meta)
+
+
+def test_disjoint_shards_merge_everything_with_provenance(tmp_path):
+    a = make_store(tmp_path / "a.lmdb", done={"k1": 1, "k3": 3}, failed={"k5": "bad image"})
+    b = make_store(tmp_path / "b.lmdb", done={"k2": 2, "k4": 4})
+    summary = merge_stores([a, b], tmp_path / "out.lmdb")
+    assert (summary["done"], summary["failed"], summary["copied"], summary["conflicts"]) == (4, 1, 5, 0)
+    statuses, graphs, meta = read_all(tmp_path / "out.lmdb")
+    assert statuses == {"k1": "done", "k2": "done", "k3": "done", "k4": "done", "k5": "failed"}
+    assert graphs["k2"] == sg(2)
+    assert meta["merged_from"] == [str(a), str(b)]
+    with gbc.open_store(str(tmp_path / "out.lmdb")) as out:
+        assert out.get_provenance("k4") == {"shard": "b.lmdb", "key": "k4"}
+        record = out.status("k5")
+        assert (record.reason, record.error_type, record.attempts) == ("bad image", "Boom", 2)
+
+
+def test_done_beats_failed_in_either_order(tmp_path):
+    a = make_store(tmp_path / "a.lmdb", done={"x": 1}, failed={"y": "timeout"})
+    b = make_store(tmp_path / "b.lmdb", done={"y": 2}, failed={"x": "oom"})
+    summary = merge_stores([a, b], tmp_path / "out.lmdb")
+    statuses, graphs, _ = read_all(tmp_path / "out.lmdb")
+    assert statuses == {"x": "done", "y": "done"}
+    assert graphs == {"x": sg(1), "y": sg(2)}
+    assert summary["conflicts"] == 0
+
+
+def test_identical_duplicates_are_fine_under_every_policy(tmp_path):
+    a = make_store(tmp_path / "a.lmdb", done={"same": 7, "a_only": 1})
+    b = make_store(tmp_path / "b.lmdb", done={"same": 7})
+    for policy in ("error", "keep-first", "keep-last", "skip-identical"):
+        out = tmp_path / f"out-{policy}.lmdb"
+        summary = merge_stores([a, b], out, on_conflict=policy)
+        assert (summary["identical"], summary["conflicts"], summary["done"]) == (1, 0, 2)
+        assert read_all(out)[1]["same"] == sg(7)
+
+
+@pytest.mark.parametrize("policy,expected", [
+    ("keep-first", {"c": 10, "u": 1, "v": 2}),
+    ("keep-last", {"c": 20, "u": 1, "v": 2}),
+    ("skip-identical", {"u": 1, "v": 2}),
+])
+def test_conflicts_resolved_as_told(tmp_path, policy, expected):
+    a = make_store(tmp_path / "a.lmdb", done={"c": 10, "u": 1})
+    b = make_store(tmp_path / "b.lmdb", done={"c": 20, "v": 2})
+    summary = merge_stores([a, b], tmp_path / "out.lmdb", on_conflict=policy)
+    assert summary["conflicts"] == 1 and summary["conflict_keys"] == ["c"]
+    graphs = read_all(tmp_path / "out.lmdb")[1]
+    assert graphs == {k: sg(s) for k, s in expected.items()}
+
+
+def test_conflict_error_writes_nothing(tmp_path):
+    a = make_store(tmp_path / "a.lmdb", done={"c": 10, "u": 1})
+    b = make_store(tmp_path / "b.lmdb", done={"c": 20})
+    with pytest.raises(MergeConflictError, match="1 image.*'c'.*--on-conflict"):
+        merge_stores([a, b], tmp_path / "out.lmdb")
+    assert not (tmp_path / "out.lmdb").exists()
+
+
+def test_existing_output_counts_as_first_source(tmp_path):
+    out = make_store(tmp_path / "out.lmdb", done={"old": 1, "c": 10}, failed={"retry": "flaky"})
+    s = make_store(tmp_path / "s.lmdb", done={"retry": 3, "c": 11, "new": 4})
+    with pytest.raises(MergeConflictError):
+        merge_stores([s], out)
+    summary = merge_stores([s], out, on_conflict="keep-first")
+    statuses, graphs, _ = read_all(out)
+    assert statuses == {"old": "done", "c": "done", "retry": "done", "new": "done"}
+    assert graphs["c"] == sg(10) and graphs["retry"] == sg(3)
+    assert summary["copied"] == 2  # retry and new; c kept from the output
+
+
+def test_failed_twice_keeps_the_last_unless_keep_first(tmp_path):
+    a = make_store(tmp_path / "a.lmdb", failed={"f": "first"})
+    b = make_store(tmp_path / "b.lmdb", failed={"f": "second"})
+    merge_stores([a, b], tmp_path / "o1.lmdb")
+    merge_stores([a, b], tmp_path / "o2.lmdb", on_conflict="keep-first")
+    with gbc.open_store(str(tmp_path / "o1.lmdb")) as o1, gbc.open_store(str(tmp_path / "o2.lmdb")) as o2:
+        assert o1.status("f").reason == "second" and o2.status("f").reason == "first"
+
+
+@pytest.mark.parametrize("bad,fragment", [
+    ("missing.lmdb", "not found"), ("plain_dir", "not a graph store"),
+])
+def test_bad_sources_are_refused(tmp_path, bad, fragment):
+    (tmp_path / "plain_dir").mkdir()
+    a = make_store(tmp_path / "a.lmdb", done={"x": 1})
+    with pytest.raises((FileNotFoundError, ValueError), match=fragment):
+        merge_stores([a, tmp_path / bad], tmp_path / "out.lmdb")
+
+
+def test_bad_policy_and_self_merge(tmp_path):
+    a = make_store(tmp_path / "a.lmdb", done={"x": 1})
+    with pytest.raises(ValueError, match="on_conflict"):
+        merge_stores([a], tmp_path / "o.lmdb", on_conflict="newest")
+    with pytest.raises(ValueError, match="also listed"):
+        merge_stores([a], a)
+    with pytest.raises(ValueError, match="twice"):
+        merge_stores([a, a], tmp_path / "o.lmdb")
+
+
+def test_remove_sources_after_merge(tmp_path):
+    a = make_store(tmp_path / "a.lmdb", done={"x": 1})
+    merge_stores([a], tmp_path / "o.lmdb", remove_sources=True)
+    assert not a.exists() and read_all(tmp_path / "o.lmdb")[0] == {"x": "done"}
+
+
+def test_multistore_reads_shards_as_one(tmp_path):
+    out = make_store(tmp_path / "out.lmdb", done={"a": 1}, failed={"b": "oom"})
+    (tmp_path / "out.lmdb" / "shards").mkdir()
+    make_store(tmp_path / "out.lmdb" / "shards" / "worker-000.lmdb", done={"b": 2, "c": 3})
+    make_store(tmp_path / "out.lmdb" / "shards" / "worker-001.lmdb", done={"d": 4}, failed={"e": "bad"})
+    assert [p.name for p in find_shards(out)] == ["worker-000.lmdb", "worker-001.lmdb"]
+    with open_multi_store(out) as view:
+        assert len(view) == 4
+        assert list(view.keys()) == ["a", "b", "c", "d"]
+        assert list(view.keys(status="failed")) == ["e"]
+        assert view["b"].to_dict() == sg(2) and view.status("b").status == "done"
+        assert "d" in view and "e" not in view and "zz" not in view
+        assert view.get("zz") is None
+        with pytest.raises(KeyError):
+            view["e"]
+        assert dict(view.items())["c"].to_dict() == sg(3)
+        assert view.get_provenance("d") == {"shard": "worker-001.lmdb", "key": "d"}
+        assert len(view.meta["stores"]) == 3
+        assert [k for k, _ in view.statuses()] == ["a", "b", "c", "d", "e"]
+
+
+def test_multistore_on_folder_of_stores(tmp_path):
+    make_store(tmp_path / "s0.lmdb", done={"a": 1})
+    make_store(tmp_path / "s1.lmdb", done={"b": 2})
+    with open_multi_store(tmp_path) as view:
+        assert sorted(view) == ["a", "b"]
+    with pytest.raises(FileNotFoundError):
+        open_multi_store(tmp_path / "nothing")
