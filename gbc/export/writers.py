@@ -1,0 +1,410 @@
+"""Writers of CLIP training data: open_clip CSV, WebDataset shards, Parquet shards.
+
+``export_graphs`` streams ``(key, graph)`` pairs through a caption strategy into one writer
+and returns an ``ExportSummary`` (rows per caption type, graphs skipped and why)::
+
+    from gbc.export.writers import ExportOptions, export_graphs
+    from gbc.export.source import open_source
+    pairs, total = open_source("graphs.jsonl")
+    summary = export_graphs(pairs, "shards/", ExportOptions(fmt="wds", images_root="images/"))
+    print(summary.rows_by_type)
+
+Layouts:
+
+- ``csv``: one tab-separated file with columns ``filepath`` and ``title``, one caption per row
+  (open_clip's ``--csv-separator '\\t'``). ``filepath`` is the source image when a sample is
+  the whole image unchanged; crops and resized images are written as JPEG files into
+  ``<OUT stem>_images/`` beside the CSV. Text-only rows keep the recorded path or URL.
+- ``wds``: ``00000.tar``, ``00001.tar``, ... holding ``<key>.jpg``, ``<key>.txt`` and
+  ``<key>.json`` (key, caption metadata and the whole graph) per sample, with keys of 9 digits
+  (shard number then index in the shard) as img2dataset writes them; beside each tar a
+  ``00000.parquet`` index (key, caption, status, sizes, ...) and a ``00000_stats.json``.
+- ``parquet``: ``00000.parquet``, ... with flat columns (``key``, ``image_key``, ``caption``,
+  ``caption_type``, ``vertex_id``, ``vertex_label``, ``desc_label``, ``left``, ``top``,
+  ``right``, ``bottom``, ``image_path``, ``image`` (JPEG bytes, null when text-only),
+  ``width``, ``height``), readable by ``datasets.load_dataset("parquet", data_files=...)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from gbc.export.captions import CaptionFilter, CaptionRow, get_strategy
+from gbc.export.images import DEFAULT_JPEG_QUALITY, EncodedImage, ImageEncoder, find_image
+from gbc.schemas import GbcGraph
+
+FORMATS = ("csv", "wds", "parquet")
+#: Samples per WebDataset or Parquet shard (img2dataset's default).
+DEFAULT_SHARD_SIZE = 10_000
+#: Rows buffered before a Parquet row group is written.
+PARQUET_ROW_GROUP = 2_000
+#: Error messages kept in the summary (the count covers all of them).
+MAX_ERRORS_KEPT = 20
+#: What to do with a graph whose image file is missing: skip it, or export its rows text-only.
+MISSING_POLICIES = ("skip", "text")
+
+
+@dataclass
+class ExportOptions:
+    """Settings of one export (see ``gbc export --help``)."""
+
+    fmt: str = "csv"
+    strategy: str = "gbc-captions"
+    caption_filter: CaptionFilter = field(default_factory=CaptionFilter)
+    images_root: Optional[str] = None
+    max_side: Optional[int] = None
+    shard_size: int = DEFAULT_SHARD_SIZE
+    text_only: bool = False
+    missing: str = "skip"
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+
+    def __post_init__(self):
+        if self.fmt not in FORMATS:
+            raise ValueError(f"unknown export format {self.fmt!r}; choose from {', '.join(FORMATS)}")
+        get_strategy(self.strategy)
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.missing not in MISSING_POLICIES:
+            raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {self.missing!r}")
+
+
+@dataclass
+class ExportSummary:
+    """Counts of one export. ``rows_by_type`` counts rows per caption type."""
+
+    graphs_read: int = 0
+    graphs_exported: int = 0
+    graphs_text_only: int = 0
+    skipped_missing_image: int = 0
+    skipped_image_error: int = 0
+    graphs_without_rows: int = 0
+    rows: int = 0
+    dropped_sentences: int = 0
+    rows_by_type: Counter = field(default_factory=Counter)
+    files: List[str] = field(default_factory=list)
+    errors: List[str] = field(default_factory=list)
+    token_counter: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = dict(self.__dict__)
+        out["rows_by_type"] = dict(sorted(self.rows_by_type.items()))
+        return out
+
+
+class _Graph:
+    """One graph being exported: its key, its image (if any) and its JSON encoded once."""
+
+    def __init__(self, key: str, graph: GbcGraph, encoder: Optional[ImageEncoder], source: Optional[Path]):
+        self.key = key
+        self.graph = graph
+        self.encoder = encoder
+        self.source = source
+        self._json: Optional[bytes] = None
+
+    @property
+    def graph_json(self) -> bytes:
+        if self._json is None:
+            self._json = self.graph.to_json()
+        return self._json
+
+    def recorded_path(self) -> str:
+        return self.graph.img_path or self.graph.img_url or ""
+
+
+def _sample_key(shard: int, index: int, shard_size: int) -> str:
+    # img2dataset: 5 digits of shard number, then enough digits for an index in the shard
+    # (4 for the default 10,000 samples per shard: keys of 9 digits).
+    width = max(4, len(str(shard_size - 1)))
+    return f"{shard:05d}{index:0{width}d}"
+
+
+def _row_meta(g: _Graph, row: CaptionRow) -> Dict[str, Any]:
+    return {
+        "image_key": g.key,
+        "caption_type": row.caption_type,
+        "vertex_id": row.vertex_id,
+        "vertex_label": row.vertex_label,
+        "desc_label": row.desc_label,
+        "bbox": list(row.bbox) if row.bbox is not None else None,
+    }
+
+
+class CsvWriter:
+    """open_clip CSV: ``filepath<TAB>title``, one caption per row."""
+
+    def __init__(self, out: Path, options: ExportOptions):
+        self.out = out
+        self.options = options
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(out, "w", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._fh, delimiter="\t", lineterminator="\n")
+        self._csv.writerow(["filepath", "title"])
+        self.images_dir = out.parent / f"{out.stem}_images"
+        self._n_images = 0
+        self.files = [str(out)]
+
+    def _image_file(self, g: _Graph, row: CaptionRow, image: EncodedImage, cache: Dict) -> str:
+        # The source file is referenced as is unless the sample is a crop or was re-encoded.
+        if image.copied and g.source is not None:
+            return str(g.source.resolve())
+        cache_key = (id(g), row.bbox)
+        if cache_key not in cache:
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+            path = self.images_dir / f"{self._n_images:09d}.jpg"
+            path.write_bytes(image.data)
+            self._n_images += 1
+            cache[cache_key] = str(path.resolve())
+        return cache[cache_key]
+
+    def write_graph(self, g: _Graph, rows: List[CaptionRow], images: List[Optional[EncodedImage]]) -> None:
+        cache: Dict = {}
+        for row, image in zip(rows, images):
+            filepath = g.recorded_path() if image is None else self._image_file(g, row, image, cache)
+            self._csv.writerow([filepath, row.text])
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._n_images:
+            self.files.append(str(self.images_dir))
+
+
+class _ShardedWriter:
+    """Counts samples into shards of ``shard_size``; subclasses open and close shards."""
+
+    def __init__(self, out: Path, options: ExportOptions):
+        self.out = out
+        self.options = options
+        out.mkdir(parents=True, exist_ok=True)
+        self.shard = -1
+        self.index = options.shard_size  # forces opening shard 0 on the first sample
+        self.files: List[str] = []
+
+    def _next_key(self) -> str:
+        if self.index >= self.options.shard_size:
+            if self.shard >= 0:
+                self._close_shard()
+            self.shard += 1
+            self.index = 0
+            self._open_shard()
+        key = _sample_key(self.shard, self.index, self.options.shard_size)
+        self.index += 1
+        return key
+
+    def close(self) -> None:
+        if self.shard >= 0:
+            self._close_shard()
+
+    def _open_shard(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _close_shard(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0  # reproducible shards
+    info.mode = 0o444
+    tar.addfile(info, io.BytesIO(data))
+
+
+class WdsWriter(_ShardedWriter):
+    """WebDataset tar shards in the img2dataset layout, with a Parquet index per shard."""
+
+    def _open_shard(self) -> None:
+        self._tar_path = self.out / f"{self.shard:05d}.tar"
+        self._tar = tarfile.open(self._tar_path, "w", format=tarfile.USTAR_FORMAT)
+        self._columns = _wds_index_columns()
+        self._index: Dict[str, list] = {k: [] for k in self._columns}
+        self._stats = Counter()
+
+    def _close_shard(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._tar.close()
+        table = pa.table({k: pa.array(v, type=self._columns[k]) for k, v in self._index.items()})
+        index_path = self.out / f"{self.shard:05d}.parquet"
+        pq.write_table(table, index_path)
+        stats = {"count": self._stats["count"], "successes": self._stats["success"], "failed_to_download": 0,
+                 "failed_to_resize": 0, "text_only": self._stats["text_only"],
+                 "caption_types": {k[5:]: v for k, v in sorted(self._stats.items()) if k.startswith("type:")}}
+        stats_path = self.out / f"{self.shard:05d}_stats.json"
+        stats_path.write_text(json.dumps(stats, indent=2))
+        self.files += [str(self._tar_path), str(index_path), str(stats_path)]
+
+    def write_graph(self, g: _Graph, rows: List[CaptionRow], images: List[Optional[EncodedImage]]) -> None:
+        import msgspec
+
+        for row, image in zip(rows, images):
+            key = self._next_key()
+            meta = {"key": key, **_row_meta(g, row)}
+            if image is not None:
+                meta.update(width=image.width, height=image.height,
+                            original_width=image.original_width, original_height=image.original_height)
+                _tar_add(self._tar, f"{key}.jpg", image.data)
+            _tar_add(self._tar, f"{key}.txt", row.text.encode("utf-8"))
+            # The graph is encoded once per graph and spliced into each sample's metadata.
+            head = msgspec.json.encode(meta)
+            _tar_add(self._tar, f"{key}.json", head[:-1] + b',"graph":' + g.graph_json + b"}")
+            idx = self._index
+            idx["key"].append(key)
+            idx["caption"].append(row.text)
+            idx["status"].append("success" if image is not None else "text_only")
+            idx["error_message"].append(None)
+            idx["width"].append(image.width if image else None)
+            idx["height"].append(image.height if image else None)
+            idx["original_width"].append(image.original_width if image else None)
+            idx["original_height"].append(image.original_height if image else None)
+            idx["image_key"].append(g.key)
+            idx["caption_type"].append(row.caption_type)
+            self._stats["count"] += 1
+            self._stats["success" if image is not None else "text_only"] += 1
+            self._stats["type:" + row.caption_type] += 1
+
+
+def _wds_index_columns():
+    import pyarrow as pa
+
+    return {
+        "key": pa.string(), "caption": pa.string(), "status": pa.string(), "error_message": pa.string(),
+        "width": pa.int32(), "height": pa.int32(), "original_width": pa.int32(), "original_height": pa.int32(),
+        "image_key": pa.string(), "caption_type": pa.string(),
+    }
+
+
+_PARQUET_COLUMNS = ("key", "image_key", "caption", "caption_type", "vertex_id", "vertex_label", "desc_label",
+                    "left", "top", "right", "bottom", "image_path", "image", "width", "height")
+
+
+def _parquet_schema():
+    import pyarrow as pa
+
+    f32 = pa.float32()
+    return pa.schema([
+        ("key", pa.string()), ("image_key", pa.string()), ("caption", pa.string()), ("caption_type", pa.string()),
+        ("vertex_id", pa.string()), ("vertex_label", pa.string()), ("desc_label", pa.string()),
+        ("left", f32), ("top", f32), ("right", f32), ("bottom", f32),
+        ("image_path", pa.string()), ("image", pa.binary()), ("width", pa.int32()), ("height", pa.int32()),
+    ])
+
+
+class ParquetWriter(_ShardedWriter):
+    """Parquet shards of flat columns (one row per caption, image bytes inline)."""
+
+    def _open_shard(self) -> None:
+        import pyarrow.parquet as pq
+
+        self._schema = _parquet_schema()
+        self._path = self.out / f"{self.shard:05d}.parquet"
+        self._writer = pq.ParquetWriter(self._path, self._schema)
+        self._buffer: Dict[str, list] = {k: [] for k in _PARQUET_COLUMNS}
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._buffer["key"]:
+            self._writer.write_table(pa.table(self._buffer, schema=self._schema))
+            self._buffer = {k: [] for k in _PARQUET_COLUMNS}
+
+    def _close_shard(self) -> None:
+        self._flush()
+        self._writer.close()
+        self.files.append(str(self._path))
+
+    def write_graph(self, g: _Graph, rows: List[CaptionRow], images: List[Optional[EncodedImage]]) -> None:
+        for row, image in zip(rows, images):
+            key = self._next_key()
+            b = self._buffer
+            box = row.bbox or (0.0, 0.0, 1.0, 1.0)
+            b["key"].append(key)
+            b["image_key"].append(g.key)
+            b["caption"].append(row.text)
+            b["caption_type"].append(row.caption_type)
+            b["vertex_id"].append(row.vertex_id)
+            b["vertex_label"].append(row.vertex_label)
+            b["desc_label"].append(row.desc_label)
+            for name, value in zip(("left", "top", "right", "bottom"), box):
+                b[name].append(value)
+            b["image_path"].append(str(g.source) if g.source is not None else g.recorded_path())
+            b["image"].append(image.data if image is not None else None)
+            b["width"].append(image.width if image is not None else None)
+            b["height"].append(image.height if image is not None else None)
+            if len(b["key"]) >= PARQUET_ROW_GROUP:
+                self._flush()
+
+
+_WRITERS = {"csv": CsvWriter, "wds": WdsWriter, "parquet": ParquetWriter}
+
+
+def _images_for(g: _Graph, rows: List[CaptionRow]) -> List[Optional[EncodedImage]]:
+    if g.encoder is None:
+        return [None] * len(rows)
+    cache: Dict[Optional[Tuple[float, ...]], EncodedImage] = {}
+    out = []
+    for row in rows:
+        if row.bbox not in cache:
+            cache[row.bbox] = g.encoder.crop(row.bbox)
+        out.append(cache[row.bbox])
+    return out
+
+
+def export_graphs(pairs: Iterable[Tuple[str, GbcGraph]], out, options: ExportOptions) -> ExportSummary:
+    """Write the rows of every graph in ``pairs`` to ``out`` (a file for CSV, else a folder).
+
+    Graphs whose image is missing are skipped and counted (or exported text-only with
+    ``missing="text"``); unreadable images are skipped, counted, and their errors kept in
+    ``summary.errors``. Every graph read is accounted for in the summary.
+    """
+    strategy = get_strategy(options.strategy)
+    flt = options.caption_filter
+    summary = ExportSummary(token_counter=flt.token_counter()[1] if flt.max_tokens else "no limit")
+    out = Path(out)
+    if options.fmt == "csv" and out.is_dir():
+        raise ValueError(f"{out} is a folder; the csv format writes one file (e.g. {out / 'train.csv'})")
+    if options.fmt != "csv" and out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder; the {options.fmt} format writes shards into a folder")
+    writer = _WRITERS[options.fmt](out, options)
+    try:
+        for key, graph in pairs:
+            summary.graphs_read += 1
+            batch = strategy(graph, flt)
+            summary.dropped_sentences += batch.dropped_sentences
+            if not batch.rows:
+                summary.graphs_without_rows += 1
+                continue
+            encoder = source = None
+            if not options.text_only:
+                source = find_image(graph, options.images_root)
+                if source is None:
+                    if options.missing == "skip":
+                        summary.skipped_missing_image += 1
+                        continue
+                else:
+                    encoder = ImageEncoder(source, options.max_side, options.jpeg_quality)
+            g = _Graph(key, graph, encoder, source)
+            try:
+                images = _images_for(g, batch.rows)
+            except OSError as exc:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+                summary.skipped_image_error += 1
+                if len(summary.errors) < MAX_ERRORS_KEPT:
+                    summary.errors.append(f"{key}: cannot read image {source}: {exc}")
+                continue
+            writer.write_graph(g, batch.rows, images)
+            summary.graphs_exported += 1
+            if encoder is None:
+                summary.graphs_text_only += 1
+            summary.rows += len(batch.rows)
+            summary.rows_by_type.update(r.caption_type for r in batch.rows)
+    finally:
+        writer.close()
+    summary.files = writer.files
+    return summary
