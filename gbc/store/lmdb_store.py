@@ -1,0 +1,673 @@
+"""The LMDB graph store: graphs, per-image status, run metadata and provenance in one file.
+
+One LMDB environment (a directory, by convention ``*.lmdb``) with named sub-databases:
+
+- ``graphs``: image key -> compact graph value (``gbc.store.codec``)
+- ``status``: image key -> ``StatusRecord`` (done | failed, reason, error type, attempts, ...)
+- ``meta``: name -> JSON value (format version, creation time, gbc version, run metadata)
+- ``provenance``: image key -> dict (raw model answers, backend specs, prompt version)
+- ``dicts``: id -> zstd dictionary trained on this store's first graphs
+
+Read it like a mapping::
+
+    import gbc
+    with gbc.open_store("run.lmdb") as store:
+        print(len(store), store.count("failed"))
+        for key, graph in store.items():
+            ...
+
+``commit_image`` writes a graph, its ``done`` status and its provenance in one transaction,
+so a run that is killed and started again skips exactly the images that were committed.
+The store may be read by other processes while one process writes it, and it is safe to
+use across ``fork()``: every process opens the environment for itself, lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple, Union
+
+import msgspec
+from pydantic import BaseModel
+
+from gbc.schemas.graph import GbcGraph
+from gbc.store.codec import ValueCodec, ValueDecodeError
+
+#: Layout version of the store as a whole (sub-databases and meta keys).
+STORE_FORMAT_VERSION = 1
+#: Initial map size of a new store. The file grows only as pages are used; the map doubles
+#: whenever a write does not fit.
+DEFAULT_MAP_SIZE = 1 << 30
+#: Largest map a store grows to before giving up (1 TiB).
+MAX_MAP_SIZE = 1 << 40
+#: Graphs written per transaction by ``put_many``.
+DEFAULT_BATCH_SIZE = 1000
+#: Values read per read transaction while iterating; short transactions let a writer
+#: in another process reuse pages and let readers follow a growing map.
+ITER_CHUNK = 256
+#: Graph values collected before a zstd dictionary is trained for the store (0: never).
+DICT_TRAIN_SAMPLES = 1000
+#: Size of that dictionary in bytes.
+DICT_SIZE = 32 * 1024
+#: Reader slots of the environment (LMDB's default is 126).
+MAX_READERS = 256
+#: LMDB keys are limited to 511 bytes.
+MAX_KEY_BYTES = 511
+
+_SUBDBS = (b"graphs", b"status", b"meta", b"provenance", b"dicts")
+_STATUS_CODES = {"done": b"D", "failed": b"F"}
+
+StatusName = Literal["done", "failed"]
+
+
+class StoreError(ValueError):
+    """Any error about a graph store (bad path, read-only store, key too long, ...)."""
+
+
+class StoreCorruptError(StoreError):
+    """The store's files or one of its values are damaged, or were written by an unknown version."""
+
+
+class StatusRecord(BaseModel):
+    """What happened to one image: ``done`` (its graph is stored) or ``failed`` (with a reason)."""
+
+    status: StatusName
+    reason: Optional[str] = None
+    error_type: Optional[str] = None
+    attempts: int = 1
+    time: float = 0.0
+    counts: Optional[Dict[str, int]] = None
+
+
+# ---------------------------------------------------------------------------- per-process registry
+# One environment per path and process: LMDB forbids opening the same file twice in a process,
+# and an environment must never be used (nor closed) in a child after fork().
+_REGISTRY: Dict[str, "_SharedEnv"] = {}
+_REGISTRY_LOCK = threading.Lock()
+_INHERITED: List[Any] = []  # environments inherited through fork(): kept alive, never closed
+
+
+def _forget_inherited_envs() -> None:
+    # Closing a parent's environment in the child would release the parent's reader slots.
+    _INHERITED.extend(shared.env for shared in _REGISTRY.values())
+    _REGISTRY.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_envs)
+
+
+class _SharedEnv:
+    def __init__(self, env, readonly: bool, pid: int):
+        self.env = env
+        self.readonly = readonly
+        self.pid = pid
+        self.users = 0
+        self.dbs: Dict[bytes, Any] = {}
+        self.write_lock = threading.RLock()
+
+
+def _acquire_env(path: str, readonly: bool, map_size: int, max_readers: int) -> _SharedEnv:
+    import lmdb
+
+    with _REGISTRY_LOCK:
+        shared = _REGISTRY.get(path)
+        if shared is not None and shared.pid == os.getpid():
+            if shared.readonly and not readonly:
+                raise StoreError(
+                    f"graph store {path!r} is already open read-only in this process; close it before opening it for writing"
+                )
+            shared.users += 1
+            return shared
+        try:
+            env = lmdb.open(
+                path,
+                readonly=readonly,
+                create=not readonly,
+                subdir=True,
+                max_dbs=len(_SUBDBS) + 2,
+                map_size=map_size,
+                max_readers=max_readers,
+                readahead=False,
+                meminit=False,
+                lock=True,
+            )
+        except lmdb.InvalidError as exc:
+            raise StoreCorruptError(f"graph store {path!r} is damaged: data.mdb is not an LMDB file ({exc})") from None
+        except lmdb.VersionMismatchError as exc:
+            raise StoreCorruptError(f"graph store {path!r} was written by an incompatible LMDB ({exc})") from None
+        except lmdb.CorruptedError as exc:
+            raise StoreCorruptError(f"graph store {path!r} is damaged ({exc})") from None
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open graph store {path!r}: {exc}") from None
+        shared = _SharedEnv(env, readonly, os.getpid())
+        shared.users = 1
+        _REGISTRY[path] = shared
+        return shared
+
+
+def _release_env(path: str, shared: _SharedEnv) -> None:
+    with _REGISTRY_LOCK:
+        if shared.pid != os.getpid():
+            return  # inherited through fork(): never close it here
+        shared.users -= 1
+        if shared.users <= 0:
+            if _REGISTRY.get(path) is shared:
+                del _REGISTRY[path]
+            shared.env.close()
+
+
+def _encode_key(key: Union[str, bytes]) -> bytes:
+    data = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+    if not data:
+        raise StoreError("image keys must not be empty")
+    if len(data) > MAX_KEY_BYTES:
+        raise StoreError(f"image key is {len(data)} bytes long; LMDB keys are limited to {MAX_KEY_BYTES} bytes")
+    return data
+
+
+def _decode_key(data: bytes) -> str:
+    return bytes(data).decode("utf-8")
+
+
+class GraphStore:
+    """A mapping ``image key -> GbcGraph`` backed by LMDB, with per-image status and provenance.
+
+    ``GraphStore(path)`` opens an existing store read-only; ``readonly=False`` creates it if
+    needed and allows writing. ``map_size`` is the initial map (default ``DEFAULT_MAP_SIZE``);
+    it grows by itself. Iteration is in key order (UTF-8 byte order).
+
+    >>> with GraphStore("demo.lmdb", readonly=False) as store:  # doctest: +SKIP
+    ...     store.commit_image("dog.jpg", graph, provenance={"backend": "replay"})
+    ...     store["dog.jpg"].short_caption
+    """
+
+    def __init__(
+        self,
+        path: Union[str, os.PathLike],
+        readonly: bool = True,
+        map_size: Optional[int] = None,
+        *,
+        compression_level: int = 3,
+        dict_train_samples: int = DICT_TRAIN_SAMPLES,
+        max_readers: int = MAX_READERS,
+    ):
+        self.path = Path(path)
+        self.readonly = readonly
+        self._key = os.path.realpath(self.path)
+        self._map_size = int(map_size) if map_size else DEFAULT_MAP_SIZE
+        self._max_readers = max_readers
+        self._dict_train_samples = dict_train_samples
+        self._samples: List[bytes] = []
+        self._pending_dict: Optional[Tuple[int, bytes]] = None
+        self._codec = ValueCodec(compression_level, load_dictionary=self._load_dictionary)
+        self._shared: Optional[_SharedEnv] = None
+        self._pid = -1
+        self._closed = False
+        if readonly:
+            self._check_is_store()
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self._open()
+
+    # ------------------------------------------------------------------ opening
+    def _check_is_store(self) -> None:
+        if not self.path.exists():
+            raise StoreError(f"no graph store at {str(self.path)!r}: the directory does not exist")
+        if not self.path.is_dir():
+            raise StoreError(f"{str(self.path)!r} is not a graph store (a store is a directory holding data.mdb)")
+        if not (self.path / "data.mdb").is_file():
+            raise StoreError(f"{str(self.path)!r} is not a graph store: it has no data.mdb")
+
+    def _open(self) -> None:
+        """Open (or re-open after fork) this process's environment and check the store."""
+        import lmdb
+
+        self._shared = _acquire_env(self._key, self.readonly, self._map_size, self._max_readers)
+        self._pid = os.getpid()
+        shared = self._shared
+        try:
+            self._check_not_truncated(shared.env)
+            if not shared.dbs:
+                if self.readonly:
+                    for name in _SUBDBS:
+                        # Without an explicit txn: handles opened in a read txn die with it.
+                        try:
+                            shared.dbs[name] = self._retry_resized(lambda n=name: shared.env.open_db(n, create=False))
+                        except lmdb.NotFoundError:
+                            raise StoreCorruptError(
+                                f"{str(self.path)!r} is not a complete graph store: sub-database {name.decode()!r} is missing"
+                            ) from None
+                else:
+                    with shared.write_lock:
+                        for name in _SUBDBS:
+                            shared.dbs[name] = self._with_growth(lambda n=name: shared.env.open_db(n, create=True))
+            self._check_meta()
+        except BaseException:
+            _release_env(self._key, shared)
+            self._shared = None
+            raise
+        self._load_writer_dictionary()
+
+    def _check_not_truncated(self, env) -> None:
+        # Reading a page past the end of a truncated file would kill the process (SIGBUS).
+        info, stat = env.info(), env.stat()
+        needed = (info["last_pgno"] + 1) * stat["psize"]
+        size = (self.path / "data.mdb").stat().st_size
+        if size < needed:
+            raise StoreCorruptError(
+                f"graph store {str(self.path)!r} is damaged: data.mdb has {size} bytes but its pages need {needed}"
+            )
+
+    def _check_meta(self) -> None:
+        meta = self._read_meta()
+        if not meta and not self.readonly:
+            from gbc import __version__
+
+            now = time.time()
+            self.update_meta(
+                {
+                    "format_version": STORE_FORMAT_VERSION,
+                    "created": now,
+                    "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+                    "gbc_version": __version__,
+                }
+            )
+            return
+        version = meta.get("format_version")
+        if version is None:
+            raise StoreCorruptError(f"graph store {str(self.path)!r} is damaged: its meta has no format_version")
+        if not isinstance(version, int) or version < 1 or version > STORE_FORMAT_VERSION:
+            raise StoreCorruptError(
+                f"graph store {str(self.path)!r} has format version {version!r}; this gbc reads versions 1..{STORE_FORMAT_VERSION}"
+            )
+
+    def _env(self):
+        """This process's environment, reopened lazily after fork()."""
+        if self._closed:
+            raise StoreError(f"graph store {str(self.path)!r} is closed")
+        if self._pid != os.getpid():
+            self._shared = None
+            self._codec = ValueCodec(self._codec.level, load_dictionary=self._load_dictionary)
+            self._samples = []
+            self._open()
+        return self._shared.env
+
+    def _db(self, name: bytes):
+        self._env()
+        return self._shared.dbs[name]
+
+    # ------------------------------------------------------------------ transactions
+    def _retry_resized(self, fn: Callable[[], Any]) -> Any:
+        import lmdb
+
+        try:
+            return fn()
+        except lmdb.MapResizedError:
+            self._shared.env.set_mapsize(0)
+            return fn()
+
+    def _read_txn(self):
+        import lmdb
+
+        env = self._shared.env
+        try:
+            return env.begin(buffers=False)
+        except lmdb.MapResizedError:
+            # Another process grew the map: adopt its size and try again.
+            env.set_mapsize(0)
+            return env.begin(buffers=False)
+
+    def _read(self, fn: Callable[[Any], Any]) -> Any:
+        import lmdb
+
+        self._env()
+        try:
+            with self._read_txn() as txn:
+                return fn(txn)
+        except lmdb.MapResizedError:
+            self._shared.env.set_mapsize(0)
+            with self._read_txn() as txn:
+                return fn(txn)
+        except (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.BadValsizeError) as exc:
+            raise StoreCorruptError(f"graph store {str(self.path)!r} is damaged ({exc})") from None
+
+    def _with_growth(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` (which opens its own write txn); on MapFullError grow the map and retry."""
+        import lmdb
+
+        env = self._shared.env
+        while True:
+            try:
+                return fn()
+            except lmdb.MapFullError:
+                # The failed txn is aborted and no txn is open now: growing is safe.
+                current = env.info()["map_size"]
+                if current >= MAX_MAP_SIZE:
+                    raise StoreError(f"graph store {str(self.path)!r} reached its largest map size ({MAX_MAP_SIZE} bytes)") from None
+                env.set_mapsize(min(current * 2, MAX_MAP_SIZE))
+            except lmdb.MapResizedError:
+                env.set_mapsize(0)
+
+    def _write(self, fn: Callable[[Any], Any]) -> Any:
+        if self.readonly:
+            raise StoreError(f"graph store {str(self.path)!r} is open read-only; open it with readonly=False to write")
+        env = self._env()
+        shared = self._shared
+
+        def attempt():
+            with env.begin(write=True) as txn:
+                if self._pending_dict is not None:
+                    # A dictionary trained in an attempt that was rolled back: write it again.
+                    txn.put(b"%08d" % self._pending_dict[0], self._pending_dict[1], db=shared.dbs[b"dicts"])
+                result = fn(txn)
+            self._pending_dict = None
+            return result
+
+        with shared.write_lock:
+            return self._with_growth(attempt)
+
+    # ------------------------------------------------------------------ meta and dictionaries
+    def _read_meta(self) -> Dict[str, Any]:
+        db = self._shared.dbs[b"meta"]
+
+        def read(txn):
+            out = {}
+            for k, v in txn.cursor(db=db):
+                try:
+                    out[_decode_key(k)] = msgspec.json.decode(v)
+                except (msgspec.DecodeError, UnicodeDecodeError):
+                    raise StoreCorruptError(f"graph store {str(self.path)!r} is damaged: meta entry {bytes(k)!r} cannot be decoded") from None
+            return out
+
+        return self._read(read)
+
+    @property
+    def meta(self) -> Dict[str, Any]:
+        """Store metadata: format version, creation time, gbc version, and what runs recorded."""
+        return self._read_meta()
+
+    def update_meta(self, values: Dict[str, Any]) -> None:
+        """Set (replace) top-level meta entries; values must be JSON-serialisable."""
+        db = self._db(b"meta")
+        encoded = [(_encode_key(k), msgspec.json.encode(v)) for k, v in values.items()]
+
+        def write(txn):
+            for k, v in encoded:
+                txn.put(k, v, db=db)
+
+        self._write(write)
+
+    def _load_dictionary(self, dict_id: int) -> Optional[bytes]:
+        db = self._shared.dbs[b"dicts"]
+        return self._read(lambda txn: txn.get(b"%08d" % dict_id, db=db))
+
+    def _load_writer_dictionary(self) -> None:
+        if self.readonly:
+            return
+        db = self._shared.dbs[b"dicts"]
+
+        def latest(txn):
+            cur = txn.cursor(db=db)
+            return (bytes(cur.key()), bytes(cur.value())) if cur.last() else None
+
+        found = self._read(latest)
+        if found is not None:
+            dict_id = int(found[0])
+            self._codec.add_dictionary(dict_id, found[1])
+            self._codec.use_dictionary(dict_id)
+
+    def _collect_sample(self, payload: bytes, txn) -> None:
+        """Gather early graph payloads; once there are enough, train the store's dictionary."""
+        if self._codec.dictionary_id is not None or self._dict_train_samples <= 0:
+            return
+        self._samples.append(payload)
+        if len(self._samples) < self._dict_train_samples:
+            return
+        try:
+            data = self._codec.train_dictionary(self._samples, DICT_SIZE)
+        except Exception:  # zstd refuses too few or too uniform samples: keep plain zstd
+            self._samples = []
+            self._dict_train_samples = 0
+            return
+        db = self._shared.dbs[b"dicts"]
+        cur = txn.cursor(db=db)
+        dict_id = int(bytes(cur.key())) + 1 if cur.last() else 1
+        txn.put(b"%08d" % dict_id, data, db=db)
+        # Until this txn commits, every retry must write the dictionary again (see _write).
+        self._pending_dict = (dict_id, data)
+        self._codec.add_dictionary(dict_id, data)
+        self._codec.use_dictionary(dict_id)
+        self._samples = []
+
+    # ------------------------------------------------------------------ reading
+    def _decode_graph(self, key: str, value: bytes) -> GbcGraph:
+        try:
+            return self._codec.decode_graph(value)
+        except ValueDecodeError as exc:
+            raise StoreCorruptError(f"graph {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
+
+    def _get_raw(self, dbname: bytes, key: bytes) -> Optional[bytes]:
+        db = self._db(dbname)
+        return self._read(lambda txn: txn.get(key, db=db))
+
+    def __len__(self) -> int:
+        db = self._db(b"graphs")
+        return self._read(lambda txn: txn.stat(db)["entries"])
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, (str, bytes)):
+            return False
+        return self._get_raw(b"graphs", _encode_key(key)) is not None
+
+    def __getitem__(self, key: str) -> GbcGraph:
+        value = self._get_raw(b"graphs", _encode_key(key))
+        if value is None:
+            raise KeyError(key)
+        return self._decode_graph(key, value)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def _scan(self, dbname: bytes, keys_only: bool = False) -> Iterator[Tuple[str, bytes]]:
+        """Raw ``(key, value)`` pairs in key order, read in short transactions of ITER_CHUNK."""
+        db = self._db(dbname)
+        after: Optional[bytes] = None
+        while True:
+
+            def chunk(txn, after=after):
+                cur = txn.cursor(db=db)
+                ok = cur.set_range(after) if after is not None else cur.first()
+                if ok and after is not None and cur.key() == after:
+                    ok = cur.next()
+                rows = []
+                while ok and len(rows) < ITER_CHUNK:
+                    rows.append((cur.key(), None if keys_only else cur.value()))
+                    ok = cur.next()
+                return rows
+
+            rows = self._read(chunk)
+            if not rows:
+                return
+            for k, v in rows:
+                yield _decode_key(k), v
+            after = rows[-1][0]
+
+    def keys(self, status: Optional[StatusName] = None) -> Iterator[str]:
+        """Image keys in order: of stored graphs, or of images whose status is ``status``."""
+        if status is None:
+            return (k for k, _ in self._scan(b"graphs", keys_only=True))
+        code = _status_code(status)
+        return (k for k, v in self._scan(b"status") if v[:1] == code)
+
+    def __iter__(self) -> Iterator[str]:
+        return self.keys()
+
+    def values(self) -> Iterator[GbcGraph]:
+        return (self._decode_graph(k, v) for k, v in self._scan(b"graphs"))
+
+    def items(self) -> Iterator[Tuple[str, GbcGraph]]:
+        return ((k, self._decode_graph(k, v)) for k, v in self._scan(b"graphs"))
+
+    def raw_items(self) -> Iterator[Tuple[str, bytes]]:
+        """``(key, stored value)`` pairs, for copying graphs between stores without decoding."""
+        return self._scan(b"graphs")
+
+    def status(self, key: str) -> Optional[StatusRecord]:
+        value = self._get_raw(b"status", _encode_key(key))
+        return None if value is None else self._decode_status(key, value)
+
+    def statuses(self) -> Iterator[Tuple[str, StatusRecord]]:
+        """``(key, StatusRecord)`` for every image with a status, in key order."""
+        return ((k, self._decode_status(k, v)) for k, v in self._scan(b"status"))
+
+    def count(self, status: Optional[StatusName] = None) -> int:
+        """Number of graphs (``status=None``) or of images with that status (a scan of the status table)."""
+        if status is None:
+            return len(self)
+        code = _status_code(status)
+        return sum(1 for _, v in self._scan(b"status") if v[:1] == code)
+
+    def _decode_status(self, key: str, value: bytes) -> StatusRecord:
+        try:
+            return StatusRecord.model_validate_json(value[1:])
+        except ValueError as exc:
+            raise StoreCorruptError(f"status of {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
+
+    def get_provenance(self, key: str) -> Optional[Dict[str, Any]]:
+        """The provenance dict recorded for ``key`` (raw model answers, backend specs, ...), or None."""
+        value = self._get_raw(b"provenance", _encode_key(key))
+        if value is None:
+            return None
+        try:
+            return self._codec.decode_json(value)
+        except ValueDecodeError as exc:
+            raise StoreCorruptError(f"provenance of {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
+
+    # ------------------------------------------------------------------ writing
+    def _graph_value(self, graph: GbcGraph, txn) -> bytes:
+        if not isinstance(graph, GbcGraph):
+            raise TypeError(f"expected a GbcGraph, got {type(graph).__name__}")
+        payload, mode = self._codec.graph_payload(graph)
+        self._collect_sample(payload, txn)
+        return self._codec.pack(payload, mode)
+
+    def _put_in(self, txn, key: bytes, graph: GbcGraph, provenance: Optional[Dict[str, Any]]) -> None:
+        txn.put(key, self._graph_value(graph, txn), db=self._shared.dbs[b"graphs"])
+        if provenance is not None:
+            txn.put(key, self._codec.encode_json(provenance), db=self._shared.dbs[b"provenance"])
+
+    def put(self, key: str, graph: GbcGraph, provenance: Optional[Dict[str, Any]] = None) -> None:
+        """Store ``graph`` under ``key`` (no status record; see ``commit_image``)."""
+        k = _encode_key(key)
+        self._write(lambda txn: self._put_in(txn, k, graph, provenance))
+
+    def put_many(self, items: Iterable[Tuple], batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+        """Store ``(key, graph)`` or ``(key, graph, provenance)`` items, ``batch_size`` per transaction."""
+        total = 0
+        batch: List[Tuple] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) >= batch_size:
+                total += self._put_batch(batch)
+                batch = []
+        if batch:
+            total += self._put_batch(batch)
+        return total
+
+    def _put_batch(self, batch: List[Tuple]) -> int:
+        encoded = [(_encode_key(item[0]), item[1], item[2] if len(item) > 2 else None) for item in batch]
+
+        def write(txn):
+            for k, graph, prov in encoded:
+                self._put_in(txn, k, graph, prov)
+            return len(encoded)
+
+        return self._write(write)
+
+    def commit_image(self, key: str, graph: GbcGraph, provenance: Optional[Dict[str, Any]] = None, attempts: int = 1) -> None:
+        """Write the graph, a ``done`` status and the provenance of one image in ONE transaction."""
+        k = _encode_key(key)
+        record = StatusRecord(
+            status="done",
+            attempts=attempts,
+            time=time.time(),
+            counts={"vertices": graph.n_vertices, "edges": graph.n_edges, "captions": graph.n_captions},
+        )
+
+        def write(txn):
+            self._put_in(txn, k, graph, provenance)
+            txn.put(k, _STATUS_CODES["done"] + record.model_dump_json().encode(), db=self._shared.dbs[b"status"])
+
+        self._write(write)
+
+    def mark_failed(
+        self,
+        key: str,
+        reason: str,
+        error_type: Optional[str] = None,
+        attempts: int = 1,
+        provenance: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        """Record that ``key`` failed (one transaction). Any graph stored under ``key`` is removed,
+        so a key's graph and its status never disagree."""
+        k = _encode_key(key)
+        record = StatusRecord(status="failed", reason=reason, error_type=error_type, attempts=attempts, time=time.time())
+
+        def write(txn):
+            txn.delete(k, db=self._shared.dbs[b"graphs"])
+            txn.put(k, _STATUS_CODES["failed"] + record.model_dump_json().encode(), db=self._shared.dbs[b"status"])
+            if provenance is not None:
+                txn.put(k, self._codec.encode_json(provenance), db=self._shared.dbs[b"provenance"])
+
+        self._write(write)
+
+    def delete(self, key: str) -> bool:
+        """Remove the graph, status and provenance of ``key``; True if anything was removed."""
+        k = _encode_key(key)
+
+        def write(txn):
+            return any([txn.delete(k, db=self._shared.dbs[name]) for name in (b"graphs", b"status", b"provenance")])
+
+        return self._write(write)
+
+    def sync(self) -> None:
+        """Flush to disk (commits are already durable; this matters only for custom LMDB flags)."""
+        self._env().sync(True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._shared is not None and self._pid == os.getpid():
+            _release_env(self._key, self._shared)
+        self._shared = None
+
+    def __enter__(self) -> "GraphStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the registry may already be gone
+            pass
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.readonly else "writable"
+        return f"GraphStore({str(self.path)!r}, {mode})"
+
+
+def _status_code(status: str) -> bytes:
+    try:
+        return _STATUS_CODES[status]
+    except KeyError:
+        raise StoreError(f"unknown status {status!r}; expected 'done' or 'failed'") from None
