@@ -37,7 +37,16 @@ def write_graphs(path, graphs, **kwargs):
 
 
 def open_store(path, readonly=True, **kwargs):
-    """Open an LMDB graph store; read-only by default (a mapping from image key to ``GbcGraph``)."""
+    """Open an LMDB graph store; read-only by default (a mapping from image key to ``GbcGraph``).
+
+    Read-only, a store with unmerged shards (``path/shards/*.lmdb``, left by a distributed
+    run) or a folder of ``*.lmdb`` stores opens as one view of all of them (``MultiStore``).
+    """
+    if readonly and not kwargs:
+        from gbc.distributed.merge import find_shards, open_multi_store
+
+        if find_shards(path):
+            return open_multi_store(path)
     from gbc.store.lmdb_store import GraphStore
 
     return GraphStore(path, readonly=readonly, **kwargs)

@@ -85,9 +85,10 @@ def _is_store(path: Path) -> bool:
 
 
 def _open(path: PathLike, readonly: bool):
-    import gbc
+    # The plain store: gbc.open_store would turn a store with shards into a view of them.
+    from gbc.store.lmdb_store import GraphStore
 
-    return gbc.open_store(os.fspath(path), readonly=readonly)
+    return GraphStore(os.fspath(path), readonly=readonly)
 
 
 def _status_name(record) -> str:

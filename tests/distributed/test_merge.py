@@ -159,3 +159,18 @@ def test_multistore_on_folder_of_stores(tmp_path):
         assert sorted(view) == ["a", "b"]
     with pytest.raises(FileNotFoundError):
         open_multi_store(tmp_path / "nothing")
+
+
+def test_gbc_open_store_sees_unmerged_shards(tmp_path):
+    out = make_store(tmp_path / "out.lmdb", done={"a": 1})
+    with gbc.open_store(str(out)) as plain:
+        assert type(plain).__name__ == "GraphStore"
+    (out / "shards").mkdir()
+    make_store(out / "shards" / "worker-000.lmdb", done={"b": 2})
+    with gbc.open_store(str(out)) as view:
+        assert isinstance(view, MultiStore) and sorted(view) == ["a", "b"]
+    with gbc.open_store(str(out), readonly=False) as writable:  # writing always targets the output itself
+        assert sorted(writable) == ["a"]
+    make_store(tmp_path / "parts" / "p0.lmdb", done={"x": 1})
+    with gbc.open_store(str(tmp_path / "parts")) as view:
+        assert list(view) == ["x"]
