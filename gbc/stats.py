@@ -162,7 +162,7 @@ class GraphStats:
         self.vertices.add(graph.n_vertices)
         self.edges.add(graph.n_edges)
         self.captions.add(graph.n_captions)
-        self.depth.add(graph.depth)
+        self.depth.add(graph_depth(graph))
 
         by_label: Counter = Counter()
         by_desc: Counter = Counter()
@@ -232,6 +232,31 @@ class GraphStats:
             "entity_confidence": dict(self.entity_confidence.to_dict(decimals), missing=self.entities_without_confidence),
             "bbox_area": {k: s.to_dict(decimals) for k, s in self.bbox_area.items() if s.count},
         }
+
+
+def graph_depth(graph: GbcGraph) -> int:
+    """``graph.depth`` (largest BFS level from the roots), computed on a plain adjacency map.
+
+    Same result as ``GbcGraph.depth``, several times faster, which matters at 10M graphs.
+    """
+    ids = {v.vertex_id for v in graph.vertices}
+    children = {v.vertex_id: [e.target for e in v.out_edges if e.target in ids] for v in graph.vertices}
+    frontier = [v.vertex_id for v in graph.vertices if v.label == "image"]
+    frontier += [v.vertex_id for v in graph.vertices if v.label != "image" and not v.in_edges]
+    seen = set(frontier)
+    level = 0
+    while frontier:
+        nxt = []
+        for vid in frontier:
+            for child in children[vid]:
+                if child not in seen:
+                    seen.add(child)
+                    nxt.append(child)
+        if not nxt:
+            break
+        level += 1
+        frontier = nxt
+    return level
 
 
 def _full_label_order(item: Tuple[str, Any]):

@@ -4,7 +4,7 @@ import pytest
 
 from gbc.schemas import Bbox, Description, Edge, GbcGraph, Vertex
 from gbc.schemas.synthetic import synthetic_graph
-from gbc.stats import REFERENCE_FIGURES, GraphStats, Summary, compute_stats, format_stats
+from gbc.stats import REFERENCE_FIGURES, GraphStats, Summary, compute_stats, format_stats, graph_depth
 
 
 def _link(vertices, edges):
@@ -156,3 +156,14 @@ def test_stats_object_is_a_plain_accumulator():
     s.add(_small_graph())
     s.add(synthetic_graph(0))
     assert s.n_graphs == 2 and s.vertices.histogram[6] == 1
+
+
+def test_fast_depth_equals_graph_depth(reference_jsonl):
+    graphs = [GbcGraph.from_json(line) for line in reference_jsonl.read_text().splitlines()]
+    graphs += [synthetic_graph(i) for i in range(5)] + [_small_graph(), GbcGraph()]
+    # A graph whose only roots are non-image vertices, and one with a cycle below the root.
+    cyc = _small_graph()
+    cyc.vertex("dog").out_edges.append(Edge(source="dog", text="x", target=""))
+    graphs += [cyc]
+    for g in graphs:
+        assert graph_depth(g) == g.depth
