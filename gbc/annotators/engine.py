@@ -1,0 +1,298 @@
+"""The recursive annotation engine: many images in flight, batches formed across images.
+
+``RecursiveAnnotator(config, mllm, detector).run(images, store)`` annotates every image and
+commits each graph to ``store`` as soon as its image is finished (images finish out of order).
+A loader thread decodes images ahead of the engine, one worker thread per backend forms
+batches from the pending tasks of all in-flight images, and the engine thread turns answers
+into follow-up tasks, assembles finished graphs and commits them. Every image ends ``done`` or
+``failed`` (with a reason) in the store; the run itself only stops on store errors.
+
+Example (with the rule-based demo backends)::
+
+    from gbc.annotators.backends.registry import create_mllm, create_detector
+    from gbc.annotators.config import AnnotateConfig
+    from gbc.annotators.engine import RecursiveAnnotator
+    from gbc.annotators.images import discover_images
+    import gbc
+
+    config = AnnotateConfig()
+    annotator = RecursiveAnnotator(config, create_mllm("scripted"), create_detector("scripted"))
+    with gbc.open_store("out.lmdb", readonly=False) as store:
+        print(annotator.run(discover_images(["examples/images"]), store))
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+
+from gbc.annotators.config import AnnotateConfig
+from gbc.annotators.images import ImageLoadError, ImageSource, load_image
+from gbc.annotators.job import ImageFailure, ImageJob, JobSettings
+from gbc.annotators.scheduler import BackendWorker, BatchOutcome, RetryPolicy, Task
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``to_dict()`` is what ``gbc annotate`` prints and saves in the store meta."""
+
+    images: int = 0
+    done: int = 0
+    failed: int = 0
+    vertices: int = 0
+    edges: int = 0
+    elapsed_s: float = 0.0
+    failures: Dict[str, int] = field(default_factory=dict)  # error type -> count
+    backends: Dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.done + self.failed) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def model_calls(self) -> int:
+        return sum(b.get("calls", 0) for b in self.backends.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "images": self.images,
+            "done": self.done,
+            "failed": self.failed,
+            "vertices": self.vertices,
+            "edges": self.edges,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "images_per_s": round(self.images_per_s, 3),
+            "failures": dict(self.failures),
+            "backends": {k: dict(v) for k, v in self.backends.items()},
+        }
+
+    def __str__(self) -> str:
+        parts = [f"{self.done} done, {self.failed} failed of {self.images} images in {self.elapsed_s:.1f} s "
+                 f"({self.images_per_s:.2f} images/s)"]
+        for name, b in self.backends.items():
+            parts.append(f"{name}: {b.get('calls', 0)} calls, {b.get('requests', 0)} requests, "
+                         f"mean batch fill {100 * b.get('mean_batch_fill', 0):.0f}%")
+        if self.failures:
+            parts.append("failures: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.failures.items())))
+        return "; ".join(parts)
+
+
+_END = object()
+
+
+class RecursiveAnnotator:
+    """Annotates images into GBC graphs with one MLLM backend and one detector backend."""
+
+    def __init__(self, config: Optional[AnnotateConfig], mllm: Any, detector: Any):
+        self.config = config or AnnotateConfig()
+        self.mllm = mllm
+        self.detector = detector
+        self.settings = JobSettings.from_config(self.config)
+
+    # ------------------------------------------------------------------ public
+    def run(
+        self,
+        images: Iterable[Union[ImageSource, str]],
+        store: Any,
+        on_progress: Optional[Callable[[RunSummary, "RecursiveAnnotator"], None]] = None,
+    ) -> RunSummary:
+        """Annotate ``images`` (``ImageSource`` or paths) and commit each result to ``store``."""
+        cfg = self.config
+        events: "queue.Queue" = queue.Queue()
+        summary = RunSummary()
+        start = time.perf_counter()
+        mllm_worker = BackendWorker("mllm", self.mllm.generate, self._batch_size(cfg.mllm, self.mllm),
+                                    _policy(cfg.mllm), events)
+        det_worker = BackendWorker("detector", self.detector.detect, self._batch_size(cfg.detector, self.detector),
+                                   _policy(cfg.detector), events)
+        self.workers = {"mllm": mllm_worker, "detector": det_worker}
+        slots = threading.Semaphore(cfg.limits.images_in_flight)
+        stop_loading = threading.Event()
+        loader = threading.Thread(target=self._load_images, args=(images, events, slots, stop_loading),
+                                  name="gbc-loader", daemon=True)
+        jobs: Dict[str, ImageJob] = {}
+        seq = 0
+        loading = True
+        mllm_worker.start()
+        det_worker.start()
+        loader.start()
+
+        def finish(job: ImageJob, error: Optional[BaseException] = None, attempts: int = 1) -> None:
+            if job.finished:
+                return
+            job.finished = True
+            jobs.pop(job.key, None)
+            try:
+                if error is None:
+                    self._commit(job, store, summary)
+                else:
+                    reason, etype = _describe(error)
+                    store.mark_failed(job.key, reason, error_type=etype, attempts=attempts,
+                                      provenance=self._provenance(job))
+                    summary.failed += 1
+                    summary.failures[etype] = summary.failures.get(etype, 0) + 1
+            finally:
+                job.release()
+                slots.release()
+            if on_progress is not None:
+                summary.elapsed_s = time.perf_counter() - start
+                on_progress(summary, self)
+
+        def submit(tasks: List[Task]) -> None:
+            for task in tasks:
+                (det_worker if task.kind == "detect" else mllm_worker).submit(task)
+
+        def guarded(job: ImageJob, fn: Callable[[], Optional[List[Task]]]) -> None:
+            if job.finished:
+                return
+            try:
+                tasks = fn() or []
+            except Exception as exc:  # parser/engine problem on this image: it fails, the run goes on
+                finish(job, exc)
+                return
+            submit(tasks)
+            if job.done:
+                finish(job)
+
+        try:
+            while loading or jobs:
+                event = events.get()
+                if event is _END:
+                    loading = False
+                    continue
+                if isinstance(event, tuple):  # (source, image or ImageLoadError)
+                    source, image = event
+                    summary.images += 1
+                    if isinstance(image, BaseException):
+                        job = ImageJob(source.key, _Blank(), self.settings, seq)
+                        jobs[source.key] = job
+                        finish(job, image)
+                        continue
+                    job = ImageJob(source.key, image, self.settings, seq)
+                    seq += 1
+                    jobs[source.key] = job
+                    guarded(job, job.start)
+                    continue
+                self._handle_outcome(event, finish, guarded)
+        finally:
+            stop_loading.set()
+            for worker in (mllm_worker, det_worker):
+                worker.stop()
+            # wake a loader blocked on a slot so it sees stop_loading
+            slots.release()
+            summary.elapsed_s = time.perf_counter() - start
+            summary.backends = {name: w.stats.to_dict() for name, w in self.workers.items()}
+        return summary
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _batch_size(section, backend) -> int:
+        return section.batch_size or int(getattr(backend, "max_batch_size", 1) or 1)
+
+    def _load_images(self, images, events, slots, stop) -> None:
+        max_pixels = self.config.limits.max_image_pixels
+        try:
+            for item in images:
+                source = item if isinstance(item, ImageSource) else ImageSource(key=_name_of(item), path=str(item))
+                slots.acquire()
+                if stop.is_set():
+                    return
+                try:
+                    image: Any = load_image(source.path, max_pixels=max_pixels)
+                except ImageLoadError as exc:
+                    image = exc
+                except Exception as exc:  # an unexpected decoder failure is still this image's failure
+                    image = ImageLoadError(f"{type(exc).__name__}: {exc}", type(exc).__name__)
+                events.put((source, image))
+        finally:
+            events.put(_END)
+
+    def _handle_outcome(self, outcome: BatchOutcome, finish, guarded) -> None:
+        for task, exc in outcome.build_errors:
+            finish(task.job, exc)
+        if outcome.error is not None:
+            err = outcome.error
+            reason = (f"{outcome.worker} call failed after {outcome.attempts} attempt(s): "
+                      f"{type(err).__name__}: {err}")
+            for task in outcome.tasks:
+                finish(task.job, _BackendFailure(reason, type(err).__name__), attempts=outcome.attempts)
+            return
+        for task, result in zip(outcome.tasks, outcome.results or []):
+            job = task.job
+            if task.kind == "detect":
+                guarded(job, lambda t=task, r=result: job.on_detections(t, r))
+            else:
+                if not isinstance(result, str):
+                    finish(job, _BackendFailure(f"MLLM returned {type(result).__name__} instead of text", "BadAnswer"))
+                    continue
+                if task.kind == "image":
+                    guarded(job, lambda r=result: job.on_image_answer(r))
+                elif task.kind == "entity":
+                    guarded(job, lambda t=task, r=result: job.on_entity_answer(t.vertex_id, r))
+                elif task.kind == "composition":
+                    guarded(job, lambda t=task, r=result: job.on_composition_answer(t, r))
+                else:
+                    guarded(job, lambda t=task, r=result: job.on_relation_answer(t, r))
+
+    def _commit(self, job: ImageJob, store, summary: RunSummary) -> None:
+        from gbc.annotators.assembly import build_graph
+
+        graph = build_graph(job, self.config.queries.mask_inside_threshold)
+        problems = graph.validate()
+        if problems:
+            raise _InternalGraphError("assembled graph is invalid: " + "; ".join(problems[:5]))
+        store.commit_image(job.key, graph, provenance=self._provenance(job))
+        summary.done += 1
+        summary.vertices += graph.n_vertices
+        summary.edges += graph.n_edges
+
+    def _provenance(self, job: ImageJob) -> dict:
+        from gbc.annotators import prompts
+
+        return {
+            "mllm": self.config.mllm.spec or getattr(self.mllm, "name", type(self.mllm).__name__),
+            "detector": self.config.detector.spec or getattr(self.detector, "name", type(self.detector).__name__),
+            "prompt_version": getattr(prompts, "PROMPT_VERSION", None),
+            "config_fingerprint": self.config.fingerprint(),
+            "seed": self.config.seed,
+            "answers": list(job.answers),
+            "detections": list(job.raw_detections),
+            "notes": list(job.notes),
+        }
+
+
+class _BackendFailure(Exception):
+    def __init__(self, reason: str, error_type: str):
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type
+
+
+class _InternalGraphError(Exception):
+    pass
+
+
+class _Blank:
+    """Stand-in pixels for an image that failed to load (its job only records the failure)."""
+
+    size = (0, 0)
+
+
+def _describe(error: BaseException) -> tuple:
+    if isinstance(error, (ImageFailure, ImageLoadError, _BackendFailure)):
+        return error.reason, error.error_type
+    return f"{type(error).__name__}: {error}", type(error).__name__
+
+
+def _name_of(path: Any) -> str:
+    import os
+
+    return os.path.basename(str(path))
+
+
+def _policy(section) -> RetryPolicy:
+    return RetryPolicy(timeout_s=section.timeout_s, retries=section.retries, backoff_s=section.backoff_s,
+                       backoff_factor=section.backoff_factor)

@@ -1,0 +1,512 @@
+"""The state of one image being annotated, and the rules that turn answers into new tasks.
+
+Work proceeds per image, level by level (the image is level 0, its objects level 1, their
+features level 2, ...): once every query and detection of level ``d`` is back, the boxes found
+at that level are minted into level ``d+1`` vertices in a canonical order (parent order, phrase
+order, box order), which makes duplicate merging, id minting and the vertex budget independent
+of batch composition and timing. Composition and relation queries of a vertex start as soon
+as its children are minted. Nothing here waits for other images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from gbc.annotators.backends.base import DetectionRequest, GenerationOptions, MllmRequest
+from gbc.annotators.images import crop_region, scale_to_fit
+from gbc.annotators.scheduler import Task
+from gbc.schemas.bbox import Bbox, union_bboxes
+
+Box = Tuple[float, float, float, float]
+
+
+class ImageFailure(Exception):
+    """The image cannot get a graph; ``reason`` is recorded in the store."""
+
+    def __init__(self, reason: str, error_type: str = "NoUsableAnswer"):
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type
+
+
+def child_id(parent_id: str, name: str) -> str:
+    """Id grammar of the released graphs: ``name`` under the image, ``parent_name`` below."""
+    return name if parent_id == "" else f"{parent_id}_{name}"
+
+
+def stable_int(*parts: Any) -> int:
+    """A 63-bit integer derived from ``parts`` (stable across processes, unlike ``hash``)."""
+    digest = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+@dataclass
+class Group:
+    """The boxes kept for one phrase of a parent: ``targets`` are the vertices they became."""
+
+    phrase: str
+    label: str
+    prefix: str  # child_id(parent, phrase): the composition id and relation member id
+    targets: List[str] = field(default_factory=list)  # unique vertex ids in box order
+
+
+@dataclass
+class Node:
+    """The image vertex or an entity vertex."""
+
+    vertex_id: str
+    level: int
+    bbox: Bbox
+    name: str = ""
+    label: str = "image"
+    aliases: List[str] = field(default_factory=list)  # names of boxes merged into this vertex
+    parents: List[str] = field(default_factory=list)  # detection parents (incl. merged duplicates)
+    descs: List[Tuple[str, str]] = field(default_factory=list)
+    answered: bool = False
+    present: bool = True
+    features: List[Any] = field(default_factory=list)  # TaggedEntity to detect inside this vertex
+    groups: List[Group] = field(default_factory=list)
+
+    @property
+    def names(self) -> List[str]:
+        return [self.name] + self.aliases
+
+
+@dataclass
+class CompositionQuery:
+    vertex_id: str
+    parent_id: str
+    name: str
+    members: List[str]
+    member_names: List[str]
+    hints: List[str]
+    descs: List[Tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class RelationQuery:
+    parent_id: str
+    member_ids: List[str]  # group prefixes
+    member_names: List[str]  # group phrases
+    relations: List[Tuple[str, List[int]]] = field(default_factory=list)
+
+
+class ImageJob:
+    """Everything known about one in-flight image; methods return the tasks to submit next.
+
+    All methods run on the engine thread; task ``build`` closures (run by backend workers)
+    only read immutable values captured when the task was made.
+    """
+
+    def __init__(self, key: str, image: Any, settings: "JobSettings", seq: int):
+        self.key = key
+        self.image = image
+        self.size = image.size
+        self.settings = settings
+        self.seq = seq
+        self.finished = False
+        self.nodes: Dict[str, Node] = {}
+        self.order: List[str] = []
+        self.compositions: List[CompositionQuery] = []
+        self.relations: List[RelationQuery] = []
+        self.open: Dict[int, int] = {}
+        self.detections: Dict[int, List[Tuple[str, List[Tuple[str, str, List[Bbox]]]]]] = {}
+        self.stage2_pending = 0
+        self.stage1_done = False
+        self.reserved = 1  # vertex budget used (the image vertex)
+        self.answers: List[dict] = []
+        self.raw_detections: List[dict] = []
+        self.notes: List[str] = []
+        self._scaled = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def done(self) -> bool:
+        return self.stage1_done and self.stage2_pending == 0
+
+    def model_image(self):
+        """The whole image as models see it (scaled down once, reused by every whole-image query)."""
+        if self._scaled is None:
+            s = self.settings
+            self._scaled = scale_to_fit(self.image, s.max_image_side, 1)
+        return self._scaled
+
+    def release(self) -> None:
+        """Drop pixel data (after commit or failure) so nothing big outlives the image."""
+        self.image = None
+        self._scaled = None
+
+    def _crop(self, box: Box):
+        s = self.settings
+        if box == (0.0, 0.0, 1.0, 1.0):
+            return self.model_image()
+        return scale_to_fit(crop_region(self.image, box), s.max_image_side, s.min_crop_side)
+
+    def _margin_box(self, box: Box) -> Box:
+        m = self.settings.crop_margin
+        if m <= 0:
+            return box
+        w, h = box[2] - box[0], box[3] - box[1]
+        return (max(0.0, box[0] - m * w), max(0.0, box[1] - m * h), min(1.0, box[2] + m * w), min(1.0, box[3] + m * h))
+
+    def _options(self, kind: str, vertex_id: str) -> GenerationOptions:
+        gen = self.settings.generation[kind]
+        return GenerationOptions(
+            max_new_tokens=gen.max_new_tokens,
+            temperature=gen.temperature,
+            seed=stable_int(self.settings.seed, self.key, vertex_id, kind),
+        )
+
+    def rng(self, vertex_id: str, purpose: str) -> random.Random:
+        """Randomness tied to (seed, image, vertex, purpose): independent of timing and batch order."""
+        return random.Random(stable_int(self.settings.seed, self.key, vertex_id, purpose))
+
+    def _mllm_task(self, kind: str, vertex_id: str, user_prompt: str, context: dict, box: Box, draw=None) -> Task:
+        prompt = self.settings.prompts[kind]
+        options = self._options(kind, vertex_id)
+        key = self.key
+
+        def build():
+            image = self._crop(box)
+            if draw is not None:
+                image = draw(image)
+            return MllmRequest(image=image, system_prompt=prompt.system, user_prompt=user_prompt, kind=kind,
+                               image_key=key, context=context, options=options)
+
+        return Task(job=self, kind=kind, vertex_id=vertex_id, build=build, priority=self.seq)
+
+    # ------------------------------------------------------------------ stage 1
+    def start(self) -> List[Task]:
+        root = Node(vertex_id="", level=0, bbox=Bbox.full())
+        self.nodes[""] = root
+        self.order.append("")
+        self.open[0] = 1
+        prompts = self.settings.prompts_module
+        return [self._mllm_task("image", "", prompts.image_user_prompt(self.settings.prompts["image"]),
+                                {"vertex_id": ""}, (0.0, 0.0, 1.0, 1.0))]
+
+    def on_image_answer(self, text: str) -> List[Task]:
+        s = self.settings
+        self.answers.append({"kind": "image", "vertex_id": "", "text": text})
+        answer = s.parsers.parse_image_answer(text, max_entities=s.max_entities)
+        root = self.nodes[""]
+        root.answered = True
+        if answer.detail:
+            root.descs.append((answer.detail, "detail"))
+        if answer.short:
+            root.descs.append((answer.short, "short"))
+        if not root.descs:
+            snippet = " ".join(text.split())[:80]
+            raise ImageFailure(f"image query gave no usable caption (answer: {snippet!r})")
+        root.features = self._detectable(answer.entities)
+        return self._after_answer(root)
+
+    def on_entity_answer(self, vertex_id: str, text: str) -> List[Task]:
+        s = self.settings
+        node = self.nodes[vertex_id]
+        self.answers.append({"kind": "entity", "vertex_id": vertex_id, "text": text})
+        answer = s.parsers.parse_entity_answer(text, node.name, max_entities=s.max_entities)
+        node.answered = True
+        if answer.present:
+            if answer.detail:
+                node.descs.append((answer.detail, "detail"))
+            node.descs.extend((short, "short") for short in answer.shorts if short)
+        node.present = bool(answer.present) and bool(node.descs)
+        node.features = self._detectable(answer.entities) if node.present else []
+        return self._after_answer(node)
+
+    def _detectable(self, entities) -> List[Any]:
+        text = self.settings.text
+        seen = set()
+        out = []
+        for ent in entities:
+            name = ent.text.strip().lower()
+            if name and name not in seen and text.suitable_for_detection(name):
+                seen.add(name)
+                out.append(ent)
+        return out
+
+    def _after_answer(self, node: Node) -> List[Task]:
+        s = self.settings
+        tasks: List[Task] = []
+        self.open[node.level] -= 1  # this vertex's query is answered
+        if node.features and s.include_entity and node.level < s.max_depth:
+            self.open[node.level] = self.open.get(node.level, 0) + 1
+            tasks.append(self._detection_task(node))
+        return tasks + self._close_task(node.level)
+
+    def _detection_task(self, node: Node) -> Task:
+        box = node.bbox.to_xyxy()
+        phrases = [f.text.strip().lower() for f in node.features]
+        labels = {p: f.label for p, f in zip(phrases, node.features)}
+        context = {"vertex_id": node.vertex_id, "crop_box": list(box), "labels": labels}
+        key = self.key
+
+        def build():
+            return DetectionRequest(image=self._crop(box), phrases=list(phrases), image_key=key, context=context)
+
+        return Task(job=self, kind="detect", vertex_id=node.vertex_id, build=build, priority=self.seq,
+                    payload=(box, phrases, labels))
+
+    def on_detections(self, task: Task, result: Dict[str, Any]) -> List[Task]:
+        s = self.settings
+        node = self.nodes[task.vertex_id]
+        box, phrases, labels = task.payload
+        settings = s.detection_from_image if node.level == 0 else s.detection_from_entity
+        W, H = self.size
+        crop_px = (max(1, round((box[2] - box[0]) * W)), max(1, round((box[3] - box[1]) * H)))
+        crop_rel = max((box[2] - box[0]) * (box[3] - box[1]), 1e-12)
+        outer = Bbox.from_xyxy(box)
+        found: List[Tuple[str, str, List[Bbox]]] = []
+        raw: Dict[str, dict] = {}
+        for phrase in phrases:
+            det = (result or {}).get(phrase)
+            if det is None or not det.boxes:
+                continue
+            raw[phrase] = {"boxes": [list(map(float, b)) for b in det.boxes], "scores": [float(x) for x in det.scores]}
+            kept = s.detection.select_boxes(list(det.boxes), list(det.scores), labels[phrase], settings, crop_px, crop_rel)
+            boxes = [Bbox.from_xyxy(_clamp(b), confidence=float(score)).to_global(outer) for b, score in kept]
+            if boxes:
+                found.append((phrase, labels[phrase], boxes))
+        self.raw_detections.append({"vertex_id": node.vertex_id, "crop_box": list(box), "phrases": raw})
+        self.detections.setdefault(node.level, []).append((node.vertex_id, found))
+        self.open[node.level] -= 1
+        return self._close_task(node.level)
+
+    def _close_task(self, level: int) -> List[Task]:
+        """Called after each stage-1 result of ``level``; mints the next level once it is complete."""
+        if self.open.get(level, 0) > 0:
+            return []
+        return self._mint_level(level)
+
+    def _mint_level(self, level: int) -> List[Task]:
+        s = self.settings
+        text = s.text
+        thr = s.merge_overlap_threshold
+        # canonical order: parents in minting order, then phrases, then boxes by score
+        rank = {vid: i for i, vid in enumerate(self.order)}
+        found = sorted(self.detections.pop(level, []), key=lambda item: rank[item[0]])
+        new_nodes: List[Node] = []
+        parents_with_groups: List[Node] = []
+        for parent_id, phrases in found:
+            parent = self.nodes[parent_id]
+            blocked = self._ancestors(parent_id)
+            for phrase, label, boxes in phrases:
+                group = Group(phrase=phrase, label=label, prefix=child_id(parent_id, phrase))
+                for i, box in enumerate(boxes):
+                    target = self._find_duplicate(box, phrase, blocked, thr, text)
+                    if target is not None:
+                        other = self.nodes[target]
+                        other.bbox = union_bboxes([other.bbox, box])
+                        if phrase not in other.names:
+                            other.aliases.append(phrase)
+                        if parent_id not in other.parents:
+                            other.parents.append(parent_id)
+                    else:
+                        vid = group.prefix if len(boxes) == 1 else f"{group.prefix}_{i}"
+                        if vid in self.nodes:
+                            self.notes.append(f"box {i} of {phrase!r} under {parent_id!r} skipped: id {vid!r} already used")
+                            continue
+                        if self.reserved >= s.max_vertices_per_image:
+                            self.notes.append(f"vertex budget reached: box {i} of {phrase!r} under {parent_id!r} skipped")
+                            continue
+                        self.reserved += 1
+                        node = Node(vertex_id=vid, level=level + 1, bbox=box, name=phrase, label=label, parents=[parent_id])
+                        self.nodes[vid] = node
+                        self.order.append(vid)
+                        new_nodes.append(node)
+                        target = vid
+                    if target not in group.targets:
+                        group.targets.append(target)
+                if group.targets:
+                    parent.groups.append(group)
+            if parent.groups:
+                parents_with_groups.append(parent)
+
+        tasks: List[Task] = []
+        if new_nodes:
+            self.open[level + 1] = len(new_nodes)
+        for node in new_nodes:
+            tasks.append(self._entity_task(node))
+        for parent in parents_with_groups:
+            tasks.extend(self._stage2_tasks(parent))
+        if not new_nodes:
+            self.stage1_done = True
+        return tasks
+
+    def _ancestors(self, vertex_id: str) -> set:
+        """``vertex_id`` and every vertex above it: merging a box into one of them would make a cycle."""
+        seen = {vertex_id}
+        stack = [vertex_id]
+        while stack:
+            for p in self.nodes[stack.pop()].parents:
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        return seen
+
+    def _find_duplicate(self, box: Bbox, phrase: str, blocked: set, thr: float, text) -> Optional[str]:
+        for vid in self.order:
+            node = self.nodes[vid]
+            if node.level == 0 or vid in blocked or (node.answered and not node.present):
+                continue
+            if box.is_overlapped(node.bbox, thr) and any(text.same_object(phrase, n) for n in node.names):
+                return vid
+        return None
+
+    def _entity_task(self, node: Node) -> Task:
+        s = self.settings
+        crop = self._margin_box(node.bbox.to_xyxy())
+        context = {
+            "vertex_id": node.vertex_id,
+            "parent_id": node.parents[0],
+            "name": node.name,
+            "label": node.label,
+            "crop_box": list(crop),
+        }
+        prompt = s.prompts_module.entity_user_prompt(s.prompts["entity"], node.name)
+        return self._mllm_task("entity", node.vertex_id, prompt, context, crop)
+
+    # ------------------------------------------------------------------ stage 2
+    def _stage2_tasks(self, parent: Node) -> List[Task]:
+        s = self.settings
+        tasks: List[Task] = []
+        if s.include_composition:
+            for group in parent.groups:
+                if len(group.targets) >= 2 and self.reserved < s.max_vertices_per_image and group.prefix not in self.nodes:
+                    self.reserved += 1
+                    tasks.append(self._composition_task(parent, group))
+        if s.include_relation and len(parent.groups) >= 2 and self.reserved < s.max_vertices_per_image:
+            self.reserved += 1
+            tasks.append(self._relation_task(parent))
+        self.stage2_pending += len(tasks)
+        return tasks
+
+    def _composition_task(self, parent: Node, group: Group) -> Task:
+        s = self.settings
+        members = list(group.targets)
+        base = s.text.singular(group.phrase) or group.phrase
+        member_names = [f"{base} {k}" for k in range(1, len(members) + 1)]
+        member_boxes = [self.nodes[m].bbox for m in members]
+        union = union_bboxes(member_boxes)
+        crop = self._margin_box(union.to_xyxy())
+        outer = Bbox.from_xyxy(crop)
+        relative = [b.to_relative(outer).to_xyxy() for b in member_boxes]
+        hints = list(s.composition.spatial_hints(member_names, relative, self.rng(group.prefix, "composition-hints")))
+        query = CompositionQuery(vertex_id=group.prefix, parent_id=parent.vertex_id, name=group.phrase,
+                                 members=members, member_names=member_names, hints=hints)
+        self.compositions.append(query)
+        context = {
+            "vertex_id": group.prefix,
+            "parent_id": parent.vertex_id,
+            "name": group.phrase,
+            "member_ids": list(members),
+            "member_names": list(member_names),
+            "crop_box": list(crop),
+        }
+        prompt = s.prompts_module.composition_user_prompt(
+            s.prompts["composition"], len(members), group.phrase, member_names, hints)
+        draw_fn = s.composition.draw_numbered_boxes
+
+        def draw(image):
+            return draw_fn(image, relative)
+
+        task = self._mllm_task("composition", group.prefix, prompt, context, crop, draw=draw)
+        task.payload = query
+        return task
+
+    def _relation_task(self, parent: Node) -> Task:
+        s = self.settings
+        member_ids = [g.prefix for g in parent.groups]
+        member_names = [g.phrase for g in parent.groups]
+        query = RelationQuery(parent_id=parent.vertex_id, member_ids=member_ids, member_names=member_names)
+        self.relations.append(query)
+        count = self.rng(parent.vertex_id, "relation-count").randint(2, len(member_names))
+        box = parent.bbox.to_xyxy()
+        context = {"vertex_id": parent.vertex_id, "member_ids": list(member_ids),
+                   "member_names": list(member_names), "crop_box": list(box)}
+        prompt = s.prompts_module.relation_user_prompt(s.prompts["relation"], count, member_names)
+        task = self._mllm_task("relation", parent.vertex_id, prompt, context, box)
+        task.payload = query
+        return task
+
+    def on_composition_answer(self, task: Task, text: str) -> None:
+        query: CompositionQuery = task.payload
+        self.answers.append({"kind": "composition", "vertex_id": query.vertex_id, "text": text})
+        answer = self.settings.parsers.parse_composition_answer(text, query.member_names)
+        if answer.composition:
+            query.descs.append((answer.composition, "composition"))
+        query.descs.extend((d, "short") for d in answer.descriptions if d)
+        query.descs.extend((h, "hardcode") for h in query.hints if h)
+        self.stage2_pending -= 1
+
+    def on_relation_answer(self, task: Task, text: str) -> None:
+        query: RelationQuery = task.payload
+        self.answers.append({"kind": "relation", "vertex_id": query.parent_id, "text": text})
+        answer = self.settings.parsers.parse_relation_answer(text, query.member_names)
+        query.relations = [(sentence, list(idx)) for sentence, idx in answer.relations if sentence]
+        self.stage2_pending -= 1
+
+
+def _clamp(box) -> Box:
+    left, top, right, bottom = (min(max(float(v), 0.0), 1.0) for v in box)
+    return (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+
+
+@dataclass
+class JobSettings:
+    """What an ``ImageJob`` needs, resolved once per run from ``AnnotateConfig``."""
+
+    seed: int
+    max_depth: int
+    max_vertices_per_image: int
+    max_image_side: int
+    min_crop_side: int
+    crop_margin: float
+    max_entities: int
+    include_entity: bool
+    include_composition: bool
+    include_relation: bool
+    merge_overlap_threshold: float
+    detection_from_image: Any
+    detection_from_entity: Any
+    generation: Dict[str, Any]
+    prompts: Dict[str, Any]
+    # modules with the strategy functions (text helpers, parsers, prompt filling, detection
+    # post-processing, composition drawing); resolved at run start
+    text: Any = None
+    parsers: Any = None
+    prompts_module: Any = None
+    detection: Any = None
+    composition: Any = None
+
+    @classmethod
+    def from_config(cls, config) -> "JobSettings":
+        from gbc.annotators import composition, detection, parsers, prompts, text
+
+        lim, q = config.limits, config.queries
+        return cls(
+            seed=config.seed,
+            max_depth=lim.max_depth,
+            max_vertices_per_image=lim.max_vertices_per_image,
+            max_image_side=lim.max_image_side,
+            min_crop_side=lim.min_crop_side,
+            crop_margin=lim.crop_margin,
+            max_entities=lim.max_entities,
+            include_entity=q.include_entity,
+            include_composition=q.include_composition,
+            include_relation=q.include_relation,
+            merge_overlap_threshold=q.merge_overlap_threshold,
+            detection_from_image=config.detection.from_image.to_settings(),
+            detection_from_entity=config.detection.from_entity.to_settings(),
+            generation={k: getattr(config.generation, k) for k in ("image", "entity", "composition", "relation")},
+            prompts=prompts.load_prompts(config.prompts or None),
+            text=text,
+            parsers=parsers,
+            prompts_module=prompts,
+            detection=detection,
+            composition=composition,
+        )

@@ -1,0 +1,213 @@
+"""Batching of model requests across images, one worker thread per backend.
+
+Each backend gets a ``BackendWorker``: a thread with a priority queue of pending tasks. When
+the backend is free the worker takes up to ``batch_size`` tasks from *any* image (oldest image
+first, so images finish and leave the window), builds their requests (crops are cut here, in
+the worker, only when the batch is formed), calls the backend with retries, exponential
+backoff and a per-call timeout, and posts the outcome to the engine's event queue. MLLM and
+detector calls therefore overlap with each other and with the engine's own CPU work.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional, Sequence
+
+
+class CallTimeout(TimeoutError):
+    """A backend call took longer than its ``timeout_s``."""
+
+
+@dataclass
+class RetryPolicy:
+    timeout_s: float = 600.0
+    retries: int = 2
+    backoff_s: float = 1.0
+    backoff_factor: float = 2.0
+
+    def delays(self) -> List[float]:
+        """Sleep before each retry (exponential)."""
+        return [self.backoff_s * self.backoff_factor**i for i in range(self.retries)]
+
+
+@dataclass(eq=False)
+class Task:
+    """One request to build and send. ``build()`` returns the backend request (done in the worker)."""
+
+    job: Any
+    kind: str
+    vertex_id: str
+    build: Callable[[], Any]
+    priority: int = 0
+    payload: Any = None
+
+
+@dataclass
+class BatchOutcome:
+    """Posted by a worker: ``results[i]`` answers ``tasks[i]``; ``error`` is set when the call failed for good."""
+
+    worker: str
+    tasks: List[Task]
+    results: Optional[List[Any]] = None
+    error: Optional[BaseException] = None
+    attempts: int = 1
+    build_errors: List[tuple] = field(default_factory=list)  # (task, exception)
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    requests: int = 0
+    retries: int = 0
+    failed_calls: int = 0
+    busy_s: float = 0.0
+    batch_size: int = 1
+
+    @property
+    def mean_fill(self) -> float:
+        """Mean share of the batch size used per call."""
+        return self.requests / (self.calls * self.batch_size) if self.calls else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "calls": self.calls,
+            "requests": self.requests,
+            "retries": self.retries,
+            "failed_calls": self.failed_calls,
+            "busy_s": round(self.busy_s, 3),
+            "batch_size": self.batch_size,
+            "mean_batch_fill": round(self.mean_fill, 4),
+        }
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
+    """Run ``fn`` in a helper thread and wait at most ``timeout_s``.
+
+    A call that times out is abandoned (Python cannot stop a thread); its late result is
+    dropped. The helper thread is a daemon so it never blocks interpreter exit.
+    """
+    box: dict = {}
+    done = threading.Event()
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed over to the caller below
+            box["error"] = exc
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=target, name="gbc-backend-call", daemon=True)
+    thread.start()
+    if not done.wait(timeout_s):
+        raise CallTimeout(f"backend call did not finish within {timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class BackendWorker(threading.Thread):
+    """Forms batches from pending tasks and calls ``call(requests) -> results`` for each."""
+
+    def __init__(
+        self,
+        name: str,
+        call: Callable[[Sequence[Any]], List[Any]],
+        batch_size: int,
+        policy: RetryPolicy,
+        events: "queue.Queue",
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        super().__init__(name=f"gbc-{name}", daemon=True)
+        self.label = name
+        self._call = call
+        self.batch_size = max(1, int(batch_size))
+        self.policy = policy
+        self._events = events
+        self._sleep = sleep
+        self._heap: list = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self.stats = CallStats(batch_size=self.batch_size)
+
+    # ------------------------------------------------------------------ engine side
+    def submit(self, task: Task) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (task.priority, next(self._counter), task))
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._heap)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ worker side
+    def _take(self) -> Optional[List[Task]]:
+        with self._cond:
+            while True:
+                while not self._heap and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return None
+                batch = []
+                while self._heap and len(batch) < self.batch_size:
+                    task = heapq.heappop(self._heap)[2]
+                    if getattr(task.job, "finished", False):
+                        continue  # its image already failed: nothing to do
+                    batch.append(task)
+                if batch:
+                    return batch
+
+    def run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            outcome = BatchOutcome(worker=self.label, tasks=[])
+            requests = []
+            for task in batch:
+                try:
+                    requests.append(task.build())
+                    outcome.tasks.append(task)
+                except Exception as exc:  # a crop that cannot be made fails only its image
+                    outcome.build_errors.append((task, exc))
+            if requests:
+                self._run_batch(requests, outcome)
+            self._events.put(outcome)
+
+    def _run_batch(self, requests: List[Any], outcome: BatchOutcome) -> None:
+        delays = self.policy.delays()
+        attempt = 0
+        while True:
+            attempt += 1
+            start = time.perf_counter()
+            try:
+                results = call_with_timeout(lambda: self._call(requests), self.policy.timeout_s)
+                if not isinstance(results, list) or len(results) != len(requests):
+                    got = len(results) if isinstance(results, list) else type(results).__name__
+                    raise RuntimeError(f"backend returned {got} results for {len(requests)} requests")
+                self.stats.busy_s += time.perf_counter() - start
+                self.stats.calls += 1
+                self.stats.requests += len(requests)
+                outcome.results = results
+                outcome.attempts = attempt
+                return
+            except Exception as exc:
+                self.stats.busy_s += time.perf_counter() - start
+                if attempt > len(delays):
+                    self.stats.failed_calls += 1
+                    outcome.error = exc
+                    outcome.attempts = attempt
+                    return
+                self.stats.retries += 1
+                self._sleep(delays[attempt - 1])
