@@ -1,0 +1,217 @@
+"""Post-processing of raw detector boxes: which boxes of a phrase become vertices.
+
+Detector backends return every box they find with its score; this module decides, per
+phrase, which of them the annotator keeps. The steps and their order follow the released GBC
+pipeline (thresholds are strict inequalities):
+
+1. score above ``score_threshold``;
+2. area filters: at least ``min_abs_area_px`` crop pixels, more than ``min_rel_area`` of the
+   whole image, less than ``max_rel_area`` of the crop;
+3. non-maximum suppression at ``nms_single`` (tag labelled ``single``) or ``nms_multiple``
+   (anything else), leaving boxes sorted by score;
+4. ``remove_contained``: drop boxes that contain another kept box (keep the parts, not the
+   box around a group);
+5. for ``single`` tags, keep boxes within ``high_conf_tolerance`` of the best score;
+6. keep the ``topk`` best.
+
+Differences from the reference, on purpose: the minimum area is relative to the whole image
+(``min_rel_area``), so graph size does not depend on image resolution (the reference used
+5000 crop pixels); a small absolute floor remains so that crops stay legible; two identical
+boxes are not both removed by the containment step.
+
+>>> select_boxes([(0.1, 0.1, 0.5, 0.5), (0.12, 0.1, 0.5, 0.5)], [0.9, 0.8], "single",
+...              DetectionSettings(), (1000, 800))
+[((0.1, 0.1, 0.5, 0.5), 0.9)]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_MIN_REL_AREA",
+    "ENTITY_MAX_REL_AREA",
+    "DetectionSettings",
+    "select_boxes",
+    "nms",
+    "remove_containers",
+]
+
+#: Default minimum box area relative to the whole image: 5000 px on a 1024 x 1024 image,
+#: the reference's absolute minimum at a typical resolution (about 7 % of the side).
+DEFAULT_MIN_REL_AREA = 5000 / (1024 * 1024)
+
+#: Largest area of a child box relative to its parent entity's crop (reference value): a
+#: "part" covering nearly the whole parent is the parent again.
+ENTITY_MAX_REL_AREA = 0.8
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """Thresholds of :func:`select_boxes`. Every filter is switched off by ``None`` (or 0).
+
+    Attributes:
+        score_threshold: keep boxes scoring above this (0.35, the reference configuration).
+        nms_single: IoU above which a lower-scored box is suppressed, for ``single`` tags
+            (0.05: one object, overlapping boxes are the same object).
+        nms_multiple: the same for ``multiple``/``entity`` tags (0.2: neighbours may touch).
+        high_conf_tolerance: for ``single`` tags keep boxes scoring above best - 0.05.
+        topk: at most this many boxes per phrase (6).
+        min_rel_area: minimum area relative to the whole image (``DEFAULT_MIN_REL_AREA``,
+            about 0.0048 = 5000 px on a 1024 px square image).
+        min_abs_area_px: minimum area in pixels of the crop the detector saw (1024 = 32 x 32:
+            below that a crop says nothing to the captioning model).
+        max_rel_area: maximum area relative to the crop; None when detecting in the whole
+            image, ``ENTITY_MAX_REL_AREA`` (0.8) inside an entity (see :meth:`for_entity`).
+        remove_contained: drop boxes that contain another kept box (True).
+        containment_threshold: a box counts as inside another when more than this share of
+            its area lies within it (0.95).
+    """
+
+    score_threshold: Optional[float] = 0.35
+    nms_single: Optional[float] = 0.05
+    nms_multiple: Optional[float] = 0.2
+    high_conf_tolerance: Optional[float] = 0.05
+    topk: Optional[int] = 6
+    min_rel_area: Optional[float] = DEFAULT_MIN_REL_AREA
+    min_abs_area_px: Optional[float] = 1024
+    max_rel_area: Optional[float] = None
+    remove_contained: bool = True
+    containment_threshold: float = 0.95
+
+    def for_entity(self) -> "DetectionSettings":
+        """These settings for detection inside an entity crop (``max_rel_area`` 0.8 unless set)."""
+        if self.max_rel_area is not None:
+            return self
+        return dataclasses.replace(self, max_rel_area=ENTITY_MAX_REL_AREA)
+
+    def replace(self, **changes) -> "DetectionSettings":
+        """A copy with some settings changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _on(value: Optional[float]) -> bool:
+    return value is not None and value > 0
+
+
+def _iou_one_to_many(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    w = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+    h = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    inter = w * h
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    union = area + areas - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression: indices of kept boxes, best score first.
+
+    A box is suppressed when its IoU with a better kept box is above ``iou_threshold`` (the
+    semantics of ``torchvision.ops.nms``); ties in score keep input order.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    keep: list[int] = []
+    while order.size:
+        best = int(order[0])
+        keep.append(best)
+        rest = order[1:]
+        if rest.size == 0:
+            break
+        order = rest[_iou_one_to_many(boxes[best], boxes[rest]) <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def remove_containers(boxes: np.ndarray, threshold: float = 0.95) -> np.ndarray:
+    """Indices (in input order) of boxes that contain no other box.
+
+    ``boxes`` must be ranked best first. Box ``j`` is inside box ``i`` when more than
+    ``threshold`` of ``j``'s area lies within ``i``. Two boxes inside each other (near
+    duplicates) are not containers of each other: the better ranked one stays.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    n = len(boxes)
+    if n < 2:
+        return np.arange(n)
+    x1 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    y1 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x2 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+    y2 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    # inside[i, j]: box j lies (mostly) within box i
+    inside = inter > threshold * areas[None, :]
+    np.fill_diagonal(inside, False)
+    mutual = inside & inside.T
+    rank = np.arange(n)
+    # i contains j, unless they contain each other and i is ranked better
+    contains = inside & ~(mutual & (rank[:, None] < rank[None, :]))
+    return np.flatnonzero(~contains.any(axis=1))
+
+
+def select_boxes(
+    boxes: Sequence[Sequence[float]],
+    scores: Sequence[float],
+    label: str,
+    settings: DetectionSettings,
+    crop_size_px: tuple[int, int],
+    crop_rel_area: float = 1.0,
+) -> list[tuple[Box, float]]:
+    """Boxes of one phrase that the annotator keeps, best score first.
+
+    Args:
+        boxes: ``(left, top, right, bottom)`` relative to the crop the detector saw ([0, 1];
+            values outside are clipped, empty boxes and non-finite values are dropped).
+        scores: one detector score per box.
+        label: the tag label of the phrase (``single`` selects the single-object rules).
+        settings: thresholds, see :class:`DetectionSettings`.
+        crop_size_px: ``(width, height)`` in pixels of the crop the detector saw.
+        crop_rel_area: area of that crop relative to the whole image (1.0 for the image).
+
+    Returns:
+        ``[((left, top, right, bottom), score), ...]`` relative to the crop.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(b) != len(s):
+        raise ValueError(f"select_boxes: {len(b)} boxes but {len(s)} scores")
+    if len(b) == 0:
+        return []
+    finite = np.isfinite(b).all(axis=1) & np.isfinite(s)
+    b, s = np.clip(b[finite], 0.0, 1.0), s[finite]
+    width_px, height_px = float(crop_size_px[0]), float(crop_size_px[1])
+    rel_area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    keep = rel_area > 0
+    if _on(settings.score_threshold):
+        keep &= s > settings.score_threshold
+    if _on(settings.min_abs_area_px):
+        keep &= rel_area * width_px * height_px > settings.min_abs_area_px
+    if _on(settings.min_rel_area):
+        keep &= rel_area * crop_rel_area > settings.min_rel_area
+    if _on(settings.max_rel_area):
+        keep &= rel_area < settings.max_rel_area
+    b, s = b[keep], s[keep]
+    single = label.strip().lower() == "single"
+    iou = settings.nms_single if single else settings.nms_multiple
+    if _on(iou) and len(b):
+        order = nms(b, s, iou)
+    else:
+        order = np.argsort(-s, kind="stable")
+    b, s = b[order], s[order]
+    if settings.remove_contained and len(b) > 1:
+        kept = remove_containers(b, settings.containment_threshold)
+        b, s = b[kept], s[kept]
+    if single and _on(settings.high_conf_tolerance) and len(s):
+        close = s > s.max() - settings.high_conf_tolerance
+        b, s = b[close], s[close]
+    if settings.topk is not None and settings.topk > 0:
+        b, s = b[: settings.topk], s[: settings.topk]
+    return [(tuple(float(v) for v in box), float(score)) for box, score in zip(b, s)]
+
