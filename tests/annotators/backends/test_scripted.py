@@ -194,3 +194,43 @@ def test_latency_options_sleep():
 def test_unknown_kind_is_an_error():
     with pytest.raises(BackendError, match="unknown query kind"):
         create_mllm("scripted").generate([_req("poem", "a.jpg")])
+
+
+def test_engine_makes_gbc10m_sized_graphs(tmp_path):
+    """Through the real engine with its default settings: valid graphs of GBC10M size."""
+    for module in ("gbc.annotators.engine", "gbc.annotators.detection", "gbc.annotators.composition"):
+        pytest.importorskip(module)
+    from gbc.annotators.config import AnnotateConfig
+    from gbc.annotators.engine import RecursiveAnnotator
+    from gbc.annotators.images import ImageSource
+
+    class Store:
+        def __init__(self):
+            self.graphs, self.failed = {}, {}
+
+        def commit_image(self, key, graph, provenance=None, **_):
+            self.graphs[key] = graph
+
+        def mark_failed(self, key, reason, **_):
+            self.failed[key] = reason
+
+    sources = []
+    for i in range(12):
+        colour = ((i * 67) % 256, (i * 131 + 40) % 256, (i * 29 + 90) % 256)
+        path = tmp_path / f"img{i}.png"
+        Image.new("RGB", (320, 240), colour).save(path)
+        sources.append(ImageSource(key=path.name, path=str(path)))
+    store = Store()
+    summary = RecursiveAnnotator(AnnotateConfig(), create_mllm("scripted"), create_detector("scripted")).run(sources, store)
+    assert store.failed == {} and len(store.graphs) == 12
+    sizes = [g.n_vertices for g in store.graphs.values()]
+    assert all(g.validate() == [] for g in store.graphs.values())
+    assert 10 <= sum(sizes) / len(sizes) <= 20 and max(sizes) <= 40
+    labels = {v.label for g in store.graphs.values() for v in g.vertices}
+    assert labels == {"image", "entity", "composition", "relation"}
+    calls = (summary.backends["mllm"]["requests"] + summary.backends["detector"]["requests"]) / len(sources)
+    assert 10 <= calls <= 26
+    # deterministic: a second run gives the same graphs
+    again = Store()
+    RecursiveAnnotator(AnnotateConfig(), create_mllm("scripted"), create_detector("scripted")).run(sources, again)
+    assert {k: g.to_dict() for k, g in again.graphs.items()} == {k: g.to_dict() for k, g in store.graphs.items()}
