@@ -11,8 +11,8 @@ KeyedGraph = Tuple[str, GbcGraph]
 
 
 def graph_key(graph: GbcGraph, index: int) -> str:
-    """The key of a graph read from a file: its image path, else its URL, else its position."""
-    return graph.image_key or f"{index:09d}"
+    """The key of a graph read from a file: its image path, else its URL, else ``#<index>``."""
+    return graph.image_key or f"#{index}"
 
 
 def keyed(graphs: Iterable[Union[GbcGraph, KeyedGraph]]) -> Iterator[KeyedGraph]:
@@ -25,54 +25,31 @@ def keyed(graphs: Iterable[Union[GbcGraph, KeyedGraph]]) -> Iterator[KeyedGraph]
             yield str(key), graph
 
 
-def _is_store(path: Path) -> bool:
-    return path.suffix == ".lmdb" or (path.is_dir() and (path / "data.mdb").exists())
+def open_source(path: Union[str, Path], validate: bool = False) -> Tuple[Iterator[KeyedGraph], Optional[int]]:
+    """``(pairs, total)`` for a store or a folder of store shards (``total`` = number of graphs)
+    or a graph file (``.jsonl``, ``.json``, ``.parquet``; ``total`` None).
 
-
-def open_source(path: Union[str, Path]) -> Tuple[Iterator[KeyedGraph], Optional[int]]:
-    """``(pairs, total)`` for a store (``total`` = its size) or a graph file (``total`` None)."""
+    Graphs are not validated by default: an export is a view and needs only parseable
+    records (``validate=True`` checks every graph's invariants, about twice as slow).
+    """
     import gbc
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or store: {path}")
-    if _is_store(path):
+    if path.is_dir() or path.suffix == ".lmdb":
         store = gbc.open_store(str(path))
-        return _store_items(store), len(store)
-    return keyed(_read_file(path)), None
+        return _store_items(store, validate), len(store)
+    return keyed(gbc.read_graphs(str(path), validate=validate)), None
 
 
-def _store_items(store) -> Iterator[KeyedGraph]:
+def _store_items(store, validate: bool) -> Iterator[KeyedGraph]:
     try:
         for key, graph in store.items():
+            if validate:
+                graph.validate(strict=True, name=repr(key))
             yield key, graph
     finally:
         close = getattr(store, "close", None)
         if close is not None:
             close()
-
-
-def _read_file(path: Path) -> Iterator[GbcGraph]:
-    try:
-        from gbc.store import files  # noqa: F401
-    except ImportError:
-        files = None
-    if files is not None:
-        import gbc
-
-        yield from gbc.read_graphs(str(path))
-        return
-    # Without the store package only JSON Lines and JSON arrays can be read.
-    if path.suffix == ".jsonl":
-        with open(path, "rb") as fh:
-            for line in fh:
-                if line.strip():
-                    yield GbcGraph.from_json(line)
-    elif path.suffix == ".json":
-        import json
-
-        with open(path, "rb") as fh:
-            for record in json.load(fh):
-                yield GbcGraph.from_dict(record)
-    else:
-        raise ValueError(f"cannot read graphs from {path}: expected .jsonl or .json")

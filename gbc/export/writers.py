@@ -377,7 +377,6 @@ def export_graphs(pairs: Iterable[Tuple[str, GbcGraph]], out, options: ExportOpt
         for key, graph in pairs:
             summary.graphs_read += 1
             batch = strategy(graph, flt)
-            summary.dropped_sentences += batch.dropped_sentences
             if not batch.rows:
                 summary.graphs_without_rows += 1
                 continue
@@ -403,6 +402,7 @@ def export_graphs(pairs: Iterable[Tuple[str, GbcGraph]], out, options: ExportOpt
             if encoder is None:
                 summary.graphs_text_only += 1
             summary.rows += len(batch.rows)
+            summary.dropped_sentences += batch.dropped_sentences
             summary.rows_by_type.update(r.caption_type for r in batch.rows)
     finally:
         writer.close()

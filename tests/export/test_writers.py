@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from gbc.export.captions import CaptionFilter, caption_rows
-from gbc.export.source import keyed, open_source
+from gbc.export.source import graph_key, keyed, open_source
 from gbc.export.writers import ExportOptions, export_graphs
 from gbc.schemas import Bbox, Description, Edge, GbcGraph, Vertex
 from gbc.schemas.synthetic import synthetic_graph
@@ -173,6 +173,7 @@ def test_source_reads_jsonl_and_keys_graphs(tmp_path):
     pairs, total = open_source(path)
     keys = [k for k, _ in pairs]
     assert keys == [f"images/{i:08d}.jpg" for i in range(3)]
+    assert graph_key(synthetic_graph(0).model_copy(update={"img_path": None, "img_url": None}), 7) == "#7"
     with pytest.raises(FileNotFoundError):
         open_source(tmp_path / "nope.jsonl")
 
@@ -189,3 +190,16 @@ def test_filters_reach_the_writer(tmp_path):
                       ExportOptions(fmt="csv", text_only=True,
                                     caption_filter=CaptionFilter(vertex_labels=["relation"])))
     assert set(s.rows_by_type) == {"relation-relation"}
+
+
+def test_source_reads_a_store_with_its_keys(tmp_path):
+    import gbc
+
+    graphs = [synthetic_graph(i) for i in range(4)]
+    gbc.write_graphs(tmp_path / "s.lmdb", graphs)
+    pairs, total = open_source(tmp_path / "s.lmdb")
+    got = dict(pairs)
+    assert total == 4 and len(got) == 4
+    out = tmp_path / "o.csv"
+    s = export_graphs(open_source(tmp_path / "s.lmdb")[0], out, ExportOptions(fmt="csv", strategy="short", text_only=True))
+    assert s.rows == 4

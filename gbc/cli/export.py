@@ -1,0 +1,115 @@
+"""``gbc export``: captions (and images) of graphs for CLIP training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Tuple
+
+import click
+
+from gbc.cli.common import handle_errors, progress
+from gbc.export.captions import DEFAULT_EXCLUDED_DESC_LABELS, STRATEGIES, CaptionFilter
+from gbc.export.images import DEFAULT_JPEG_QUALITY
+from gbc.export.tokens import CLIP_MAX_TOKENS
+from gbc.export.writers import DEFAULT_SHARD_SIZE, FORMATS, MISSING_POLICIES, ExportOptions, export_graphs
+from gbc.schemas import DESC_LABELS, VERTEX_LABELS
+
+_TOKEN_MODES = {"auto": None, "exact": True, "estimate": False}
+
+
+@click.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+              help="Output: a .csv file for --format csv, else a folder of shards.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True,
+              help="csv: open_clip tab-separated filepath/title; wds: WebDataset tar shards (img2dataset "
+                   "layout); parquet: Parquet shards.")
+@click.option("--captions", "strategy", type=click.Choice(list(STRATEGIES)), default="gbc-captions",
+              show_default=True, help="Caption strategy (see the README).")
+@click.option("--vertex-label", "vertex_labels", multiple=True, type=click.Choice(VERTEX_LABELS),
+              help="Keep only captions of vertices with this label (repeatable).")
+@click.option("--desc-label", "desc_labels", multiple=True, type=click.Choice(DESC_LABELS),
+              help="Keep only captions with this label (repeatable). 'hardcode' captions are left out "
+                   "unless named here.")
+@click.option("--min-box-size", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Minimum width and height of a vertex box, relative to the image.")
+@click.option("--max-depth", type=click.IntRange(min=0), default=None, help="Deepest vertex level kept (image = 0).")
+@click.option("--max-tokens", type=click.IntRange(min=0), default=CLIP_MAX_TOKENS, show_default=True,
+              help="CLIP token limit; longer captions are split at sentence boundaries (0: no limit).")
+@click.option("--tokens", "token_mode", type=click.Choice(list(_TOKEN_MODES)), default="auto", show_default=True,
+              help="Token counting: exact CLIP BPE (needs $GBC_CLIP_BPE or open_clip), a conservative "
+                   "estimate, or auto (exact when available).")
+@click.option("--images-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder of the images: img_path is looked up there, then its base name.")
+@click.option("--max-side", type=click.IntRange(min=1), default=None, help="Resize images so the longer side is at most N.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=DEFAULT_SHARD_SIZE, show_default=True,
+              help="Samples per shard (wds, parquet).")
+@click.option("--text-only", is_flag=True, help="Write no images (every graph is exported).")
+@click.option("--missing", type=click.Choice(MISSING_POLICIES), default="skip", show_default=True,
+              help="Graphs whose image file is missing: skip them (counted) or export them text-only.")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=DEFAULT_JPEG_QUALITY, show_default=True)
+@click.option("--validate", is_flag=True, help="Check every graph's invariants while reading.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@handle_errors
+def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[str, ...], desc_labels: Tuple[str, ...],
+           min_box_size: float, max_depth: Optional[int], max_tokens: int, token_mode: str, images_root: Optional[Path],
+           max_side: Optional[int], shard_size: int, text_only: bool, missing: str, jpeg_quality: int,
+           validate: bool, as_json: bool):
+    """Export captions (and images) of the graphs in SRC for CLIP training.
+
+    SRC is a store (.lmdb, or a folder of store shards) or a graph file (.jsonl, .json,
+    .parquet). A progress bar goes to stderr; a summary with the rows per caption type to
+    stdout.
+
+    \b
+    Examples:
+      gbc export graphs.lmdb -o train.csv --images-root images/
+      gbc export graphs.jsonl -o shards/ --format wds --max-side 512 --images-root images/
+      gbc export graphs.lmdb -o text/ --format parquet --captions short --text-only
+    """
+    from gbc.export.source import open_source
+
+    if images_root is not None and not images_root.is_dir():
+        raise click.BadParameter(f"{images_root} is not a folder", param_hint="--images-root")
+    flt = CaptionFilter(
+        vertex_labels=frozenset(vertex_labels) or None,
+        desc_labels=frozenset(desc_labels) or None,
+        exclude_desc_labels=DEFAULT_EXCLUDED_DESC_LABELS - set(desc_labels),
+        min_box_size=min_box_size,
+        max_depth=max_depth,
+        max_tokens=max_tokens or None,
+        exact_tokens=_TOKEN_MODES[token_mode],
+    )
+    options = ExportOptions(fmt=fmt, strategy=strategy, caption_filter=flt,
+                            images_root=str(images_root) if images_root else None, max_side=max_side,
+                            shard_size=shard_size, text_only=text_only, missing=missing, jpeg_quality=jpeg_quality)
+    pairs, total = open_source(src, validate=validate)
+    with progress(pairs, total=total, desc="export", unit="graph") as bar:
+        summary = export_graphs(bar, out, options)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+        return
+    _print_summary(summary, out)
+
+
+def _print_summary(s, out: Path) -> None:
+    click.echo(f"graphs read:      {s.graphs_read}")
+    click.echo(f"graphs exported:  {s.graphs_exported}" + (f" ({s.graphs_text_only} text-only)" if s.graphs_text_only else ""))
+    if s.skipped_missing_image:
+        click.echo(f"skipped, image missing: {s.skipped_missing_image}")
+        if not s.graphs_exported:
+            click.echo("  (no image was found: give --images-root, or use --missing text or --text-only)", err=True)
+    if s.skipped_image_error:
+        click.echo(f"skipped, image unreadable: {s.skipped_image_error}")
+    if s.graphs_without_rows:
+        click.echo(f"graphs without captions: {s.graphs_without_rows}")
+    if s.dropped_sentences:
+        click.echo(f"sentences over the token limit (dropped): {s.dropped_sentences}")
+    click.echo(f"rows:             {s.rows}")
+    for ctype, n in sorted(s.rows_by_type.items(), key=lambda kv: (-kv[1], kv[0])):
+        click.echo(f"  {ctype:<26} {n}")
+    click.echo(f"tokens counted by: {s.token_counter}")
+    click.echo(f"output: {out} ({len(s.files)} file(s))")
+    for err in s.errors:
+        click.echo(f"error: {err}", err=True)
