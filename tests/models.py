@@ -184,6 +184,11 @@ def build_owlv2(folder, *, seed: int = 0, image_side: int = 64, patch_size: int 
                                image_size=image_side, patch_size=patch_size)
     torch.manual_seed(seed)
     model = Owlv2ForObjectDetection(Owlv2Config(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32))
+    with torch.no_grad():
+        # random box heads saturate to degenerate boxes; a small last layer keeps each box near
+        # its patch (OWL adds a per-patch box bias), like a trained model's boxes
+        model.box_head.dense2.weight.mul_(0.05)
+        model.box_head.dense2.bias.zero_()
     processor = Owlv2Processor(image_processor=Owlv2ImageProcessorPil(size={"height": image_side, "width": image_side}),
                                tokenizer=tokenizer)
     model.save_pretrained(folder)
