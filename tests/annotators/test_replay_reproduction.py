@@ -1,0 +1,98 @@
+"""Replaying the reference graphs through the engine gives them back (bench/replay_reference.py).
+
+Every answer comes from the recorded graphs, so what is measured is the engine's
+orchestration: id minting, duplicate merging, composition and relation grouping, assembly.
+The reference pipeline's own orchestration replayed the same way reaches 99.1 % of the
+vertices, 97.0 % of the edges and 98.3 % of the captions with no extra vertex; its misses
+are two merges that only its unreleased learned name classifier makes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "replay_reference.py"
+
+#: Lower bounds on the shares of reference items found (see the module docstring).
+THRESHOLDS = {"vertices": 0.99, "edges": 0.955, "captions": 0.975}
+
+#: Misses that no rule-based engine can avoid on the wiki file: merges of differently named
+#: objects made by the reference's learned classifier.
+CLASSIFIER_MERGES = {"Regalia.jpg", "Tartu_raudteejaama_veetorn.jpg"}
+
+
+def _bench():
+    for module in ("gbc.annotators.engine", "gbc.annotators.detection", "gbc.annotators.composition"):
+        pytest.importorskip(module)
+    if "replay_reference" in sys.modules:
+        return sys.modules["replay_reference"]
+    spec = importlib.util.spec_from_file_location("replay_reference", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["replay_reference"] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def replayed(reference_dir):
+    bench = _bench()
+    refs, store, summary, _ = bench.run_replay(reference_dir / "wiki_gbc_graphs.jsonl", reference_dir / "images")
+    comparisons = [bench.compare(key, ref, store.graphs.get(key)) for key, ref in refs.items()]
+    return bench, refs, store, comparisons, bench.report(refs, store, comparisons, summary, 0.0)
+
+
+def test_every_image_gets_a_valid_graph(replayed):
+    _, refs, store, _, _ = replayed
+    assert store.failures == {}
+    assert set(store.graphs) == set(refs) and len(refs) == 19
+    for graph in store.graphs.values():
+        assert graph.validate() == []
+
+
+def test_reproduction_reaches_the_thresholds(replayed):
+    _, _, _, _, result = replayed
+    for kind, minimum in THRESHOLDS.items():
+        assert result["totals"][kind]["share"] >= minimum, (kind, result["totals"][kind], result["misses_by_cause"])
+    assert result["extra_vertices"] == 0, result["misses_by_cause"].get("extra vertex")
+
+
+def test_found_vertices_have_the_recorded_boxes(replayed):
+    _, _, _, _, result = replayed
+    assert result["boxes"]["equal"] == result["boxes"]["of"], result["boxes"]["differing"]
+
+
+def test_vertex_misses_are_only_the_classifier_merges(replayed):
+    _, _, _, comparisons, _ = replayed
+    missed = {c.key for c in comparisons if any(kind == "vertices" for kind, _, _ in c.misses)}
+    assert missed <= CLASSIFIER_MERGES
+
+
+def test_compare_classifies_misses():
+    """The comparison itself, on a hand-made pair: a missing entity, a renamed edge, an extra vertex."""
+    bench = _bench()
+    from gbc.schemas import Bbox, Description, Edge, GbcGraph, Vertex
+
+    def graph(entity_id, edge_text, extra=False):
+        edge = Edge(source="", text=edge_text, target=entity_id)
+        vertices = [
+            Vertex(vertex_id="", label="image", bbox=Bbox.full(), out_edges=[edge],
+                   descs=[Description(text="A dog.", label="detail")]),
+            Vertex(vertex_id=entity_id, label="entity", bbox=Bbox(left=0, top=0, right=0.5, bottom=0.5, confidence=0.9),
+                   in_edges=[edge], descs=[Description(text="A brown dog.", label="detail")]),
+        ]
+        if extra:
+            vertices.append(Vertex(vertex_id="cat", label="entity", bbox=Bbox.full(),
+                                   descs=[Description(text="A cat.", label="detail")]))
+        return GbcGraph(vertices=vertices, img_path="x.jpg")
+
+    same = bench.compare("x.jpg", graph("dog", "dog"), graph("dog", "dog"))
+    assert same.counts == {"vertices": [2, 2], "edges": [1, 1], "captions": [2, 2]} and not same.misses
+    renamed = bench.compare("x.jpg", graph("dog", "dog"), graph("dog", "puppy", extra=True))
+    assert renamed.counts["edges"] == [0, 1] and renamed.misses[0][1] == "edge text differs"
+    assert renamed.extra == ["entity 'cat'"]
+    failed = bench.compare("x.jpg", graph("dog", "dog"), None)
+    assert failed.counts["vertices"] == [0, 2] and {cause for _, cause, _ in failed.misses} >= {"image failed"}
