@@ -106,6 +106,12 @@ def _norm(text: str) -> str:
     return " ".join(text.split())
 
 
+def _name_of(vertex_id: str) -> str:
+    """The object name at the end of an entity id (``"display case_crowns_1"`` -> ``"crowns"``)."""
+    parts = [p for p in vertex_id.split("_") if p and not p.isdigit()]
+    return parts[-1] if parts else vertex_id
+
+
 def _fmt(box) -> str:
     return "(" + ", ".join(f"{x:.4f}" for x in box.to_xyxy()) + ")"
 
@@ -117,6 +123,8 @@ def _entity_parents(graph, vertex) -> List[str]:
 
 def compare(key: str, ref, out) -> Comparison:
     """Compare one reference graph with the engine's graph of the same image (None: failed)."""
+    from gbc.annotators.text import same_object
+
     c = Comparison(key)
     ours = {v.vertex_id: v for v in out.vertices} if out is not None else {}
     ref_ids = {v.vertex_id: v for v in ref.vertices}
@@ -134,9 +142,17 @@ def compare(key: str, ref, out) -> Comparison:
             parents = {e.source for e in v.in_edges}
             if not parents & set(ours):
                 return "relation parent missing"
+            members = {e.target for e in v.out_edges}
+            gone = sorted(m for m in members if m not in ours)
+            if gone:
+                return f"relation member missing ({vertex_cause(ref_ids[gone[0]]) if gone[0] in ref_ids else gone[0]})"
             return "relation not formed (member set differs)"
         if v.label == "composition":
             members = [e.target for e in v.out_edges]
+            foreign = [m for m in members if not m.startswith(v.vertex_id + "_")]
+            if foreign and not same_object(_name_of(v.vertex_id), _name_of(foreign[0])):
+                return (f"merge of differently named objects ({_name_of(v.vertex_id)!r} boxes merged into "
+                        f"{foreign[0]!r}: the reference's learned classifier)")
             have = [m for m in members if m in ours]
             return "composition not formed" + (f" ({len(have)}/{len(members)} members present)" if members else "")
         parents = _entity_parents(ref, v)
@@ -173,7 +189,11 @@ def compare(key: str, ref, out) -> Comparison:
                 elif ref_ids.get(e.target) is not None and ref_ids[e.target].label == "entity" \
                         and v.label in ("image", "entity") and not e.target.startswith(
                             (e.text if e.source == "" else f"{e.source}_{e.text}")):
-                    cause = "edge to a vertex merged from another parent not made"
+                    if same_object(e.text, _name_of(e.target)):
+                        cause = "edge to a vertex merged from another parent not made"
+                    else:
+                        cause = (f"merge of differently named objects ({e.text!r} into {e.target!r}: "
+                                 "the reference's learned classifier)")
                 else:
                     cause = "edge not made"
             c.add("edges", found, cause, f"{e.source!r} -[{e.text}]-> {e.target!r}")
