@@ -160,6 +160,10 @@ class GraphSource:
         if self.store is not None:
             if key in self.store:
                 return key, self._checked(key, self.store[key])
+            record = self.store.status(key)
+            if record is not None and record.status == "failed":
+                why = f"{record.error_type}: {record.reason}" if record.error_type else (record.reason or "no reason")
+                raise click.ClickException(f"image {key!r} failed ({_one_line(why)}); it has no graph")
             matches = [k for k in self.store.keys() if _basename(k) == key]
             return self._one(key, matches, lambda k: (k, self._checked(k, self.store[k])))
         by_name: List[Tuple[str, GbcGraph]] = []
@@ -218,6 +222,10 @@ def file_key(graph: GbcGraph, index: int) -> str:
     return graph.image_key or f"#{index}"
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def _basename(key: str) -> str:
     return key.rstrip("/").rsplit("/", 1)[-1]
 
@@ -253,7 +261,7 @@ def convert_graphs(src: Path, dst: Path, layout: str = "auto", validate: bool = 
 
     with GraphSource(src, validate=validate) as source:
         failed = source.n_failed
-        bar = progress(source.graphs(), total=source.total(), desc=f"{src.name} -> {dst.name}", unit="graph",
+        bar = progress(source.graphs(), total=source.total(), desc=f"{src.name} -> {dst.name}", unit=" graphs",
                        disable=None if show_progress is None else not show_progress)
         items = iter(bar)
         tmp = _temporary_sibling(dst)

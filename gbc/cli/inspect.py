@@ -219,7 +219,7 @@ def stats(path: Path, as_json: bool, plot_path: Optional[Path], show_progress: O
     from gbc.stats import compute_stats, format_stats
 
     with GraphSource(path, validate=not no_validate) as source:
-        graphs = progress((g for _, g in source.graphs()), total=source.total(), desc="stats", unit="graph",
+        graphs = progress((g for _, g in source.graphs()), total=source.total(), desc="stats", unit=" graphs",
                           disable=None if show_progress is None else not show_progress)
         try:
             result = compute_stats(graphs, n_failed=source.n_failed)

@@ -184,7 +184,10 @@ def test_ls_show_stats_validate_on_a_store(store_with_failures):
 
     shown = run_cli("show", store_with_failures, "00000002.jpg", "--json")
     assert json.loads(shown.stdout) == record(2).to_dict()
-    assert "no graph named" in assert_clean_error(run_cli("show", store_with_failures, "images/broken.jpg"))
+    line = assert_clean_error(run_cli("show", store_with_failures, "images/broken.jpg"))
+    assert line == ("Error: image 'images/broken.jpg' failed (UnidentifiedImageError: cannot identify image file); "
+                    "it has no graph")
+    assert "no graph named 'cat.jpg'" in assert_clean_error(run_cli("show", store_with_failures, "cat.jpg"))
 
     stats = json.loads(run_cli("stats", store_with_failures, "--json").stdout)
     assert (stats["graphs"], stats["failed"]) == (3, 2)
@@ -229,3 +232,12 @@ def test_folder_of_store_shards_reads_as_one_store(tmp_path):
     out = tmp_path / "all.jsonl"
     assert run_cli("convert", folder, out).exit_code == 0
     assert [d["img_path"] for d in json_lines(out)] == [f"images/{i:08d}.jpg" for i in range(3)]
+
+
+def test_progress_bar_goes_to_stderr_only(jsonl_file, tmp_path):
+    out = tmp_path / "g.json"
+    result = run_cli("convert", jsonl_file, out, "--progress")
+    assert result.exit_code == 0, result.output
+    assert "graphs.jsonl -> g.json: 4 graphs" in result.stderr
+    assert result.stdout == f"Wrote 4 graphs to {out} (json).\n"
+    assert json.loads(out.read_text()) == json_lines(jsonl_file)

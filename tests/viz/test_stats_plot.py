@@ -28,7 +28,7 @@ def test_plot_of_reference_graphs(reference_jsonl, tmp_path):
     _check_png(out)
 
 
-@pytest.mark.parametrize("n, references", [(0, ("wiki", "GBC1M")), (5, ()), (5, ("wiki", "unknown"))])
+@pytest.mark.parametrize("n, references", [(0, ("wiki", "GBC1M")), (5, ("wiki", "unknown"))])
 def test_plot_edge_cases(tmp_path, n, references):
     stats = compute_stats(synthetic_graphs(n), n_failed=1)
     out = plot_stats(stats, tmp_path / "s.png", references=references)
