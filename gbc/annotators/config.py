@@ -50,8 +50,7 @@ class LimitsConfig(_Section):
 
     max_depth: int = Field(4, ge=0, description="deepest entity level (0: image query only; children of the image are level 1)")
     max_vertices_per_image: int = Field(64, ge=1, description="vertex budget per graph (image, entities, compositions, relations)")
-    images_in_flight: int = Field(64, ge=1, description="images being annotated at once (memory bound; feeds the batches)")
-    prefetch_images: int = Field(8, ge=1, description="images decoded ahead of the in-flight window")
+    images_in_flight: int = Field(64, ge=1, description="images decoded or being annotated at once (memory bound; feeds the batches)")
     max_image_side: int = Field(1024, ge=16, description="images and crops are scaled down to this longest side before a model sees them")
     min_crop_side: int = Field(128, ge=1, description="crops whose shortest side is smaller are scaled up to it (capped by max_image_side)")
     crop_margin: float = Field(0.05, ge=0, le=1, description="context added around an entity or composition crop sent to the MLLM, as a fraction of the box size per side")
@@ -67,10 +66,11 @@ class DetectionConfig(_Section):
     nms_multiple: float = Field(0.2, ge=0, le=1, description="NMS IoU for [multiple] and untyped phrases")
     high_conf_tolerance: Optional[float] = Field(0.05, ge=0, description="[single] phrases keep boxes within this of the best score")
     topk: Optional[int] = Field(6, ge=1, description="at most this many boxes per phrase")
-    min_rel_area: Optional[float] = Field(0.005, ge=0, le=1, description="boxes smaller than this share of the whole image are dropped (resolution independent)")
-    min_abs_area_px: Optional[float] = Field(256.0, ge=0, description="absolute floor: boxes smaller than this many original pixels are dropped")
+    min_rel_area: Optional[float] = Field(round(5000 / (1024 * 1024), 6), ge=0, le=1, description="boxes smaller than this share of the whole image are dropped (resolution independent; 5000 px of a 1024 px square)")
+    min_abs_area_px: Optional[float] = Field(1024.0, ge=0, description="absolute floor: boxes smaller than this many pixels of the searched crop are dropped (32 x 32)")
     max_rel_area: Optional[float] = Field(None, gt=0, le=1, description="boxes larger than this share of the searched crop are dropped")
-    remove_contained: Optional[bool] = Field(False, description="False: drop boxes that contain another box of the phrase; True: drop boxes inside another; null: keep both")
+    remove_contained: bool = Field(True, description="drop boxes that contain another kept box of the phrase (keep the parts, not the box around a group)")
+    containment_threshold: float = Field(0.95, gt=0, le=1, description="a box counts as inside another when more than this share of its area lies within it")
 
     def to_settings(self):
         """The ``DetectionSettings`` used by ``select_boxes``."""
@@ -178,7 +178,6 @@ class AnnotateConfig(_Section):
         for section in ("mllm", "detector"):
             data.pop(section)
         data["limits"].pop("images_in_flight")
-        data["limits"].pop("prefetch_images")
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -395,7 +395,10 @@ class ImageJob:
         crop = self._margin_box(union.to_xyxy())
         outer = Bbox.from_xyxy(crop)
         relative = [b.to_relative(outer).to_xyxy() for b in member_boxes]
-        hints = list(s.composition.spatial_hints(member_names, relative, self.rng(group.prefix, "composition-hints")))
+        W, H = self.size
+        crop_px = ((crop[2] - crop[0]) * W, (crop[3] - crop[1]) * H)
+        hints = list(s.composition.spatial_hints(member_names, relative, self.rng(group.prefix, "composition-hints"),
+                                                 crop_size=crop_px))
         query = CompositionQuery(vertex_id=group.prefix, parent_id=parent.vertex_id, name=group.phrase,
                                  members=members, member_names=member_names, hints=hints)
         self.compositions.append(query)

@@ -189,7 +189,7 @@ def install_missing_standins() -> List[str]:
     if not have("composition"):
         m = types.ModuleType("gbc.annotators.composition")
 
-        def spatial_hints(names, boxes, rng):
+        def spatial_hints(names, boxes, rng, crop_size=None, root=None):
             order = list(range(len(names)))
             rng.shuffle(order)
             return [f"{names[order[0]]} is near {names[order[1]]}."]

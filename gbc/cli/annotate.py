@@ -1,0 +1,238 @@
+"""``gbc annotate``: annotate image folders into an LMDB graph store (resumable)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import click
+
+from gbc.cli.common import handle_errors, progress, register_user_error
+
+
+def _settings_epilog() -> str:
+    from gbc.annotators.config import describe_settings
+
+    lines = ["\b", "Every setting (YAML --config keys, or --set NAME=VALUE) and its default:"]
+    for name, (default, desc) in describe_settings().items():
+        shown = json.dumps(default) if not isinstance(default, str) else default
+        lines.append(f"  {name} = {shown}" + (f"  # {desc}" if desc else ""))
+    lines += [
+        "",
+        "\b",
+        "Backends are chosen by spec: --mllm transformers:<model>, --mllm openai:<url>#<model>,",
+        "--detector grounding-dino:<model>, --detector owlv2:<model>, replay:<graphs file>.",
+        "For a demo without any model: --mllm scripted --detector scripted.",
+    ]
+    return "\n".join(lines)
+
+
+def _parse_pairs(pairs: Tuple[str, ...], what: str) -> Dict[str, Any]:
+    import yaml
+
+    out: Dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint=what)
+        try:
+            out[name.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[name.strip()] = value
+    return out
+
+
+class _EpilogCommand(click.Command):
+    """Builds the (long) settings list only when --help is shown."""
+
+    def format_epilog(self, ctx, formatter):
+        self.epilog = _settings_epilog()
+        super().format_epilog(ctx, formatter)
+
+
+@click.command(cls=_EpilogCommand)
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="LMDB store to write (created if needed; resumed if it exists).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML file of settings (see the list below).")
+@click.option("--mllm", "mllm_spec", help="MLLM backend spec (required here or as mllm.spec in --config).")
+@click.option("--detector", "detector_spec", help="Detector backend spec (required here or as detector.spec in --config).")
+@click.option("--mllm-option", multiple=True, metavar="K=V", help="MLLM backend option (repeatable).")
+@click.option("--detector-option", multiple=True, metavar="K=V", help="Detector backend option (repeatable).")
+@click.option("--max-depth", type=int, help="Deepest entity level (limits.max_depth; default 4).")
+@click.option("--max-vertices", type=int, help="Vertex budget per graph (limits.max_vertices_per_image; default 64).")
+@click.option("--mllm-batch-size", type=int, help="Largest MLLM batch (mllm.batch_size; default: the backend's).")
+@click.option("--detector-batch-size", type=int, help="Largest detector batch (detector.batch_size; default: the backend's).")
+@click.option("--images-in-flight", type=int, help="Images annotated at once (limits.images_in_flight; default 64).")
+@click.option("--max-image-side", type=int, help="Longest side of images and crops sent to models (limits.max_image_side; default 1024).")
+@click.option("--min-crop-side", type=int, help="Tiny crops are scaled up to this shortest side (limits.min_crop_side; default 128).")
+@click.option("--crop-margin", type=float, help="Context around entity crops, share of the box size (limits.crop_margin; default 0.05).")
+@click.option("--retries", type=int, help="Retries of a failed backend call (mllm/detector.retries; default 2).")
+@click.option("--timeout", "timeout_s", type=float, help="Per-call timeout in seconds (mllm/detector.timeout_s; default 600).")
+@click.option("--no-entity", is_flag=True, help="Image query only (queries.include_entity=false).")
+@click.option("--no-composition", is_flag=True, help="No composition queries (queries.include_composition=false).")
+@click.option("--no-relation", is_flag=True, help="No relation queries (queries.include_relation=false).")
+@click.option("--seed", type=int, help="Seed (default 0): same inputs, settings and seed give the same graphs.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Any setting by its dotted name (repeatable).")
+@click.option("--retry-failed", is_flag=True, help="Run again only the images that failed in the store.")
+@click.option("--shard", metavar="I/N", help="Annotate only shard I of N (0-based, stable hash of the image key).")
+@click.option("--limit", type=int, help="Annotate at most N images (after skipping finished ones).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--progress/--no-progress", "show_progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
+@handle_errors
+def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option, detector_option, max_depth,
+             max_vertices, mllm_batch_size, detector_batch_size, images_in_flight, max_image_side, min_crop_side,
+             crop_margin, retries, timeout_s, no_entity, no_composition, no_relation, seed, sets, retry_failed,
+             shard, limit, as_json, show_progress):
+    """Annotate IMAGES (folders, searched recursively, or files) into GBC graphs in the store OUTPUT.
+
+    The run resumes by default: images already done or failed in OUTPUT are skipped, and
+    each image is committed as soon as it is finished, so a killed run loses nothing that
+    was committed. Every image ends `done` or `failed` with a reason.
+
+    \b
+    Example:
+      gbc annotate photos/ -o photos.lmdb --mllm transformers:llava-hf/llava-v1.6-mistral-7b-hf \\
+          --detector grounding-dino:IDEA-Research/grounding-dino-tiny --max-depth 3
+    """
+    from gbc.annotators.backends.base import BackendError
+    from gbc.annotators.config import AnnotateConfig, ConfigError
+
+    register_user_error(ConfigError)
+    register_user_error(BackendError)
+    _register_store_errors()
+
+    config = AnnotateConfig.from_yaml(config_path) if config_path else AnnotateConfig()
+    overrides: Dict[str, Any] = {
+        "mllm.spec": mllm_spec,
+        "detector.spec": detector_spec,
+        "limits.max_depth": max_depth,
+        "limits.max_vertices_per_image": max_vertices,
+        "mllm.batch_size": mllm_batch_size,
+        "detector.batch_size": detector_batch_size,
+        "limits.images_in_flight": images_in_flight,
+        "limits.max_image_side": max_image_side,
+        "limits.min_crop_side": min_crop_side,
+        "limits.crop_margin": crop_margin,
+        "mllm.retries": retries,
+        "detector.retries": retries,
+        "mllm.timeout_s": timeout_s,
+        "detector.timeout_s": timeout_s,
+        "queries.include_entity": False if no_entity else None,
+        "queries.include_composition": False if no_composition else None,
+        "queries.include_relation": False if no_relation else None,
+        "seed": seed,
+    }
+    if mllm_option:
+        overrides["mllm.options"] = {**config.mllm.options, **_parse_pairs(mllm_option, "--mllm-option")}
+    if detector_option:
+        overrides["detector.options"] = {**config.detector.options, **_parse_pairs(detector_option, "--detector-option")}
+    overrides.update(_parse_pairs(sets, "--set"))
+    config = config.with_overrides(overrides)
+    missing = [flag for flag, spec in (("--mllm", config.mllm.spec), ("--detector", config.detector.spec)) if not spec]
+    if missing:
+        raise click.UsageError(
+            f"no backend given for {' and '.join(missing)}: pass {' and '.join(f'{m} SPEC' for m in missing)} or set "
+            "mllm.spec / detector.spec in --config (for a demo without models: --mllm scripted --detector scripted)"
+        )
+    if limit is not None and limit < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--limit")
+
+    from gbc.annotators.images import discover_images
+
+    sources = discover_images(images)
+    if shard:
+        from gbc.distributed.sharding import parse_shard, shard_of
+
+        index, count = parse_shard(shard)
+        sources = [s for s in sources if shard_of(s.key, count) == index]
+
+    from gbc.annotators.backends.registry import create_detector, create_mllm
+
+    mllm = create_mllm(config.mllm.spec, config.mllm.options)
+    detector = create_detector(config.detector.spec, config.detector.options)
+
+    import gbc
+    from gbc.annotators.engine import RecursiveAnnotator
+
+    store = gbc.open_store(output, readonly=False)
+    try:
+        done = set(store.keys(status="done"))
+        failed = set(store.keys(status="failed"))
+        if retry_failed:
+            todo = [s for s in sources if s.key in failed]
+        else:
+            todo = [s for s in sources if s.key not in done and s.key not in failed]
+        skipped = len(sources) - len(todo)
+        if limit is not None:
+            todo = todo[:limit]
+        click.echo(f"{len(sources)} images found, {skipped} skipped (already in {output}), {len(todo)} to annotate",
+                   err=True)
+        annotator = RecursiveAnnotator(config, mllm, detector)
+        bar = progress(total=len(todo), desc="annotate", unit="img",
+                       disable=None if show_progress is None else not show_progress)
+        started = time.perf_counter()
+        state = {"finished": 0}
+
+        def on_progress(summary, engine):
+            finished = summary.done + summary.failed
+            bar.update(finished - state["finished"])
+            state["finished"] = finished
+            workers = getattr(engine, "workers", {})
+            calls = sum(w.stats.calls for w in workers.values())
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            mllm_fill = workers["mllm"].stats.mean_fill if "mllm" in workers else 0.0
+            bar.set_postfix_str(f"done={summary.done} failed={summary.failed} calls/s={calls / elapsed:.1f} "
+                                f"fill={100 * mllm_fill:.0f}%", refresh=False)
+
+        try:
+            summary = annotator.run(todo, store, on_progress=on_progress)
+        finally:
+            bar.close()
+        result = summary.to_dict()
+        result.update({"found": len(sources), "skipped": skipped, "shard": shard, "output": str(output),
+                       "mllm": config.mllm.spec, "detector": config.detector.spec,
+                       "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        store.update_meta({"last_run": result, "config": config.model_dump(mode="json")})
+        totals = {"done": _count(store, "done"), "failed": _count(store, "failed")}
+        result["store"] = totals
+    finally:
+        store.close()
+        for backend in (mllm, detector):
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        click.echo(_format_summary(result))
+
+
+def _count(store, status: str) -> int:
+    counter = getattr(store, "count", None)
+    if counter is not None:
+        return counter(status)
+    return sum(1 for _ in store.keys(status=status))
+
+
+def _format_summary(result: dict) -> str:
+    lines = [
+        f"annotated {result['images']} images: {result['done']} done, {result['failed']} failed "
+        f"({result['skipped']} skipped) in {result['elapsed_s']:.1f} s, {result['images_per_s']:.2f} images/s",
+    ]
+    for name, b in result["backends"].items():
+        lines.append(f"{name}: {b['calls']} calls, {b['requests']} requests, mean batch fill "
+                     f"{100 * b['mean_batch_fill']:.0f}% of {b['batch_size']}, {b['retries']} retries")
+    for etype, n in sorted(result["failures"].items()):
+        lines.append(f"failed: {etype} x{n}")
+    lines.append(f"store {result['output']}: {result['store']['done']} done, {result['store']['failed']} failed")
+    return "\n".join(lines)
+
+
+def _register_store_errors() -> None:
+    try:
+        from gbc.store.lmdb_store import StoreError
+    except ImportError:  # pragma: no cover - the store ships with the package
+        return
+    register_user_error(StoreError)
