@@ -16,27 +16,12 @@ from typing import Iterator, List, Optional, Tuple
 
 import click
 
-from gbc.cli.common import handle_errors, progress, register_user_error
+from gbc.cli.common import handle_errors, progress
 from gbc.schemas.graph import GbcGraph
 
 #: The value of ``gbc.store.files.detect_format`` for an LMDB store.
 STORE_FORMAT = "lmdb"
 LAYOUTS = ("auto", "full", "gbc10m")
-
-
-def register_store_errors() -> None:
-    """Make the store layer's errors print as ``Error: ...`` lines (imported lazily)."""
-    from gbc.store import files as store_files
-
-    register_user_error(store_files.GraphFormatError)
-    try:
-        from gbc.store import lmdb_store
-    except ImportError:  # pragma: no cover - lmdb is a core dependency
-        return
-    for name in ("StoreError", "StoreCorruptError"):
-        exc = getattr(lmdb_store, name, None)
-        if isinstance(exc, type) and issubclass(exc, BaseException):
-            register_user_error(exc)
 
 
 def detect_format(path: Path) -> str:
@@ -81,7 +66,8 @@ class GraphSource:
     """
 
     def __init__(self, path, validate: bool = True):
-        register_store_errors()
+        # The store layer's errors (GraphFormatError, StoreError) are ValueErrors, which
+        # handle_errors prints as one ``Error: ...`` line.
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such file or directory")
