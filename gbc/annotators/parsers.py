@@ -98,7 +98,8 @@ def _header_regex(keys: Sequence[str]) -> re.Pattern[str]:
     names = "|".join(f"(?P<{k}>{_HEADER_PATTERNS[k]})" for k in keys)
     return re.compile(
         r"^\s*(?:#{1,6}\s*)?(?:(?:[-*+\u2022]|\d{1,3}[.)])\s+)?[*_`]*\s*"
-        rf"(?:{names})(?![\w-])\s*[*_`]*\s*(?P<colon>[:\uff1a])?(?:\s*(?:\*\*|__))?(?P<rest>.*)$",
+        rf"(?:{names})(?![\w-])\s*[*_`]*\s*(?P<colon>[:\uff1a]|(?<=\s)[-\u2013\u2014](?=\s))?"
+        r"(?:\s*(?:\*\*|__))?(?P<rest>.*)$",
         re.IGNORECASE,
     )
 
@@ -109,10 +110,12 @@ _FENCE = re.compile(r"^\s*```")
 _TAG = re.compile(r"\[([^\[\]\n]+)\]\s*\[([^\[\]\n]*)\]")
 _LONE_TAG = re.compile(r"\[([^\[\]\n]+)\](?!\s*\[)")
 _BRACKETED = re.compile(r"\[([^\[\]\n]*)\]")
+_LABEL_ONLY = re.compile(r"\[\s*(?:single|multiple)\s*\]", re.IGNORECASE)
 _TRAILING_COUNT = re.compile(r"^(.+?)\s+\d+$")
 _TRAILING_SIDE = re.compile(r"^(.+?)\s+on\s+(?:the\s+)?(?:left|right)$")
 _FLAG_NO = re.compile(r"^(?:no|not|false|absent|none)\b")
 _FLAG_YES = re.compile(r"^(?:yes|true|present)\b")
+_FLAG_NEGATED = re.compile(r"\bnot\s+(?:present|visible|shown|found)\b|\babsent\b")
 _NA_VALUES = frozenset({"n/a", "na", "none", "-", "", "null", "not applicable"})
 _BARE_NAME_MAX_WORDS = 5
 
@@ -207,10 +210,10 @@ def _flag(lines: Optional[Sequence[str]]) -> Optional[bool]:
         return None
     first = next((line for line in lines if line.strip()), "")
     value = _clean_flag(first)
-    if _FLAG_NO.match(value):
-        return False
     if _FLAG_YES.match(value):
         return True
+    if _FLAG_NO.match(value) or _FLAG_NEGATED.search(value):
+        return False
     return None
 
 
@@ -236,6 +239,7 @@ def _parse_item(item: str) -> list[tuple[str, str]]:
     if m:
         return [(m.group("name"), m.group("label"))]
     m = re.match(r"^(?P<name>[^:]+?)\s*[:\uff1a]\s*[*_`]*(?P<label>single|multiple)\b", item, re.I)
+    m = m or re.match(r"^(?P<name>[^:(]+?)\s*[:\uff1a]?\s*\((?P<label>single|multiple)\)", item, re.I)
     if m:
         return [(m.group("name"), m.group("label"))]
     stripped = item.strip()
@@ -259,8 +263,10 @@ def _list_items(lines: Sequence[str]) -> list[tuple[str, str]]:
         m = _BULLET.match(line)
         if m:
             pairs.extend(_parse_item(line[m.end():]))
-        else:
+        elif _TAG.search(line):
             pairs.extend(_TAG.findall(line))
+        elif _LABEL_ONLY.search(line):  # "name: [single]" written without a bullet
+            pairs.extend(_parse_item(line.strip()))
     return pairs
 
 

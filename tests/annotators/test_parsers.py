@@ -112,6 +112,14 @@ IMAGE_CASES = [
      [("dog", S)]),
     ("short header variant", "Detailed Caption: A dog.\nConcise Caption: A [dog][single].",
      "A dog.", "A dog.", [("dog", S)]),
+    ("dash separators", "Detailed Caption - A dog.\nConcise Formatted Caption \u2014 A [dog][single].",
+     "A dog.", "A dog.", [("dog", S)]),
+    ("inline list", "Detailed Caption: A dog and a cat.\nTop-Level Element Identification: "
+     "[Dog][single], [Cat][single]\nConcise Formatted Caption: A dog.", "A dog and a cat.", "A dog.",
+     [("dog", S), ("cat", S)]),
+    ("parenthesised labels", "Detailed Caption: A dog and cats.\nTop-Level Element Identification:\n"
+     "- Dog (single)\n- Cats: (multiple)\nConcise Formatted Caption: A dog.", "A dog and cats.", "A dog.",
+     [("dog", S), ("cats", M)]),
     ("N/A list item", "Detailed Caption: A dog.\nTop-Level Element Identification:\n- N/A\n"
      "Concise Formatted Caption: A dog.", "A dog.", "A dog.", []),
 ]
@@ -165,6 +173,10 @@ ENTITY_CASES = [
      False, None, []),
     ("phrase elsewhere is not an answer", "Object Presence: Yes\nDetailed Caption: The sign "
      "reads Object Presence: No.\n", "sign", True, "The sign reads Object Presence: No.", []),
+    ("not present in words", "Object Presence: The car is not visible in this crop.", "car", False,
+     None, []),
+    ("present in words", "Object Presence: Yes, it is clearly visible.\nDetailed Caption: A car.",
+     "car", True, "A car.", []),
     ("presence missing", "Detailed Caption: A cat.", "cat", True, "A cat.", []),
     ("feature equal to parent dropped", "Detailed Caption: Two horses and a saddle.\n"
      "Identification of Prominent Features:\n- Horse: [single]\n- Saddle: [single]", "horses",
@@ -199,6 +211,9 @@ ENTITY_CASES = [
     ("multi-line detail ends at blank", "Detailed Caption: A car\nwith wheels.\n\n"
      "Identification of Prominent Features:\n- Wheels: [multiple]\n\nHope this helps.", "car",
      True, "A car with wheels.", [("wheels", M)]),
+    ("inline feature, no bullets", "Detailed Caption: A car with wheels and a roof.\n"
+     "Identification of Prominent Features: Wheels: [multiple]\nRoof: [single]\nNice car.", "car",
+     True, "A car with wheels and a roof.", [("wheels", M), ("roof", S)]),
     ("truncated", "Object Presence: Yes\nDetailed Caption: A car with whe", "car", True,
      "A car with whe", []),
     ("detail N/A", "Object Presence: Yes\nDetailed Caption: N/A", "car", True, None, []),
