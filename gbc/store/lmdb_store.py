@@ -83,21 +83,83 @@ class StatusRecord(BaseModel):
 
 
 # ---------------------------------------------------------------------------- per-process registry
-# One environment per path and process: LMDB forbids opening the same file twice in a process,
-# and an environment must never be used (nor closed) in a child after fork().
+# One environment per path and process: LMDB forbids opening the same files twice in a process
+# (py-lmdb refuses it), and an environment must not be used across fork(). Worse, a child that
+# closes an inherited environment releases the parent's reader slots (py-lmdb keeps one reset
+# read transaction per environment), after which a writer may reuse pages the parent reads.
+# So before a fork this process waits until none of its transactions is open, closes its
+# environments, and every GraphStore reopens lazily afterwards, in the parent and the child.
 _REGISTRY: Dict[str, "_SharedEnv"] = {}
 _REGISTRY_LOCK = threading.Lock()
-_INHERITED: List[Any] = []  # environments inherited through fork(): kept alive, never closed
+_INHERITED: List[Any] = []  # environments still open at a fork (wait timed out): never closed in the child
+_REOPEN_READONLY: Dict[str, bool] = {}  # how each environment closed for a fork was opened
+_GENERATION = 0  # bumped each time environments are closed for a fork
+#: Longest wait, in seconds, for open transactions to finish before a fork.
+FORK_WAIT_S = 10.0
 
 
-def _forget_inherited_envs() -> None:
-    # Closing a parent's environment in the child would release the parent's reader slots.
+class _TxnGate:
+    """Counts open transactions (re-entrant per thread) so a fork can wait until there are none."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.active = 0
+        self.forking = False
+        self.local = threading.local()
+
+    def __enter__(self):
+        depth = getattr(self.local, "depth", 0)
+        with self.cond:
+            while self.forking and depth == 0:
+                self.cond.wait()
+            self.active += 1
+        self.local.depth = depth + 1
+
+    def __exit__(self, *exc):
+        self.local.depth -= 1
+        with self.cond:
+            self.active -= 1
+            if self.active == 0:
+                self.cond.notify_all()
+
+
+_GATE = _TxnGate()
+
+
+def _before_fork() -> None:
+    global _GENERATION
+    if not _REGISTRY:
+        return
+    with _GATE.cond:
+        _GATE.forking = True
+        idle = _GATE.cond.wait_for(lambda: _GATE.active == 0, timeout=FORK_WAIT_S)
+    if not idle:
+        return  # a transaction is still open: the child will leave these environments alone
+    with _REGISTRY_LOCK:
+        for path, shared in _REGISTRY.items():
+            _REOPEN_READONLY[path] = shared.readonly
+            shared.env.close()
+        _REGISTRY.clear()
+        _GENERATION += 1
+
+
+def _after_fork_in_parent() -> None:
+    with _GATE.cond:
+        _GATE.forking = False
+        _GATE.cond.notify_all()
+
+
+def _after_fork_in_child() -> None:
+    global _GATE, _REGISTRY_LOCK, _GENERATION
     _INHERITED.extend(shared.env for shared in _REGISTRY.values())
     _REGISTRY.clear()
+    _GATE = _TxnGate()  # other threads of the parent do not exist here
+    _REGISTRY_LOCK = threading.Lock()
+    _GENERATION += 1
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_inherited_envs)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
 class _SharedEnv:
@@ -114,6 +176,7 @@ def _acquire_env(path: str, readonly: bool, map_size: int, max_readers: int) -> 
     import lmdb
 
     with _REGISTRY_LOCK:
+        readonly = readonly and _REOPEN_READONLY.pop(path, True)
         shared = _REGISTRY.get(path)
         if shared is not None and shared.pid == os.getpid():
             if shared.readonly and not readonly:
@@ -211,7 +274,9 @@ class GraphStore:
             self._check_is_store()
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-        self._open()
+        self._generation = _GENERATION
+        with _GATE:
+            self._open()
 
     # ------------------------------------------------------------------ opening
     def _check_is_store(self) -> None:
@@ -228,6 +293,7 @@ class GraphStore:
 
         self._shared = _acquire_env(self._key, self.readonly, self._map_size, self._max_readers)
         self._pid = os.getpid()
+        self._generation = _GENERATION
         shared = self._shared
         try:
             self._check_not_truncated(shared.env)
@@ -286,18 +352,21 @@ class GraphStore:
             )
 
     def _env(self):
-        """This process's environment, reopened lazily after fork()."""
+        """This process's environment, reopened lazily after a fork (in the parent and the child).
+
+        Call it inside ``_GATE`` so that no fork can close the environment while it is used.
+        """
         if self._closed:
             raise StoreError(f"graph store {str(self.path)!r} is closed")
-        if self._pid != os.getpid():
+        if self._pid != os.getpid() or self._generation != _GENERATION:
+            # The old environment was closed before the fork (or belongs to the parent): drop it
+            # without releasing it.
             self._shared = None
-            self._codec = ValueCodec(self._codec.level, load_dictionary=self._load_dictionary)
-            self._samples = []
             self._open()
         return self._shared.env
 
     def _db(self, name: bytes):
-        self._env()
+        """A sub-database handle; valid only inside the transaction that asked for it."""
         return self._shared.dbs[name]
 
     # ------------------------------------------------------------------ transactions
@@ -324,16 +393,17 @@ class GraphStore:
     def _read(self, fn: Callable[[Any], Any]) -> Any:
         import lmdb
 
-        self._env()
-        try:
-            with self._read_txn() as txn:
-                return fn(txn)
-        except lmdb.MapResizedError:
-            self._shared.env.set_mapsize(0)
-            with self._read_txn() as txn:
-                return fn(txn)
-        except (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.BadValsizeError) as exc:
-            raise StoreCorruptError(f"graph store {str(self.path)!r} is damaged ({exc})") from None
+        with _GATE:
+            self._env()
+            try:
+                with self._read_txn() as txn:
+                    return fn(txn)
+            except lmdb.MapResizedError:
+                self._shared.env.set_mapsize(0)
+                with self._read_txn() as txn:
+                    return fn(txn)
+            except (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.BadValsizeError) as exc:
+                raise StoreCorruptError(f"graph store {str(self.path)!r} is damaged ({exc})") from None
 
     def _with_growth(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` (which opens its own write txn); on MapFullError grow the map and retry."""
@@ -355,28 +425,27 @@ class GraphStore:
     def _write(self, fn: Callable[[Any], Any]) -> Any:
         if self.readonly:
             raise StoreError(f"graph store {str(self.path)!r} is open read-only; open it with readonly=False to write")
-        env = self._env()
-        shared = self._shared
+        with _GATE:
+            env = self._env()
+            shared = self._shared
 
-        def attempt():
-            with env.begin(write=True) as txn:
-                if self._pending_dict is not None:
-                    # A dictionary trained in an attempt that was rolled back: write it again.
-                    txn.put(b"%08d" % self._pending_dict[0], self._pending_dict[1], db=shared.dbs[b"dicts"])
-                result = fn(txn)
-            self._pending_dict = None
-            return result
+            def attempt():
+                with env.begin(write=True) as txn:
+                    if self._pending_dict is not None:
+                        # A dictionary trained in an attempt that was rolled back: write it again.
+                        txn.put(b"%08d" % self._pending_dict[0], self._pending_dict[1], db=shared.dbs[b"dicts"])
+                    result = fn(txn)
+                self._pending_dict = None
+                return result
 
-        with shared.write_lock:
-            return self._with_growth(attempt)
+            with shared.write_lock:
+                return self._with_growth(attempt)
 
     # ------------------------------------------------------------------ meta and dictionaries
     def _read_meta(self) -> Dict[str, Any]:
-        db = self._shared.dbs[b"meta"]
-
         def read(txn):
             out = {}
-            for k, v in txn.cursor(db=db):
+            for k, v in txn.cursor(db=self._db(b"meta")):
                 try:
                     out[_decode_key(k)] = msgspec.json.decode(v)
                 except (msgspec.DecodeError, UnicodeDecodeError):
@@ -392,26 +461,22 @@ class GraphStore:
 
     def update_meta(self, values: Dict[str, Any]) -> None:
         """Set (replace) top-level meta entries; values must be JSON-serialisable."""
-        db = self._db(b"meta")
         encoded = [(_encode_key(k), msgspec.json.encode(v)) for k, v in values.items()]
 
         def write(txn):
             for k, v in encoded:
-                txn.put(k, v, db=db)
+                txn.put(k, v, db=self._db(b"meta"))
 
         self._write(write)
 
     def _load_dictionary(self, dict_id: int) -> Optional[bytes]:
-        db = self._shared.dbs[b"dicts"]
-        return self._read(lambda txn: txn.get(b"%08d" % dict_id, db=db))
+        return self._read(lambda txn: txn.get(b"%08d" % dict_id, db=self._db(b"dicts")))
 
     def _load_writer_dictionary(self) -> None:
         if self.readonly:
             return
-        db = self._shared.dbs[b"dicts"]
-
         def latest(txn):
-            cur = txn.cursor(db=db)
+            cur = txn.cursor(db=self._db(b"dicts"))
             return (bytes(cur.key()), bytes(cur.value())) if cur.last() else None
 
         found = self._read(latest)
@@ -433,7 +498,7 @@ class GraphStore:
             self._samples = []
             self._dict_train_samples = 0
             return
-        db = self._shared.dbs[b"dicts"]
+        db = self._db(b"dicts")
         cur = txn.cursor(db=db)
         dict_id = int(bytes(cur.key())) + 1 if cur.last() else 1
         txn.put(b"%08d" % dict_id, data, db=db)
@@ -451,12 +516,10 @@ class GraphStore:
             raise StoreCorruptError(f"graph {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
 
     def _get_raw(self, dbname: bytes, key: bytes) -> Optional[bytes]:
-        db = self._db(dbname)
-        return self._read(lambda txn: txn.get(key, db=db))
+        return self._read(lambda txn: txn.get(key, db=self._db(dbname)))
 
     def __len__(self) -> int:
-        db = self._db(b"graphs")
-        return self._read(lambda txn: txn.stat(db)["entries"])
+        return self._read(lambda txn: txn.stat(self._db(b"graphs"))["entries"])
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, (str, bytes)):
@@ -477,12 +540,11 @@ class GraphStore:
 
     def _scan(self, dbname: bytes, keys_only: bool = False) -> Iterator[Tuple[str, bytes]]:
         """Raw ``(key, value)`` pairs in key order, read in short transactions of ITER_CHUNK."""
-        db = self._db(dbname)
         after: Optional[bytes] = None
         while True:
 
             def chunk(txn, after=after):
-                cur = txn.cursor(db=db)
+                cur = txn.cursor(db=self._db(dbname))
                 ok = cur.set_range(after) if after is not None else cur.first()
                 if ok and after is not None and cur.key() == after:
                     ok = cur.next()
@@ -552,16 +614,15 @@ class GraphStore:
 
     # ------------------------------------------------------------------ writing
     def _graph_value(self, graph: GbcGraph, txn) -> bytes:
-        if not isinstance(graph, GbcGraph):
-            raise TypeError(f"expected a GbcGraph, got {type(graph).__name__}")
+        _check_graph(graph)
         payload, mode = self._codec.graph_payload(graph)
         self._collect_sample(payload, txn)
         return self._codec.pack(payload, mode)
 
     def _put_in(self, txn, key: bytes, graph: GbcGraph, provenance: Optional[Dict[str, Any]]) -> None:
-        txn.put(key, self._graph_value(graph, txn), db=self._shared.dbs[b"graphs"])
+        txn.put(key, self._graph_value(graph, txn), db=self._db(b"graphs"))
         if provenance is not None:
-            txn.put(key, self._codec.encode_json(provenance), db=self._shared.dbs[b"provenance"])
+            txn.put(key, self._codec.encode_json(provenance), db=self._db(b"provenance"))
 
     def put(self, key: str, graph: GbcGraph, provenance: Optional[Dict[str, Any]] = None) -> None:
         """Store ``graph`` under ``key`` (no status record; see ``commit_image``)."""
@@ -594,6 +655,7 @@ class GraphStore:
     def commit_image(self, key: str, graph: GbcGraph, provenance: Optional[Dict[str, Any]] = None, attempts: int = 1) -> None:
         """Write the graph, a ``done`` status and the provenance of one image in ONE transaction."""
         k = _encode_key(key)
+        _check_graph(graph)
         record = StatusRecord(
             status="done",
             attempts=attempts,
@@ -603,7 +665,7 @@ class GraphStore:
 
         def write(txn):
             self._put_in(txn, k, graph, provenance)
-            txn.put(k, _STATUS_CODES["done"] + record.model_dump_json().encode(), db=self._shared.dbs[b"status"])
+            txn.put(k, _STATUS_CODES["done"] + record.model_dump_json().encode(), db=self._db(b"status"))
 
         self._write(write)
 
@@ -621,10 +683,10 @@ class GraphStore:
         record = StatusRecord(status="failed", reason=reason, error_type=error_type, attempts=attempts, time=time.time())
 
         def write(txn):
-            txn.delete(k, db=self._shared.dbs[b"graphs"])
-            txn.put(k, _STATUS_CODES["failed"] + record.model_dump_json().encode(), db=self._shared.dbs[b"status"])
+            txn.delete(k, db=self._db(b"graphs"))
+            txn.put(k, _STATUS_CODES["failed"] + record.model_dump_json().encode(), db=self._db(b"status"))
             if provenance is not None:
-                txn.put(k, self._codec.encode_json(provenance), db=self._shared.dbs[b"provenance"])
+                txn.put(k, self._codec.encode_json(provenance), db=self._db(b"provenance"))
 
         self._write(write)
 
@@ -633,21 +695,24 @@ class GraphStore:
         k = _encode_key(key)
 
         def write(txn):
-            return any([txn.delete(k, db=self._shared.dbs[name]) for name in (b"graphs", b"status", b"provenance")])
+            return any([txn.delete(k, db=self._db(name)) for name in (b"graphs", b"status", b"provenance")])
 
         return self._write(write)
 
     def sync(self) -> None:
         """Flush to disk (commits are already durable; this matters only for custom LMDB flags)."""
-        self._env().sync(True)
+        with _GATE:
+            self._env().sync(True)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._shared is not None and self._pid == os.getpid():
-            _release_env(self._key, self._shared)
-        self._shared = None
+        with _GATE:
+            # An environment closed for a fork, or inherited from the parent, is not ours to release.
+            if self._shared is not None and self._pid == os.getpid() and self._generation == _GENERATION:
+                _release_env(self._key, self._shared)
+            self._shared = None
 
     def __enter__(self) -> "GraphStore":
         return self
@@ -664,6 +729,11 @@ class GraphStore:
     def __repr__(self) -> str:
         mode = "read-only" if self.readonly else "writable"
         return f"GraphStore({str(self.path)!r}, {mode})"
+
+
+def _check_graph(graph: Any) -> None:
+    if not isinstance(graph, GbcGraph):
+        raise TypeError(f"expected a GbcGraph, got {type(graph).__name__}")
 
 
 def _status_code(status: str) -> bytes:
