@@ -220,8 +220,14 @@ class RecursiveAnnotator:
             for task in outcome.tasks:
                 finish(task.job, _BackendFailure(reason, type(err).__name__), attempts=outcome.attempts)
             return
-        for task, result in zip(outcome.tasks, outcome.results or []):
+        for i, (task, result) in enumerate(zip(outcome.tasks, outcome.results or [])):
             job = task.job
+            if i in outcome.errors:
+                err = outcome.errors[i]
+                reason = (f"{outcome.worker} call failed after {outcome.attempts} attempt(s) and alone once more: "
+                          f"{type(err).__name__}: {err}")
+                finish(job, _BackendFailure(reason, type(err).__name__), attempts=outcome.attempts + 1)
+                continue
             if task.kind == "detect":
                 guarded(job, lambda t=task, r=result: job.on_detections(t, r))
             else:

@@ -55,6 +55,7 @@ class BatchOutcome:
     tasks: List[Task]
     results: Optional[List[Any]] = None
     error: Optional[BaseException] = None
+    errors: dict = field(default_factory=dict)  # request index -> exception (after splitting a failed batch)
     attempts: int = 1
     build_errors: List[tuple] = field(default_factory=list)  # (task, exception)
 
@@ -186,28 +187,63 @@ class BackendWorker(threading.Thread):
             self._events.put(outcome)
 
     def _run_batch(self, requests: List[Any], outcome: BatchOutcome) -> None:
+        results, error, attempts = self._call_retrying(requests)
+        outcome.attempts = attempts
+        if error is None:
+            outcome.results = results
+            return
+        if len(requests) > 1 and not isinstance(error, CallTimeout):
+            # One bad request must not sink a whole batch of images: split the batch and try
+            # each half once, down to single requests; only those that still fail carry the error.
+            outcome.results, outcome.errors = self._bisect(requests, error)
+            return
+        outcome.error = error
+
+    def _call_once(self, requests: List[Any]) -> List[Any]:
+        start = time.perf_counter()
+        try:
+            results = call_with_timeout(lambda: self._call(requests), self.policy.timeout_s)
+            if not isinstance(results, list) or len(results) != len(requests):
+                got = len(results) if isinstance(results, list) else type(results).__name__
+                raise RuntimeError(f"backend returned {got} results for {len(requests)} requests")
+        finally:
+            self.stats.busy_s += time.perf_counter() - start
+        self.stats.calls += 1
+        self.stats.requests += len(requests)
+        return results
+
+    def _call_retrying(self, requests: List[Any]):
         delays = self.policy.delays()
         attempt = 0
         while True:
             attempt += 1
-            start = time.perf_counter()
             try:
-                results = call_with_timeout(lambda: self._call(requests), self.policy.timeout_s)
-                if not isinstance(results, list) or len(results) != len(requests):
-                    got = len(results) if isinstance(results, list) else type(results).__name__
-                    raise RuntimeError(f"backend returned {got} results for {len(requests)} requests")
-                self.stats.busy_s += time.perf_counter() - start
-                self.stats.calls += 1
-                self.stats.requests += len(requests)
-                outcome.results = results
-                outcome.attempts = attempt
-                return
+                return self._call_once(requests), None, attempt
             except Exception as exc:
-                self.stats.busy_s += time.perf_counter() - start
                 if attempt > len(delays):
                     self.stats.failed_calls += 1
-                    outcome.error = exc
-                    outcome.attempts = attempt
-                    return
+                    return None, exc, attempt
                 self.stats.retries += 1
                 self._sleep(delays[attempt - 1])
+
+    def _bisect(self, requests: List[Any], error: BaseException):
+        results: List[Any] = [None] * len(requests)
+        errors: dict = {}
+
+        def solve(lo: int, hi: int, known_error: Optional[BaseException]) -> None:
+            if known_error is None:
+                try:
+                    results[lo:hi] = self._call_once(requests[lo:hi])
+                    return
+                except Exception as exc:
+                    self.stats.failed_calls += 1
+                    known_error = exc
+            if hi - lo == 1:
+                errors[lo] = known_error
+                return
+            mid = (lo + hi) // 2
+            solve(lo, mid, None)
+            solve(mid, hi, None)
+
+        solve(0, len(requests), error)
+        return results, errors

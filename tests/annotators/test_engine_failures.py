@@ -202,3 +202,32 @@ def test_oldest_image_first():
     worker.stop()
     assert order == ["a", "b", "c", "e"]
     time.sleep(0.01)
+
+
+def test_failed_batch_is_split_to_isolate_the_bad_request():
+    import queue
+
+    calls = []
+
+    def call(requests):
+        calls.append(list(requests))
+        if "bad" in requests:
+            raise ValueError("cannot read request")
+        return [r.upper() for r in requests]
+
+    events = queue.Queue()
+    worker = BackendWorker("mllm", call, 8, RetryPolicy(timeout_s=5, retries=1, backoff_s=0), events, sleep=lambda s: None)
+
+    class Job:
+        finished = False
+
+    for r in ["a", "b", "bad", "c", "d"]:
+        worker.submit(Task(job=Job(), kind="entity", vertex_id=r, build=lambda r=r: r))
+    worker.start()
+    outcome = events.get(timeout=5)
+    worker.stop()
+    assert outcome.error is None
+    assert set(outcome.errors) == {2} and isinstance(outcome.errors[2], ValueError)
+    assert [r for i, r in enumerate(outcome.results) if i != 2] == ["A", "B", "C", "D"]
+    # 2 attempts of the full batch, then halves and quarters: never more than 2n calls
+    assert len(calls) <= 2 + 2 * 5 and calls[-1] in (["bad"], ["c", "d"], ["d"])
