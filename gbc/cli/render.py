@@ -1,0 +1,90 @@
+"""``gbc render``: one graph drawn over its image, beside the graph itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Tuple
+
+import click
+
+from gbc.cli.common import handle_errors
+from gbc.schemas import GbcGraph
+
+
+def find_graph(path: Path, key: str) -> Tuple[str, GbcGraph]:
+    """The graph named ``key`` in a store or graph file: its image key (img_path, else img_url),
+    else the base name of its img_path, else (files) its 0-based position."""
+    from gbc.export.source import open_source
+
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or store: {path}")
+    if path.is_dir() or path.suffix == ".lmdb":
+        import gbc
+
+        store = gbc.open_store(str(path))
+        try:
+            if key in store:
+                return key, store[key]
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+    pairs, _ = open_source(path)
+    by_name = None
+    for i, (k, graph) in enumerate(pairs):
+        if k == key or (key.isdigit() and int(key) == i and not path.is_dir()):
+            return k, graph
+        if by_name is None and graph.img_path and Path(graph.img_path).name == key:
+            by_name = (k, graph)
+    if by_name is not None:
+        return by_name
+    raise KeyError(f"no graph {key!r} in {path} (give an image key, an image file name or a position)")
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("key")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Picture to write (.png or .jpg).")
+@click.option("--images-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder of the images: img_path is looked up there, then its base name.")
+@click.option("--vertex", "vertex_id", default=None,
+              help="Highlight this vertex and its neighbours (use '' for an image vertex with an empty id).")
+@click.option("--height", type=click.IntRange(200, 4000), default=800, show_default=True, help="Picture height in pixels.")
+@handle_errors
+def render(path: Path, key: str, out: Path, images_root: Optional[Path], vertex_id: Optional[str], height: int):
+    """Draw the graph KEY of PATH (a store or graph file) over its image, beside the graph.
+
+    KEY is the graph's image key, the file name of its image, or (graph files) its position.
+    Boxes are coloured by vertex label (image, entity, composition, relation) and named.
+    Without its image the boxes are drawn over a blank canvas.
+
+    \b
+    Example:
+      gbc render graphs.jsonl Wild_horses.jpg -o horses.png --images-root images/ --vertex horse
+    """
+    from gbc.export.images import find_image
+    from gbc.viz.render import render_graph
+
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise click.BadParameter("the picture must end in .png, .jpg or .jpeg", param_hint="--output")
+    try:
+        found_key, graph = find_graph(path, key)
+    except KeyError as exc:
+        raise click.ClickException(exc.args[0]) from None
+    if vertex_id is not None and vertex_id not in graph:
+        ids = ", ".join(repr(v.vertex_id) for v in graph.vertices[:10])
+        raise click.ClickException(f"no vertex {vertex_id!r} in graph {found_key!r} (ids: {ids}, ...)")
+    image = None
+    source = find_image(graph, images_root)
+    if source is not None:
+        from PIL import Image
+
+        with Image.open(source) as im:
+            image = im.convert("RGB")
+    else:
+        click.echo(f"image of {found_key!r} not found; boxes drawn over a blank canvas", err=True)
+    picture = render_graph(graph, image=image, highlight=vertex_id, height=height)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(out)
+    click.echo(str(out))
