@@ -23,6 +23,9 @@ Layout = Literal["auto", "full", "gbc10m"]
 _GBC10M_GRAPH_FIELDS = ("vertices", "img_url", "img_path", "original_caption", "short_caption", "detail_caption")
 
 
+_DEFAULTED_VERTEX_LISTS = ("descs", "in_edges", "out_edges")
+
+
 class GraphValidationError(ValueError):
     """Raised by ``GbcGraph.validate(strict=True)``; ``problems`` lists every violation."""
 
@@ -67,6 +70,7 @@ class Vertex(BaseModel):
     sub_masks: Optional[List[str]] = None
     super_masks: Optional[List[str]] = None
 
+
     @property
     def is_leaf(self) -> bool:
         return not self.out_edges
@@ -98,6 +102,22 @@ class GbcGraph(BaseModel):
 
     _index: Optional[Dict[str, Vertex]] = PrivateAttr(default=None)
 
+    def mark_filled_fields(self) -> "GbcGraph":
+        """Count default lists that were filled in place (``v.out_edges.append(...)``) as set.
+
+        ``to_dict("auto")`` writes only the fields that were read or set; pydantic does not see
+        in-place changes, so without this edges appended to a defaulted list would be dropped.
+        Lists still empty and never set stay absent, so sparse records round-trip unchanged.
+        """
+        if self.vertices:
+            self.__pydantic_fields_set__.add("vertices")
+        for v in self.vertices:
+            fields_set = v.__pydantic_fields_set__
+            for name in _DEFAULTED_VERTEX_LISTS:
+                if name not in fields_set and getattr(v, name):
+                    fields_set.add(name)
+        return self
+
     # ------------------------------------------------------------------ (de)serialisation
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "GbcGraph":
@@ -115,7 +135,7 @@ class GbcGraph(BaseModel):
         records.
         """
         if layout == "auto":
-            return self.model_dump(mode="json", exclude_unset=True)
+            return self.mark_filled_fields().model_dump(mode="json", exclude_unset=True)
         if layout == "full":
             return self.model_dump(mode="json")
         if layout == "gbc10m":
@@ -127,7 +147,7 @@ class GbcGraph(BaseModel):
 
     def to_json(self, layout: Layout = "auto") -> bytes:
         if layout == "auto":
-            return self.model_dump_json(exclude_unset=True).encode()
+            return self.mark_filled_fields().model_dump_json(exclude_unset=True).encode()
         import msgspec
 
         return msgspec.json.encode(self.to_dict(layout))

@@ -218,6 +218,7 @@ class ValueCodec:
     # -- graphs
     def graph_payload(self, graph: GbcGraph) -> Tuple[bytes, int]:
         """The JSON payload of ``graph`` and its in-edge mode (before compression)."""
+        graph.mark_filled_fields()  # edges appended in place count as set
         mode = in_edges_mode(graph)
         if mode == IN_EDGES_EXPLICIT:
             return graph.model_dump_json(exclude_unset=True).encode(), mode

@@ -149,3 +149,13 @@ def test_synthetic_graphs_have_gbc10m_size():
             assert g.validate() == []
             assert (g.n_vertices, g.n_edges, g.n_captions) == (12, 22, 18)
     assert synthetic_graph(3).to_dict() == synthetic_graph(3).to_dict()
+
+
+def test_edges_appended_in_place_are_written():
+    g = _tiny_graph()  # built by appending to defaulted lists
+    back = GbcGraph.from_json(g.to_json())
+    assert back.n_edges == 7 and back.validate() == []
+    assert GbcGraph.from_dict(g.to_dict()).n_edges == 7
+    # a sparse record without edge lists still writes back unchanged
+    sparse = {"vertices": [{"vertex_id": "", "bbox": {"left": 0, "top": 0, "right": 1, "bottom": 1}, "label": "image"}]}
+    assert GbcGraph.from_dict(sparse).to_dict() == sparse
