@@ -50,8 +50,10 @@ from gbc.schemas import Bbox, GbcGraph, Vertex
 
 _NUMBERED = re.compile(r"^(?P<prefix>.+)_(?P<index>\d+)$")
 
-#: Side of the placeholder boxes returned for numbering gaps (relative to the crop).
-PLACEHOLDER_SIZE = 0.004
+#: Sides tried for the placeholder boxes of numbering gaps, largest first (relative to the
+#: crop): a placeholder takes the largest free square, so that it survives the engine's area
+#: filters, NMS and containment removal when those are on; the last size is the fallback.
+PLACEHOLDER_SIDES = (0.4, 0.25, 0.15, 0.1, 0.05, 0.02, 0.004)
 
 
 def _basename(key: str) -> str:
@@ -370,15 +372,32 @@ class ReplayDetector(_ReplayBase):
             slots = [numbered.get(i) for i in range(max(max(numbered) + 1, 2))]
         slots.extend(others)
         scores = _monotone_scores([s.bbox.confidence if s is not None else None for s in slots])
+        real = {i: tuple(min(1.0, max(0.0, c)) for c in slot.bbox.to_relative(crop).to_xyxy())
+                for i, slot in enumerate(slots) if slot is not None}
+        taken = list(real.values())
         boxes: List[Tuple[float, float, float, float]] = []
-        for i, slot in enumerate(slots):
-            if slot is None:
-                x = min(1.0 - PLACEHOLDER_SIZE, 2 * i * PLACEHOLDER_SIZE)
-                boxes.append((x, 0.0, x + PLACEHOLDER_SIZE, PLACEHOLDER_SIZE))
-                continue
-            rel = slot.bbox.to_relative(crop)
-            boxes.append(tuple(min(1.0, max(0.0, c)) for c in rel.to_xyxy()))  # type: ignore[arg-type]
+        for i in range(len(slots)):
+            if i in real:
+                boxes.append(real[i])  # type: ignore[arg-type]
+            else:
+                box = _free_square(taken)
+                taken.append(box)
+                boxes.append(box)
         return PhraseDetections(boxes=boxes, scores=scores)
+
+
+def _free_square(taken: Sequence[Tuple[float, ...]]) -> Tuple[float, float, float, float]:
+    """The largest square of ``PLACEHOLDER_SIDES`` that touches none of ``taken`` (top-left first)."""
+    for side in PLACEHOLDER_SIDES:
+        steps = int(round((1.0 - side) / (side / 2))) if side < 1 else 0
+        for row in range(steps + 1):
+            for col in range(steps + 1):
+                left, top = col * side / 2, row * side / 2
+                box = (left, top, left + side, top + side)
+                if all(box[2] <= t[0] or box[0] >= t[2] or box[3] <= t[1] or box[1] >= t[3] for t in taken):
+                    return box
+    side = PLACEHOLDER_SIDES[-1]
+    return (0.0, 0.0, side, side)
 
 
 def _monotone_scores(confidences: Sequence[Optional[float]]) -> List[float]:
@@ -397,8 +416,10 @@ def _monotone_scores(confidences: Sequence[Optional[float]]) -> List[float]:
             continue
         later = next((x for x in confidences[i + 1:] if x is not None and (upper is None or x < upper)), None)
         if upper is None:
-            out.append(1.0 if later is None or later < 1.0 else float(later))
-            continue
-        lower = float(later) if later is not None else upper / 2
-        out.append((upper + lower) / 2)
+            # Just above the next recorded score: within the engine's high-confidence tolerance.
+            out.append(1.0 if later is None else float(later) + 0.01 * (1.0 - float(later)))
+        elif later is None:
+            out.append(upper * 0.999)  # just below: stays above any threshold the previous passed
+        else:
+            out.append((upper + float(later)) / 2)
     return out

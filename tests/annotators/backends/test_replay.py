@@ -142,8 +142,8 @@ def test_detection_returns_recorded_boxes_in_numbering_order(graphs_file):
     trees = image["trees"]
     assert len(trees.boxes) == 3  # trees_0, a placeholder for the dropped trees_1, trees_2
     assert trees.boxes[0] == pytest.approx((0.6, 0.1, 0.8, 0.5)) and trees.boxes[2] == pytest.approx((0.85, 0.1, 0.95, 0.4))
-    placeholder = Bbox.from_xyxy(trees.boxes[1])
-    assert placeholder.area() < 1e-4 and all(placeholder.iou(Bbox.from_xyxy(b)) == 0 for b in trees.boxes[::2])
+    placeholder = Bbox.from_xyxy(trees.boxes[1])  # the largest free square: survives area filters and NMS
+    assert placeholder.area() >= 0.01 and all(placeholder.intersection_area(Bbox.from_xyxy(b)) == 0 for b in trees.boxes[::2])
     assert trees.scores[0] == 0.6 and trees.scores[2] == 0.3 and 0.3 < trees.scores[1] < 0.6
     # relative to the dog's crop; the merged "ball" (no confidence) scores 1.0
     assert inside_dog["collar"].boxes == [pytest.approx((0.25, 0.2, 0.5, 0.3))]
@@ -175,7 +175,7 @@ def test_batches_answer_like_single_requests(graphs_file):
 
 @pytest.mark.parametrize("given, expected", [
     ([0.5], [0.5]), ([None], [1.0]), ([0.5, None, None, 0.1], [0.5, 0.3, 0.2, 0.1]),
-    ([None, 0.3, 0.2], [1.0, 0.3, 0.2]), ([0.3, 0.5, 0.1], [0.3, 0.2, 0.1]),
+    ([None, 0.3, 0.2], [0.307, 0.3, 0.2]), ([0.3, 0.5, 0.1], [0.3, 0.2, 0.1]), ([0.4, None], [0.4, 0.3996]),
 ])
 def test_scores_keep_the_numbering_order(given, expected):
     out = _monotone_scores(given)
@@ -206,3 +206,52 @@ def test_every_reference_answer_parses_back(reference_jsonl):
                 assert set(found) == set(names)
                 for boxes in found.values():
                     assert all(0 <= c <= 1 for box in boxes.boxes for c in box)
+
+
+def test_replaying_the_engines_own_graphs_gives_them_back(tmp_path):
+    """Scripted graphs (compositions, relations, parts, absent boxes) made by the engine with its
+    default settings, written to a file and replayed through the engine: every vertex, edge,
+    model-written caption and box comes back."""
+    for module in ("gbc.annotators.engine", "gbc.annotators.detection", "gbc.annotators.composition"):
+        pytest.importorskip(module)
+    import gbc
+    from PIL import Image
+
+    from gbc.annotators.config import AnnotateConfig
+    from gbc.annotators.engine import RecursiveAnnotator
+    from gbc.annotators.images import ImageSource
+
+    class Store:
+        def __init__(self):
+            self.graphs, self.failed = {}, {}
+
+        def commit_image(self, key, graph, provenance=None, **_):
+            self.graphs[key] = graph
+
+        def mark_failed(self, key, reason, **_):
+            self.failed[key] = reason
+
+    sources = []
+    for i in range(10):
+        path = tmp_path / f"img{i}.png"
+        Image.new("RGB", (320, 240), ((i * 83) % 256, (i * 47 + 60) % 256, (i * 151 + 20) % 256)).save(path)
+        sources.append(ImageSource(key=path.name, path=str(path)))
+    made = Store()
+    RecursiveAnnotator(AnnotateConfig(), create_mllm("scripted:5"), create_detector("scripted:5")).run(sources, made)
+    assert len(made.graphs) == 10
+    graphs_file = tmp_path / "made.jsonl"
+    gbc.write_graphs(graphs_file, [made.graphs[k] for k in sorted(made.graphs)], layout="full")
+    replayed = Store()
+    spec = f"replay:{graphs_file}"
+    RecursiveAnnotator(AnnotateConfig(), create_mllm(spec), create_detector(spec)).run(sources, replayed)
+    assert replayed.failed == {}
+
+    def content(graph):
+        # Hard-coded composition hints are left out: they are computed from the member boxes at
+        # query time, and a box widened later by a merge is replayed widened from the start.
+        return ({(v.vertex_id, v.label, tuple(round(c, 9) for c in v.bbox.to_xyxy())) for v in graph.vertices},
+                sorted(e.key() for v in graph.vertices for e in v.out_edges),
+                sorted((v.vertex_id, d.label, d.text) for v in graph.vertices for d in v.descs if d.label != "hardcode"))
+
+    for key, graph in made.graphs.items():
+        assert content(replayed.graphs[key]) == content(graph), key
