@@ -240,7 +240,7 @@ def test_replaying_the_engines_own_graphs_gives_them_back(tmp_path):
     RecursiveAnnotator(AnnotateConfig(), create_mllm("scripted:5"), create_detector("scripted:5")).run(sources, made)
     assert len(made.graphs) == 10
     graphs_file = tmp_path / "made.jsonl"
-    gbc.write_graphs(graphs_file, [made.graphs[k] for k in sorted(made.graphs)], layout="full")
+    gbc.write_graphs(graphs_file, [made.graphs[k] for k in sorted(made.graphs)])
     replayed = Store()
     spec = f"replay:{graphs_file}"
     RecursiveAnnotator(AnnotateConfig(), create_mllm(spec), create_detector(spec)).run(sources, replayed)
