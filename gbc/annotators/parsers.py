@@ -95,11 +95,13 @@ _KIND_HEADERS: dict[str, tuple[str, ...]] = {
 
 
 def _header_regex(keys: Sequence[str]) -> re.Pattern[str]:
+    # Matched against lines without leading whitespace. Every whitespace run is separated from
+    # the next one by a required character, so long runs cannot make the match quadratic.
     names = "|".join(f"(?P<{k}>{_HEADER_PATTERNS[k]})" for k in keys)
     return re.compile(
-        r"^\s*(?:#{1,6}\s*)?(?:(?:[-*+\u2022]|\d{1,3}[.)])\s+)?[*_`]*\s*"
-        rf"(?:{names})(?![\w-])\s*[*_`]*\s*(?P<colon>[:\uff1a]|(?<=\s)[-\u2013\u2014](?=\s))?"
-        r"(?:\s*(?:\*\*|__))?(?P<rest>.*)$",
+        r"^(?:#{1,6}[ \t]*)?(?:(?:[-*+\u2022]|\d{1,3}[.)])[ \t]+)?(?:[*_`]+[ \t]*)?"
+        rf"(?:{names})(?![\w-])[ \t]*(?:[*_`]+[ \t]*)?"
+        r"(?P<colon>[:\uff1a]|(?<=[ \t])[-\u2013\u2014](?=[ \t]))?(?:[ \t]*(?:\*\*|__))?(?P<rest>.*)$",
         re.IGNORECASE,
     )
 
@@ -130,7 +132,7 @@ def _split_sections(text: str, kind: str) -> dict[str, list[str]]:
     for line in text.splitlines():
         if _FENCE.match(line):
             continue
-        m = header_re.match(line)
+        m = header_re.match(line.lstrip())
         if m:
             key = next(k for k in _KIND_HEADERS[kind] if m.group(k) is not None)
             rest = m.group("rest")
@@ -235,13 +237,23 @@ def _parse_item(item: str) -> list[tuple[str, str]]:
     tags = _TAG.findall(item)
     if tags:
         return [(n, l) for n, l in tags]
-    m = re.match(r"^(?P<name>.+?)\s*[:\uff1a]?\s*\[(?P<label>[^\[\]]*)\]", item)
-    if m:
-        return [(m.group("name"), m.group("label"))]
-    m = re.match(r"^(?P<name>[^:]+?)\s*[:\uff1a]\s*[*_`]*(?P<label>single|multiple)\b", item, re.I)
-    m = m or re.match(r"^(?P<name>[^:(]+?)\s*[:\uff1a]?\s*\((?P<label>single|multiple)\)", item, re.I)
-    if m:
-        return [(m.group("name"), m.group("label"))]
+    # "name: [label]" / "[name]: [label]": the first bracket with a name before it
+    for m in _BRACKETED.finditer(item):
+        name = item[: m.start()].rstrip().rstrip(":\uff1a").strip()
+        if name:
+            return [(name, m.group(1))]
+    # "name: label" and "name (label)"
+    for separator in (":", "\uff1a", "("):
+        name, found, rest = item.partition(separator)
+        if not found or not name.strip():
+            continue
+        if separator == "(":
+            name = name.rstrip().rstrip(":\uff1a")
+            m = re.match(r"(single|multiple)\)", rest, re.IGNORECASE)
+        else:
+            m = re.match(r"[ \t*_`]*(single|multiple)\b", rest, re.IGNORECASE)
+        if m:
+            return [(name, m.group(1))]
     stripped = item.strip()
     if (
         stripped
@@ -401,7 +413,7 @@ def parse_composition_answer(
 def _named_members(sentence: str, brackets: Sequence[str], member_names: Sequence[str]) -> list[int]:
     """Indices of the members a sentence names: word-bounded mentions (a mention inside a
     longer member's mention does not count) or a bracketed phrase of the same singular."""
-    claimed: list[tuple[int, int]] = []
+    claimed = bytearray(len(sentence))  # characters already inside a longer member's mention
     found: set[int] = set()
     order = sorted(range(len(member_names)), key=lambda i: -len(member_names[i].strip()))
     for i in order:
@@ -409,9 +421,9 @@ def _named_members(sentence: str, brackets: Sequence[str], member_names: Sequenc
         if not name:
             continue
         for m in mention_pattern(name).finditer(sentence):
-            if all(m.end() <= s or m.start() >= e for s, e in claimed):
+            if not any(claimed[m.start():m.end()]):
                 found.add(i)
-                claimed.append((m.start(), m.end()))
+                claimed[m.start():m.end()] = b"\x01" * (m.end() - m.start())
     bracket_forms = {singular(b) for b in brackets if b.strip()}
     for i, name in enumerate(member_names):
         if name.strip() and singular(name) in bracket_forms:

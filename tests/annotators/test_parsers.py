@@ -484,3 +484,25 @@ def test_relation_round_trip_fuzz(prefix, members):
     got = parse_relation_answer(text, members)
     assert got.relations and got.relations[0][0] == sentence
     assert got.relations[0][1] == list(range(len(members)))
+
+
+DEGENERATE_LINES = [
+    "- " + " " * 20000 + "x", "\t" * 20000 + "Detailed" + " " * 20000 + "x", "- " + "a: " * 7000,
+    "- " + "[a] " * 5000, "- " + "a (" * 7000, "- " + "dog " * 5000, "- " + "[" * 20000,
+    "**" * 10000, "Detailed Caption" + " -" * 10000, "- [" + "a 1 " * 5000 + "][single]",
+]
+
+
+@pytest.mark.parametrize("line", DEGENERATE_LINES, ids=range(len(DEGENERATE_LINES)))
+def test_degenerate_answers_parse_in_linear_time(line):
+    """Repetitive model output (long runs of spaces, colons, brackets) must not make the
+    parsers' regular expressions backtrack for seconds."""
+    import time
+
+    start = time.perf_counter()
+    parse_image_answer("Detailed Caption: x\nTop-Level Element Identification:\n" + line
+                       + "\nConcise Formatted Caption: " + line)
+    parse_entity_answer("Detailed Caption: x\nIdentification of Prominent Features:\n" + line, "x")
+    parse_composition_answer("Composition: " + line + "\nGeneral descriptions:\n" + line, ["a 1"])
+    parse_relation_answer(line, ["dog", "a", "b"])
+    assert time.perf_counter() - start < 5.0
