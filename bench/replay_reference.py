@@ -91,6 +91,7 @@ class Comparison:
     counts: Dict[str, List[int]] = field(default_factory=lambda: {k: [0, 0] for k in ("vertices", "edges", "captions")})
     extra: List[str] = field(default_factory=list)
     boxes: List[int] = field(default_factory=lambda: [0, 0])  # found vertices whose box matches
+    checks: Dict[str, List[int]] = field(default_factory=dict)  # other fields: [equal, compared]
     box_misses: List[str] = field(default_factory=list)
     misses: List[Tuple[str, str, str]] = field(default_factory=list)  # (kind, cause, what)
 
@@ -225,7 +226,42 @@ def compare(key: str, ref, out) -> Comparison:
             c.add("captions", False, cause, f"{d.label} of {v.vertex_id!r}: {d.text[:70]!r}")
 
     c.extra = [f"{v.label} {vid!r}" for vid, v in ours.items() if vid not in ref_ids]
+    if out is not None:
+        _check_fields(c, ref, out, ours)
     return c
+
+
+def _check_fields(c: Comparison, ref, out, ours) -> None:
+    """Informational checks of the fields the shares above do not cover."""
+
+    def check(name: str, equal: bool) -> None:
+        pair = c.checks.setdefault(name, [0, 0])
+        pair[0] += int(equal)
+        pair[1] += 1
+
+    for attr in ("short_caption", "detail_caption", "img_size"):
+        a, b = getattr(ref, attr, None), getattr(out, attr, None)
+        check(attr, (tuple(a) if isinstance(a, (list, tuple)) else a) == (tuple(b) if isinstance(b, (list, tuple)) else b))
+    common = [v.vertex_id for v in ref.vertices if v.vertex_id in ours]
+    order = [v.vertex_id for v in out.vertices if v.vertex_id in set(common)]
+    check("vertex order", order == common)
+    for v in ref.vertices:
+        if v.vertex_id not in ours:
+            continue
+        mine = ours[v.vertex_id]
+        keep = set(common)
+        for masks in ("sub_masks", "super_masks"):
+            theirs = getattr(v, masks, None)
+            if theirs is not None:
+                check(masks, {m for m in theirs if m in keep} == {m for m in (getattr(mine, masks) or []) if m in keep})
+        check("confidence", (v.bbox.confidence is None) == (mine.bbox.confidence is None)
+              and (v.bbox.confidence is None or abs(v.bbox.confidence - mine.bbox.confidence) < 1e-6))
+        hints = Counter(d.text for d in v.descs if d.label == "hardcode")
+        if hints:
+            got = Counter(d.text for d in mine.descs if d.label == "hardcode")
+            for text, n in hints.items():
+                for i in range(n):
+                    check("hardcode hints", got[text] > i)
 
 
 # ---------------------------------------------------------------------------- running
@@ -256,6 +292,16 @@ def run_replay(graphs_path: Path, images_dir: Path, limit: Optional[int] = None,
     start = time.perf_counter()
     summary = annotator.run(sources, store)
     return refs, store, summary, time.perf_counter() - start
+
+
+def _sum_checks(comparisons: List[Comparison]) -> Dict[str, List[int]]:
+    out: Dict[str, List[int]] = {}
+    for c in comparisons:
+        for name, (ok, n) in c.checks.items():
+            pair = out.setdefault(name, [0, 0])
+            pair[0] += ok
+            pair[1] += n
+    return out
 
 
 def _share(pair: List[int]) -> float:
@@ -293,6 +339,7 @@ def report(refs, store, comparisons: List[Comparison], summary, elapsed: float,
         "default_settings": ({k: round(_share(v), 4) for k, v in _totals(default_comparisons).items()}
                              | {"extra_vertices": sum(len(c.extra) for c in default_comparisons)}
                              if default_comparisons is not None else None),
+        "checks": _sum_checks(comparisons),
         "boxes": {"equal": sum(c.boxes[0] for c in comparisons), "of": sum(c.boxes[1] for c in comparisons),
                   "differing": [f"{c.key}: {m}" for c in comparisons for m in c.box_misses]},
         "per_image": {c.key: {k: v for k, v in c.counts.items()} | {"extra": len(c.extra)} for c in comparisons},
@@ -322,6 +369,8 @@ def print_report(result: dict, out=sys.stdout) -> None:
       f"{'':>7} {d}\n")
     boxes = result["boxes"]
     w(f"boxes of found vertices equal to the reference (within {BOX_TOLERANCE:g}): {boxes['equal']}/{boxes['of']}\n")
+    w("other fields (equal / compared): " + ", ".join(
+        f"{name} {ok}/{n}" for name, (ok, n) in result["checks"].items()) + "\n")
     w(f"\n{result['images']} images, {result['model_calls']} backend calls, {result['elapsed_s']:.2f} s\n")
     for key, reason in result["failed"]:
         w(f"FAILED {key}: {reason}\n")

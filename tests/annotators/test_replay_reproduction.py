@@ -96,3 +96,11 @@ def test_compare_classifies_misses():
     assert renamed.extra == ["entity 'cat'"]
     failed = bench.compare("x.jpg", graph("dog", "dog"), None)
     assert failed.counts["vertices"] == [0, 2] and {cause for _, cause, _ in failed.misses} >= {"image failed"}
+
+
+def test_other_fields_match(replayed):
+    """Top-level captions, image sizes, vertex order and masks of the found vertices."""
+    _, _, _, _, result = replayed
+    for name in ("short_caption", "detail_caption", "img_size", "vertex order", "sub_masks", "super_masks"):
+        equal, compared = result["checks"][name]
+        assert compared > 0 and equal == compared, name

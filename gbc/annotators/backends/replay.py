@@ -5,8 +5,8 @@ pipeline; any format :func:`gbc.read_graphs` reads), the replay backends answer 
 engine's queries with what the recorded graph says, in the engine's own answer formats:
 
 - image query: the root's detail and short captions; the short caption re-tags the names
-  of the root's children (``[name][single|multiple]``), names it does not mention go to the
-  identification list;
+  of the root's children (``[name][single|multiple]``) and the identification list names
+  them all in the recorded order;
 - entity query (by vertex id): the vertex's detail and the names of its children as
   features; an id the record does not have is answered ``Object Presence: No``;
 - detection (by parent id and phrase): the recorded children of the parent reached by an
@@ -303,8 +303,10 @@ class ReplayMllm(_ReplayBase):
                 root = rec.graph.root
             names = rec.child_names(root.vertex_id)
             short = _first_desc(root, "short")
-            tagged, rest = _tag_mentions(short, names)
-            entities = [parsers.TaggedEntity(text=n, label=lab) for n, lab in rest]
+            tagged, _ = _tag_mentions(short, names)
+            # Every name is also listed, in the recorded edge order: the parser takes the list
+            # first, so the engine mints the children in the order the record has them.
+            entities = [parsers.TaggedEntity(text=n, label=lab) for n, lab in names]
             return parsers.format_image_answer(_first_desc(root, "detail"), tagged, entities)
         if kind == "entity":
             v = rec.vertex(vertex_id)
