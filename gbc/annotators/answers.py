@@ -4,8 +4,11 @@ The four query kinds (image, entity, composition, relation) each have one answer
 taught by the prompts in ``gbc/annotators/prompts/``. This module holds the typed results the
 parsers return (``ImageAnswer`` ...) and the inverse direction: formatters that write the
 answer a model following our prompts would give. ``parse_*(format_*(...))`` gives back the
-formatted content exactly, which is how recorded graphs are replayed through the same code
-path as live model answers.
+formatted content exactly when it obeys the parsers' rules (lower-case entity names that
+the captions mention; relation sentences naming two or more members), which is how recorded
+graphs are replayed through the same code path as live model answers. To keep the entity
+order on a round trip, list every entity in ``format_image_answer`` (the parser returns the
+identification list first, then names tagged only in the concise caption).
 
 >>> print(format_image_answer("A horse in snow.", "A [horse][single] in [snow][single].",
 ...                           [TaggedEntity("horse", "single"), TaggedEntity("snow", "single")]))
