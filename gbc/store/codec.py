@@ -20,8 +20,9 @@ Decoding never returns a half-valid object: any failure raises ``ValueDecodeErro
 
 from __future__ import annotations
 
+import gc
 import struct
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 import msgspec
 
@@ -248,6 +249,49 @@ class ValueCodec:
             return _json_decode(payload)
         except msgspec.DecodeError as exc:
             raise ValueDecodeError(f"damaged JSON ({exc})") from None
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Items decoded per pause of the garbage collector (see ``decode_in_batches``).
+DECODE_BATCH = 64
+
+
+def decode_in_batches(fn: Callable[[T], R], items: Iterable[T], batch: int = DECODE_BATCH) -> Iterator[R]:
+    """``fn(item)`` for each item, lazily, with the cyclic garbage collector paused per batch.
+
+    A graph is a few hundred small objects; a caller that keeps the graphs it reads (a
+    list of them) otherwise triggers a collection every few graphs, each scanning all the
+    graphs kept so far: reading became 4x slower. Pausing the collector while a batch is
+    decoded leaves one collection per batch. An error stops the batch: the items decoded
+    before it are yielded first, then the error is raised.
+    """
+    it = iter(items)
+    while True:
+        chunk = []
+        for item in it:
+            chunk.append(item)
+            if len(chunk) >= batch:
+                break
+        if not chunk:
+            return
+        out: List[R] = []
+        error: Optional[BaseException] = None
+        was_enabled = gc.isenabled()
+        if was_enabled:
+            gc.disable()
+        try:
+            for item in chunk:
+                out.append(fn(item))
+        except Exception as exc:  # re-raised below, after the good items
+            error = exc
+        finally:
+            if was_enabled:
+                gc.enable()
+        yield from out
+        if error is not None:
+            raise error
 
 
 def one_line_error(exc: BaseException) -> str:

@@ -34,7 +34,7 @@ import msgspec
 from pydantic import BaseModel
 
 from gbc.schemas.graph import GbcGraph
-from gbc.store.codec import ValueCodec, ValueDecodeError
+from gbc.store.codec import ValueCodec, ValueDecodeError, decode_in_batches
 
 #: Layout version of the store as a whole (sub-databases and meta keys).
 STORE_FORMAT_VERSION = 1
@@ -485,15 +485,16 @@ class GraphStore:
             self._codec.add_dictionary(dict_id, found[1])
             self._codec.use_dictionary(dict_id)
 
-    def _collect_sample(self, payload: bytes, txn) -> None:
-        """Gather early graph payloads; once there are enough, train the store's dictionary."""
+    def _collect_sample(self, key: bytes, payload: bytes, mode: int, txn) -> None:
+        """Gather early graph payloads; once there are enough, train the store's dictionary
+        and re-compress the graphs written before it (so they are as small as later ones)."""
         if self._codec.dictionary_id is not None or self._dict_train_samples <= 0:
             return
-        self._samples.append(payload)
+        self._samples.append((key, payload, mode, self._codec.pack(payload, mode)))
         if len(self._samples) < self._dict_train_samples:
             return
         try:
-            data = self._codec.train_dictionary(self._samples, DICT_SIZE)
+            data = self._codec.train_dictionary([p for _, p, _, _ in self._samples], DICT_SIZE)
         except Exception:  # zstd refuses too few or too uniform samples: keep plain zstd
             self._samples = []
             self._dict_train_samples = 0
@@ -506,6 +507,11 @@ class GraphStore:
         self._pending_dict = (dict_id, data)
         self._codec.add_dictionary(dict_id, data)
         self._codec.use_dictionary(dict_id)
+        graphs = self._db(b"graphs")
+        for old_key, old_payload, old_mode, old_value in self._samples[:-1]:
+            # Only values that are still what this session wrote (not replaced or deleted since).
+            if txn.get(old_key, db=graphs) == old_value:
+                txn.put(old_key, self._codec.pack(old_payload, old_mode), db=graphs)
         self._samples = []
 
     # ------------------------------------------------------------------ reading
@@ -572,10 +578,11 @@ class GraphStore:
         return self.keys()
 
     def values(self) -> Iterator[GbcGraph]:
-        return (self._decode_graph(k, v) for k, v in self._scan(b"graphs"))
+        """Graphs in key order (read in short transactions: writes made meanwhile may show up)."""
+        return decode_in_batches(lambda kv: self._decode_graph(*kv), self._scan(b"graphs"))
 
     def items(self) -> Iterator[Tuple[str, GbcGraph]]:
-        return ((k, self._decode_graph(k, v)) for k, v in self._scan(b"graphs"))
+        return decode_in_batches(lambda kv: (kv[0], self._decode_graph(*kv)), self._scan(b"graphs"))
 
     def raw_items(self) -> Iterator[Tuple[str, bytes]]:
         """``(key, stored value)`` pairs, for copying graphs between stores without decoding."""
@@ -613,14 +620,14 @@ class GraphStore:
             raise StoreCorruptError(f"provenance of {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
 
     # ------------------------------------------------------------------ writing
-    def _graph_value(self, graph: GbcGraph, txn) -> bytes:
+    def _graph_value(self, graph: GbcGraph, txn, key: bytes) -> bytes:
         _check_graph(graph)
         payload, mode = self._codec.graph_payload(graph)
-        self._collect_sample(payload, txn)
+        self._collect_sample(key, payload, mode, txn)
         return self._codec.pack(payload, mode)
 
     def _put_in(self, txn, key: bytes, graph: GbcGraph, provenance: Optional[Dict[str, Any]]) -> None:
-        txn.put(key, self._graph_value(graph, txn), db=self._db(b"graphs"))
+        _put_sorted(txn, self._db(b"graphs"), key, self._graph_value(graph, txn, key))
         if provenance is not None:
             txn.put(key, self._codec.encode_json(provenance), db=self._db(b"provenance"))
 
@@ -644,6 +651,9 @@ class GraphStore:
 
     def _put_batch(self, batch: List[Tuple]) -> int:
         encoded = [(_encode_key(item[0]), item[1], item[2] if len(item) > 2 else None) for item in batch]
+        # Key order lets LMDB append to full pages instead of splitting them (stable: the
+        # last of equal keys still wins).
+        encoded.sort(key=lambda e: e[0])
 
         def write(txn):
             for k, graph, prov in encoded:
@@ -729,6 +739,16 @@ class GraphStore:
     def __repr__(self) -> str:
         mode = "read-only" if self.readonly else "writable"
         return f"GraphStore({str(self.path)!r}, {mode})"
+
+
+def _put_sorted(txn, db, key: bytes, value: bytes) -> None:
+    """Put, appending when ``key`` sorts after every key: LMDB then fills pages completely
+    instead of splitting them in half, which halves the file of a store written in key order."""
+    cur = txn.cursor(db=db)
+    if not cur.last() or key > cur.key():
+        txn.put(key, value, db=db, append=True)
+    else:
+        txn.put(key, value, db=db)
 
 
 def _check_graph(graph: Any) -> None:

@@ -191,14 +191,24 @@ def test_map_grows_from_a_tiny_size(store_path):
 
 
 def test_dictionary_is_trained_once_and_reused(store_path):
-    _fill(store_path, 60, dict_train_samples=40)
-    _fill(store_path, 30, start=60, dict_train_samples=40)  # a second session reuses the dictionary
+    with GraphStore(store_path, readonly=False, dict_train_samples=40) as store:
+        for i in range(10):
+            store.put(f"img/{i:05d}.jpg", gbc10m_graph(i))
+        store.put("img/00003.jpg", gbc10m_graph(103))  # replaced before training
+        store.delete("img/00002.jpg")  # deleted before training: must stay deleted
+        before = dict(store.raw_items())
+        assert all(v[1] == 1 for v in before.values())  # plain zstd until the dictionary exists
+        store.put_many((f"img/{i:05d}.jpg", gbc10m_graph(i)) for i in range(10, 60))
+    with GraphStore(store_path, readonly=False, dict_train_samples=40) as store:  # a second session
+        store.put_many((f"img/{i:05d}.jpg", gbc10m_graph(i)) for i in range(60, 90))
     with GraphStore(store_path) as store:
         raw = dict(store.raw_items())
-        assert [g.to_dict() for g in store.values()] == [gbc10m_graph(i).to_dict() for i in range(90)]
-    assert raw["img/00000.jpg"][1] == 1  # before training: plain zstd
-    assert raw["img/00089.jpg"][1] == 2 and raw["img/00089.jpg"][3:7] == (1).to_bytes(4, "little")
-    assert len(raw["img/00089.jpg"]) < len(raw["img/00000.jpg"])
+        expected = {f"img/{i:05d}.jpg": gbc10m_graph(i).to_dict() for i in range(90) if i != 2}
+        expected["img/00003.jpg"] = gbc10m_graph(103).to_dict()
+        assert {k: g.to_dict() for k, g in store.items()} == expected
+    # every value, the early ones re-compressed too, uses the one dictionary (id 1)
+    assert {(v[1], v[3:7]) for v in raw.values()} == {(2, (1).to_bytes(4, "little"))}
+    assert len(raw["img/00000.jpg"]) < len(before["img/00000.jpg"])
 
 
 def _reader(path, queue, stop_after):

@@ -1,0 +1,145 @@
+"""Write and read N synthetic GBC10M-sized graphs through the LMDB store, JSONL and Parquet.
+
+Prints graphs/s for writing and for reading (into pydantic-validated ``GbcGraph`` objects),
+bytes per graph on disk, and the store's ratios against JSONL measured in the same run.
+
+    python bench/bench_store.py            # 100,000 graphs
+    python bench/bench_store.py --quick    # 5,000 graphs
+    python bench/bench_store.py --n 20000 --keep /tmp/bench
+
+Time spent producing the input graphs (generating them, or reading them back from the
+JSONL file) is measured and subtracted from the write figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gbc.schemas import GbcGraph
+from gbc.schemas.synthetic import synthetic_graph
+from gbc.store import GraphStore, read_graphs, write_graphs
+
+#: Aims for the store on GBC10M-sized graphs.
+AIM_READ_PER_S = 20_000
+AIM_WRITE_PER_S = 10_000
+AIM_BYTES_PER_GRAPH = 3_000
+
+
+class TimedSource:
+    """Wraps an iterator and adds up the time spent producing its items."""
+
+    def __init__(self, iterable):
+        self._it = iter(iterable)
+        self.seconds = 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t = time.perf_counter()
+        try:
+            return next(self._it)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+
+def gbc10m_graphs(n: int):
+    # to_dict("gbc10m") + validation sets every field, as in a graph read from GBC10M.
+    for i in range(n):
+        yield GbcGraph.model_validate(synthetic_graph(i).to_dict("gbc10m"))
+
+
+def disk_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.iterdir() if p.name != "lock.mdb")
+    return path.stat().st_size
+
+
+def timed_write(path: Path, source) -> float:
+    src = TimedSource(source)
+    t = time.perf_counter()
+    n = write_graphs(path, src)
+    total = time.perf_counter() - t
+    return n / max(total - src.seconds, 1e-9)
+
+
+def timed_read(iterable) -> tuple[int, float]:
+    t = time.perf_counter()
+    n = 0
+    for _ in iterable:
+        n += 1
+    return n, n / max(time.perf_counter() - t, 1e-9)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000, help="number of graphs (default 100000)")
+    ap.add_argument("--quick", action="store_true", help="5,000 graphs")
+    ap.add_argument("--keep", default=None, help="write the files into this folder and keep them")
+    ap.add_argument("--no-parquet", action="store_true", help="skip Parquet")
+    args = ap.parse_args(argv)
+    n = 5_000 if args.quick else args.n
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="gbc-bench-store-"))
+    work.mkdir(parents=True, exist_ok=True)
+    jsonl, store_path, parquet = work / "graphs.jsonl", work / "graphs.lmdb", work / "graphs.parquet"
+    for p in (jsonl, parquet):
+        if p.exists():
+            p.unlink()
+    shutil.rmtree(store_path, ignore_errors=True)
+    rows = {}
+    try:
+        print(f"{n} synthetic GBC10M-sized graphs (12 vertices, 22 edges, 18 captions) in {work}", file=sys.stderr)
+        rows["jsonl"] = {"write": timed_write(jsonl, gbc10m_graphs(n))}
+        rows["store"] = {"write": timed_write(store_path, read_graphs(jsonl, validate=False))}
+        if not args.no_parquet:
+            rows["parquet"] = {"write": timed_write(parquet, read_graphs(jsonl, validate=False))}
+
+        with GraphStore(store_path) as store:
+            count, rows["store"]["read"] = timed_read(store.values())
+            assert count == n, (count, n)
+        _, rows["jsonl"]["read"] = timed_read(read_graphs(jsonl, validate=False))
+        if "parquet" in rows:
+            _, rows["parquet"]["read"] = timed_read(read_graphs(parquet, validate=False))
+        _, store_checked = timed_read(read_graphs(store_path, validate=True))
+        for fmt, path in (("jsonl", jsonl), ("store", store_path), ("parquet", parquet)):
+            if fmt in rows:
+                rows[fmt]["bytes"] = disk_bytes(path) / n
+
+        # Baseline: pydantic alone on the JSON lines (no I/O, no decompression).
+        lines = []
+        with open(jsonl, "rb") as f:
+            for line in f:
+                lines.append(line)
+                if len(lines) >= min(n, 5_000):
+                    break
+        _, pydantic_only = timed_read(GbcGraph.model_validate_json(line) for line in lines)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print(f"{'format':<8} {'write graphs/s':>15} {'read graphs/s':>14} {'bytes/graph':>12}")
+    for fmt, r in rows.items():
+        print(f"{fmt:<8} {r['write']:>15,.0f} {r['read']:>14,.0f} {r['bytes']:>12,.0f}")
+    s, j = rows["store"], rows["jsonl"]
+    print(f"store / jsonl: write x{s['write'] / j['write']:.2f}, read x{s['read'] / j['read']:.2f}, "
+          f"size x{s['bytes'] / j['bytes']:.2f}")
+    print(f"baseline: GbcGraph.model_validate_json alone on in-memory JSONL lines: {pydantic_only:,.0f} graphs/s "
+          f"(store read is x{s['read'] / pydantic_only:.2f} of it)")
+    print(f"store read with invariant checks (read_graphs(validate=True)): {store_checked:,.0f} graphs/s")
+    verdict = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    print(f"aims: read >= {AIM_READ_PER_S:,}/s {verdict(s['read'] >= AIM_READ_PER_S)}, "
+          f"write >= {AIM_WRITE_PER_S:,}/s {verdict(s['write'] >= AIM_WRITE_PER_S)}, "
+          f"< {AIM_BYTES_PER_GRAPH:,} bytes/graph {verdict(s['bytes'] < AIM_BYTES_PER_GRAPH)}")
+    print(f"(cpu count {os.cpu_count()}; timings on a shared machine are noisy)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
