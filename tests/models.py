@@ -45,12 +45,13 @@ def folder_size(folder: Path) -> int:
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
 
 
-def build_chat_tokenizer(chat_template: str, vocab_size: int = 300):
-    """A byte-level BPE tokenizer trained on ``WORDS`` with ``<image>``, left padding and a chat template."""
+def build_chat_tokenizer(chat_template: str, vocab_size: int = 300, corpus: Optional[List[str]] = None):
+    """A byte-level BPE tokenizer trained on ``WORDS`` (and ``corpus``) with ``<image>``, left
+    padding and a chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    corpus = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 4
+    corpus = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 4 + list(corpus or [])
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -85,67 +86,101 @@ def llava_configs(vocab_size: int, *, image_size: int = 30, patch_size: int = 6,
     return vision, text
 
 
-def build_llava(folder, *, next_version: bool = False, chat_template: Optional[str] = None, seed: int = 0,
-                vocab_size: Optional[int] = None, **sizes) -> Path:
-    """A random LLaVA-1.5 (or LLaVA-NeXT with ``next_version``) saved in ``folder``."""
+def make_llava(*, next_version: bool = False, chat_template: Optional[str] = None, seed: int = 0,
+               vocab_size: Optional[int] = None, tokenizer_vocab_size: int = 300, corpus: Optional[List[str]] = None,
+               device: str = "cpu", dtype=None, **sizes):
+    """A random LLaVA-1.5 (or LLaVA-NeXT with ``next_version``) and its processor, in memory.
+
+    ``sizes`` are the keyword arguments of :func:`llava_configs`; ``vocab_size`` defaults to the
+    tokenizer's (a larger one, as real models have, only adds ids that decode to nothing).
+    """
     import torch
     from transformers import (CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig,
                               LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil, LlavaNextProcessor,
                               LlavaProcessor)
 
-    folder = Path(folder)
     template = chat_template or (MISTRAL_TEMPLATE if next_version else LLAVA_TEMPLATE)
-    tokenizer = build_chat_tokenizer(template)
+    tokenizer = build_chat_tokenizer(template, tokenizer_vocab_size, corpus)
     vision, text = llava_configs(vocab_size or len(tokenizer), **sizes)
     side, patch = vision.image_size, vision.patch_size
     image_token = tokenizer.convert_tokens_to_ids("<image>")
     common = dict(image_token_index=image_token, vision_feature_layer=-1, vision_feature_select_strategy="default")
     torch.manual_seed(seed)
     if next_version:
-        pins = [[side, side * 2], [side * 2, side], [side * 2, side * 2]]
-        model = LlavaNextForConditionalGeneration(
-            LlavaNextConfig(vision_config=vision, text_config=text, image_grid_pinpoints=pins, **common))
+        # the shapes of LLaVA-1.6's anyres grid (1x2, 2x1, 2x2, 1x3, 3x1 tiles)
+        pins = [[side, side * 2], [side * 2, side], [side * 2, side * 2], [side * 3, side], [side, side * 3]]
+        config = LlavaNextConfig(vision_config=vision, text_config=text, image_grid_pinpoints=pins, **common)
+        model_class = LlavaNextForConditionalGeneration
         image_processor = LlavaNextImageProcessorPil(
             size={"shortest_edge": side}, crop_size={"height": side, "width": side}, image_grid_pinpoints=pins)
         processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
                                        vision_feature_select_strategy="default", chat_template=template,
                                        num_additional_image_tokens=1)
     else:
-        model = LlavaForConditionalGeneration(LlavaConfig(vision_config=vision, text_config=text, **common))
+        config = LlavaConfig(vision_config=vision, text_config=text, **common)
+        model_class = LlavaForConditionalGeneration
         image_processor = CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
         processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
                                    vision_feature_select_strategy="default", chat_template=template,
                                    num_additional_image_tokens=1)
+    default_dtype = torch.get_default_dtype()
+    try:
+        if dtype is not None:
+            torch.set_default_dtype(dtype)  # build big models directly in their final precision
+        with torch.device(device):
+            model = model_class(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
+    return model.eval(), processor
+
+
+def build_llava(folder, **kwargs) -> Path:
+    """A random LLaVA (see :func:`make_llava`) saved in ``folder`` like a real checkpoint."""
+    folder = Path(folder)
+    model, processor = make_llava(**kwargs)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
 
 
-def build_grounding_dino(folder, *, seed: int = 0, max_text_len: int = 32, image_side: int = 96, d_model: int = 32) -> Path:
-    """A random Grounding DINO (tiny ResNet backbone, tiny BERT) with a word-level BERT vocabulary."""
+def make_grounding_dino(vocab_folder, *, seed: int = 0, max_text_len: int = 32, image_side: int = 96,
+                        d_model: int = 32, full_size: bool = False, device: str = "cpu"):
+    """A random Grounding DINO and its processor, in memory; the BERT vocabulary is written to
+    ``vocab_folder``. ``full_size`` takes the default configuration (Swin-T and BERT-base: the
+    shape of grounding-dino-tiny) and its 800-1333 px preprocessing."""
     import torch
     from transformers import (BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
                               GroundingDinoImageProcessorPil, GroundingDinoProcessor, ResNetConfig)
 
-    folder = Path(folder)
+    folder = Path(vocab_folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab_path = folder / "vocab.txt"
     vocab_path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + WORDS) + "\n")
     tokenizer = BertTokenizer(vocab=str(vocab_path))  # vocab_file= is ignored by transformers 5
-    backbone = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-                            out_features=["stage1", "stage2"])
-    text = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      intermediate_size=32, max_position_embeddings=max(64, max_text_len))
-    config = GroundingDinoConfig(
-        backbone_config=backbone, text_config=text, d_model=d_model, encoder_layers=1, decoder_layers=2,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=20,
-        num_feature_levels=2, encoder_n_points=2, decoder_n_points=2, max_text_len=max_text_len,
-        use_timm_backbone=False, use_pretrained_backbone=False,
-    )
+    if full_size:
+        config = GroundingDinoConfig()
+        image_processor = GroundingDinoImageProcessorPil()
+    else:
+        backbone = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
+                                out_features=["stage1", "stage2"])
+        text = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, max_position_embeddings=max(64, max_text_len))
+        config = GroundingDinoConfig(
+            backbone_config=backbone, text_config=text, d_model=d_model, encoder_layers=1, decoder_layers=2,
+            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=20,
+            num_feature_levels=2, encoder_n_points=2, decoder_n_points=2, max_text_len=max_text_len,
+        )
+        image_processor = GroundingDinoImageProcessorPil(size={"shortest_edge": image_side * 2 // 3, "longest_edge": image_side})
     torch.manual_seed(seed)
-    model = GroundingDinoForObjectDetection(config)
-    image_processor = GroundingDinoImageProcessorPil(size={"shortest_edge": image_side * 2 // 3, "longest_edge": image_side})
-    processor = GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    with torch.device(device):
+        model = GroundingDinoForObjectDetection(config)
+    return model.eval(), GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def build_grounding_dino(folder, **kwargs) -> Path:
+    """A random Grounding DINO (tiny ResNet backbone, tiny BERT; see :func:`make_grounding_dino`) saved in ``folder``."""
+    folder = Path(folder)
+    model, processor = make_grounding_dino(folder, **kwargs)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder

@@ -93,6 +93,15 @@ class _ZeroShotDetector:
         self.device: Optional[str] = None
         self.dtype = None
 
+    @classmethod
+    def from_loaded(cls, model, processor, options=None, argument: str = "<in memory>"):
+        """A backend around an already loaded model and processor (benchmarks, custom loading)."""
+        backend = cls(argument, options)
+        parameter = next(model.parameters())
+        backend.model, backend.processor = model.eval(), processor
+        backend.device, backend.dtype = str(parameter.device), parameter.dtype
+        return backend
+
     def load(self) -> None:
         """Load the processor and the weights (called by the first ``detect``)."""
         if self.model is not None:
