@@ -13,7 +13,7 @@ vertex id, label and text) found in the output, the extra vertices, and every mi
 by cause. The baseline column is what the reference pipeline's own orchestration reaches
 when replayed the same way on the wiki file (99.1 % vertices, 97.0 % edges, 98.3 % captions).
 
-    python bench/replay_reference.py [--graphs G.jsonl] [--images DIR] [--quick] [--json]
+    python bench/replay_reference.py [--graphs G.jsonl] [--images DIR] [--quick] [--json] [--cli WORKDIR]
 """
 
 from __future__ import annotations
@@ -304,6 +304,49 @@ def _sum_checks(comparisons: List[Comparison]) -> Dict[str, List[int]]:
     return out
 
 
+def run_replay_cli(graphs_path: Path, images_dir: Path, workdir: Path, limit: Optional[int] = None, seed: int = 0):
+    """The same replay through the command line: ``gbc annotate`` with the reproduction settings
+    in a YAML file, into an LMDB store that is then read back. Same return values as
+    ``run_replay`` (the summary is the store's status counts)."""
+    import subprocess
+
+    import yaml
+
+    import gbc
+    from gbc.annotators.backends.replay import ReplayIndex
+
+    index = ReplayIndex.for_file(graphs_path)
+    refs, files = {}, []
+    for rec in index.images[: limit or None]:
+        name = (rec.graph.img_path or rec.graph.img_url or "").rsplit("/", 1)[-1]
+        refs[name] = rec.graph
+        files.append(str(images_dir / name))
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_file = workdir / "reproduction.yaml"
+    config_file.write_text(yaml.safe_dump(reproduction_config(seed).model_dump(mode="json")))
+    store_path = workdir / "replayed.lmdb"
+    spec = f"replay:{graphs_path}"
+    cmd = [sys.executable, "-m", "gbc.cli.main", "annotate", *files, "-o", str(store_path),
+           "--config", str(config_file), "--mllm", spec, "--detector", spec]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"Error: gbc annotate failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    store = CollectingStore()
+    with gbc.open_store(store_path) as db:
+        for key, graph in db.items():
+            store.graphs[key] = graph
+        for key, status in db.statuses():
+            if status.status == "failed":
+                store.failures[key] = f"{status.error_type}: {status.reason}"
+
+    class _Summary:
+        model_calls = 0
+
+    return refs, store, _Summary(), elapsed
+
+
 def _share(pair: List[int]) -> float:
     return pair[0] / pair[1] if pair[1] else 1.0
 
@@ -393,16 +436,21 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"only the first {QUICK_IMAGES} images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--cli", type=Path, metavar="WORKDIR",
+                        help="run `gbc annotate` in a subprocess (store and config written to WORKDIR)")
     args = parser.parse_args(argv)
     if not args.graphs.exists():
         print(f"Error: no graphs file {args.graphs}", file=sys.stderr)
         return 2
-    refs, store, summary, elapsed = run_replay(args.graphs, args.images, QUICK_IMAGES if args.quick else None, args.seed)
+    limit = QUICK_IMAGES if args.quick else None
+    if args.cli:
+        refs, store, summary, elapsed = run_replay_cli(args.graphs, args.images, args.cli, limit, args.seed)
+    else:
+        refs, store, summary, elapsed = run_replay(args.graphs, args.images, limit, args.seed)
     comparisons = [compare(key, ref, store.graphs.get(key)) for key, ref in refs.items()]
     # Baseline measured in the same run: the engine's shipped default settings (filters on).
     from gbc.annotators.config import AnnotateConfig
 
-    limit = QUICK_IMAGES if args.quick else None
     _, default_store, _, _ = run_replay(args.graphs, args.images, limit, args.seed, AnnotateConfig(seed=args.seed))
     default = [compare(key, ref, default_store.graphs.get(key)) for key, ref in refs.items()]
     result = report(refs, store, comparisons, summary, elapsed, default)

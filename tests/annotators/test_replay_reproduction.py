@@ -104,3 +104,14 @@ def test_other_fields_match(replayed):
     for name in ("short_caption", "detail_caption", "img_size", "vertex order", "sub_masks", "super_masks"):
         equal, compared = result["checks"][name]
         assert compared > 0 and equal == compared, name
+
+
+def test_gbc_annotate_command_gives_the_same_graphs(replayed, reference_dir, tmp_path):
+    """`gbc annotate --mllm replay:G --detector replay:G` into an LMDB store, read back: the same
+    graphs as the in-process run (first 5 images)."""
+    bench, refs, store, _, _ = replayed
+    cli_refs, cli_store, _, _ = bench.run_replay_cli(reference_dir / "wiki_gbc_graphs.jsonl", reference_dir / "images",
+                                                     tmp_path, limit=5)
+    assert cli_store.failures == {} and set(cli_store.graphs) == set(cli_refs) and len(cli_refs) == 5
+    for key, graph in cli_store.graphs.items():
+        assert graph.to_dict(layout="gbc10m") == store.graphs[key].to_dict(layout="gbc10m"), key
