@@ -91,6 +91,10 @@ class RecursiveAnnotator:
         self.mllm = mllm
         self.detector = detector
         self.settings = JobSettings.from_config(self.config)
+        from gbc.annotators import prompts
+
+        fingerprint = getattr(prompts, "prompts_fingerprint", None)
+        self._prompts_fingerprint = fingerprint(self.settings.prompts) if fingerprint else None
 
     # ------------------------------------------------------------------ public
     def run(
@@ -126,8 +130,17 @@ class RecursiveAnnotator:
             job.finished = True
             jobs.pop(job.key, None)
             try:
+                graph = None
                 if error is None:
-                    self._commit(job, store, summary)
+                    try:
+                        graph = self._assemble(job)
+                    except Exception as exc:  # a bug for this image only: recorded, the run goes on
+                        error = exc
+                if graph is not None:
+                    store.commit_image(job.key, graph, provenance=self._provenance(job))
+                    summary.done += 1
+                    summary.vertices += graph.n_vertices
+                    summary.edges += graph.n_edges
                 else:
                     reason, etype = _describe(error)
                     store.mark_failed(job.key, reason, error_type=etype, attempts=attempts,
@@ -243,17 +256,14 @@ class RecursiveAnnotator:
                 else:
                     guarded(job, lambda t=task, r=result: job.on_relation_answer(t, r))
 
-    def _commit(self, job: ImageJob, store, summary: RunSummary) -> None:
+    def _assemble(self, job: ImageJob):
         from gbc.annotators.assembly import build_graph
 
         graph = build_graph(job, self.config.queries.mask_inside_threshold)
         problems = graph.validate()
         if problems:
             raise _InternalGraphError("assembled graph is invalid: " + "; ".join(problems[:5]))
-        store.commit_image(job.key, graph, provenance=self._provenance(job))
-        summary.done += 1
-        summary.vertices += graph.n_vertices
-        summary.edges += graph.n_edges
+        return graph
 
     def _provenance(self, job: ImageJob) -> dict:
         from gbc.annotators import prompts
@@ -262,6 +272,7 @@ class RecursiveAnnotator:
             "mllm": self.config.mllm.spec or getattr(self.mllm, "name", type(self.mllm).__name__),
             "detector": self.config.detector.spec or getattr(self.detector, "name", type(self.detector).__name__),
             "prompt_version": getattr(prompts, "PROMPT_VERSION", None),
+            "prompts_fingerprint": self._prompts_fingerprint,
             "config_fingerprint": self.config.fingerprint(),
             "seed": self.config.seed,
             "answers": list(job.answers),

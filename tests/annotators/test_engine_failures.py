@@ -231,3 +231,21 @@ def test_failed_batch_is_split_to_isolate_the_bad_request():
     assert [r for i, r in enumerate(outcome.results) if i != 2] == ["A", "B", "C", "D"]
     # 2 attempts of the full batch, then halves and quarters: never more than 2n calls
     assert len(calls) <= 2 + 2 * 5 and calls[-1] in (["bad"], ["c", "d"], ["d"])
+
+
+def test_assembly_error_fails_only_that_image(tmp_path, monkeypatch):
+    import gbc.annotators.assembly as assembly
+
+    images = make_images(tmp_path / "imgs", 3)
+    real = assembly.build_graph
+
+    def flaky_build(job, threshold=0.85):
+        if job.key == images[0].key:
+            raise KeyError("simulated assembly bug")
+        return real(job, threshold)
+
+    monkeypatch.setattr(assembly, "build_graph", flaky_build)
+    summary, store = run(images, create_mllm("scripted"), create_detector("scripted"))
+    assert (summary.done, summary.failed) == (2, 1)
+    assert store.records[images[0].key].reason == "KeyError: 'simulated assembly bug'"
+    assert store.provenance[images[0].key]["answers"]  # raw answers kept for a later re-parse
