@@ -196,30 +196,40 @@ def test_unknown_kind_is_an_error():
         create_mllm("scripted").generate([_req("poem", "a.jpg")])
 
 
-def test_engine_makes_gbc10m_sized_graphs(tmp_path):
-    """Through the real engine with its default settings: valid graphs of GBC10M size."""
+class _Store:
+    """The two calls the engine makes on a store, kept in memory."""
+
+    def __init__(self):
+        self.graphs, self.failed = {}, {}
+
+    def commit_image(self, key, graph, provenance=None, **_):
+        self.graphs[key] = graph
+
+    def mark_failed(self, key, reason, **_):
+        self.failed[key] = reason
+
+
+def _engine_sources(tmp_path, n):
     for module in ("gbc.annotators.engine", "gbc.annotators.detection", "gbc.annotators.composition"):
         pytest.importorskip(module)
-    from gbc.annotators.config import AnnotateConfig
-    from gbc.annotators.engine import RecursiveAnnotator
     from gbc.annotators.images import ImageSource
 
-    class Store:
-        def __init__(self):
-            self.graphs, self.failed = {}, {}
-
-        def commit_image(self, key, graph, provenance=None, **_):
-            self.graphs[key] = graph
-
-        def mark_failed(self, key, reason, **_):
-            self.failed[key] = reason
-
     sources = []
-    for i in range(12):
+    for i in range(n):
         colour = ((i * 67) % 256, (i * 131 + 40) % 256, (i * 29 + 90) % 256)
         path = tmp_path / f"img{i}.png"
         Image.new("RGB", (320, 240), colour).save(path)
         sources.append(ImageSource(key=path.name, path=str(path)))
+    return sources
+
+
+def test_engine_makes_gbc10m_sized_graphs(tmp_path):
+    """Through the real engine with its default settings: valid graphs of GBC10M size."""
+    sources = _engine_sources(tmp_path, 12)
+    from gbc.annotators.config import AnnotateConfig
+    from gbc.annotators.engine import RecursiveAnnotator
+
+    Store = _Store
     store = Store()
     summary = RecursiveAnnotator(AnnotateConfig(), create_mllm("scripted"), create_detector("scripted")).run(sources, store)
     assert store.failed == {} and len(store.graphs) == 12
@@ -234,3 +244,23 @@ def test_engine_makes_gbc10m_sized_graphs(tmp_path):
     again = Store()
     RecursiveAnnotator(AnnotateConfig(), create_mllm("scripted"), create_detector("scripted")).run(sources, again)
     assert {k: g.to_dict() for k, g in again.graphs.items()} == {k: g.to_dict() for k, g in store.graphs.items()}
+
+
+def test_engine_survives_odd_answers_and_failing_requests(tmp_path):
+    """Malformed answers and failing requests end as failed images with a reason, never a crash;
+    a request that fails once is retried and its image is done."""
+    sources = _engine_sources(tmp_path, 12)
+    from gbc.annotators.config import AnnotateConfig
+    from gbc.annotators.engine import RecursiveAnnotator
+
+    config = AnnotateConfig.from_mapping({"mllm": {"retries": 1, "backoff_s": 0}, "detector": {"retries": 1, "backoff_s": 0}})
+    store = _Store()
+    mllm = create_mllm("scripted", {"odd_rate": 0.3, "fail_on": ["img3.png"]})
+    RecursiveAnnotator(config, mllm, create_detector("scripted", {"fail_on": ["img5.png"], "fail_times": 1})).run(sources, store)
+    assert set(store.graphs) | set(store.failed) == {s.key for s in sources}
+    assert "img3.png" in store.failed and "scripted failure" in store.failed["img3.png"]
+    assert "img5.png" in store.graphs or "img5.png" in store.failed and "scripted failure" not in store.failed["img5.png"]
+    assert len(store.graphs) >= 6  # most images still get a graph
+    reasons = " ".join(store.failed.values())
+    assert "no usable caption" in reasons  # an odd image answer with no caption fails its image
+    assert all(g.validate() == [] for g in store.graphs.values())
