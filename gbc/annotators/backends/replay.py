@@ -65,17 +65,12 @@ def _child_id(parent: str, name: str) -> str:
 
 
 def _read_graph_file(path: Path) -> List[GbcGraph]:
+    import gbc
+
     try:
-        from gbc.store.files import read_graphs
-    except ModuleNotFoundError as exc:
-        # The file layer is optional for JSONL: read the released layout line by line.
-        if exc.name not in ("gbc.store.files", "gbc.store"):
-            raise
-        if path.suffix != ".jsonl":
-            raise BackendError(f"replay: cannot read {path} (only .jsonl is readable here)") from exc
-        with path.open("rb") as f:
-            return [GbcGraph.from_json(line) for line in f if line.strip()]
-    return list(read_graphs(str(path)))
+        return list(gbc.read_graphs(str(path)))
+    except Exception as exc:  # the reader's own error, with the backend and the path in front
+        raise BackendError(f"replay: cannot read graphs from {path}: {type(exc).__name__}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------- recorded image

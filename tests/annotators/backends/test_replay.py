@@ -255,3 +255,21 @@ def test_replaying_the_engines_own_graphs_gives_them_back(tmp_path):
 
     for key, graph in made.graphs.items():
         assert content(replayed.graphs[key]) == content(graph), key
+
+
+@pytest.mark.parametrize("suffix", [".json", ".parquet", ".lmdb"])
+def test_any_graph_file_format_replays(tmp_path, suffix):
+    import gbc
+
+    path = tmp_path / f"graphs{suffix}"
+    gbc.write_graphs(path, [_graph()])
+    mllm = create_mllm(f"replay:{path}")
+    answer = parsers.parse_entity_answer(mllm.generate([_mllm_req("entity", vertex_id="dog", name="dog")])[0], "dog")
+    assert answer.present and [e.text for e in answer.entities] == ["collar", "ball"]
+
+
+def test_unreadable_graph_file_is_a_backend_error(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text("{not json\n")
+    with pytest.raises(BackendError, match="broken.jsonl"):
+        create_detector(f"replay:{path}")
