@@ -9,7 +9,7 @@ batch it arrives in, and different images give different graphs.
 
 The graphs have about the size of GBC10M records (12 to 20 vertices, about 18 model calls
 per image): the image answer names three to five objects, the detector finds one box for
-most single objects, two or three boxes for plural ones (which become compositions) and
+most single objects, two to four boxes for plural ones (which become compositions) and
 none for a few; entities at depth 1 list up to three parts; deeper entities list none, so
 recursion ends by itself.
 
@@ -406,7 +406,7 @@ class ScriptedDetector(_Common):
 
     class Options(_CommonOptions):
         miss_rate: float = Field(0.1, ge=0, le=1, description="share of phrases with no box")
-        max_boxes: int = Field(3, ge=2, le=12, description="most boxes for a phrase labelled multiple")
+        max_boxes: int = Field(4, ge=2, le=12, description="most boxes for a phrase labelled multiple")
 
     def __init__(self, argument: str = "", options: Optional["ScriptedDetector.Options"] = None):
         self._init_common(argument, options or self.Options())
@@ -433,7 +433,10 @@ class ScriptedDetector(_Common):
                 continue
             label = labels.get(phrase, "single")
             if label == "multiple":
-                n = 2 + _digest(h, "n") % (self.options.max_boxes - 1)
+                # Two boxes most often, fewer the more there are (2: 1/2, 3: 1/4, 4: 1/8, ...).
+                n = 2
+                while n < self.options.max_boxes and _unit(h, ("more", n)) < 0.5:
+                    n += 1
             else:
                 n = 1
             out[phrase] = self._boxes(h, n, inside=bool(parent))
