@@ -74,7 +74,7 @@ def _read_graph_file(path: Path) -> List[GbcGraph]:
 
 
 # ---------------------------------------------------------------------------- recorded image
-@dataclass
+@dataclass(eq=False)
 class RecordedImage:
     """One recorded graph with the lookups the replay answers need."""
 
@@ -95,14 +95,16 @@ class RecordedImage:
         v = self.vertices.get(vertex_id)
         if v is None:
             return []
-        names: Dict[str, str] = {}
+        targets: Dict[str, List[Vertex]] = {}
         for e in v.out_edges:
             target = self.vertices.get(e.target)
-            if target is None or target.label == "relation":
-                continue
-            several = target.label == "composition" or _NUMBERED.match(e.target) is not None
-            if several or e.text not in names:
-                names[e.text] = "multiple" if several or e.text in names else "single"
+            if target is not None and target.label != "relation":
+                targets.setdefault(e.text, []).append(target)
+        names: Dict[str, str] = {}
+        for name, found in targets.items():
+            several = len(found) > 1 or any(
+                t.label == "composition" or _NUMBERED.match(t.vertex_id) for t in found)
+            names[name] = "multiple" if several else "single"
         return list(names.items())
 
     def members(self, composition_id: str) -> List[str]:
@@ -158,7 +160,7 @@ class ReplayIndex:
     (:meth:`for_file`); thread-safe to read.
     """
 
-    _shared: Dict[Tuple[str, int, int], "ReplayIndex"] = {}
+    _shared: Dict[str, Tuple[Tuple[int, int], "ReplayIndex"]] = {}
     _shared_lock = threading.Lock()
 
     def __init__(self, graphs: Sequence[GbcGraph], source: str = "<memory>"):
@@ -170,9 +172,9 @@ class ReplayIndex:
             for key in (rec.graph.img_path, rec.graph.img_url):
                 if key:
                     self._by_key.setdefault(key, rec)
-                    self._by_name.setdefault(_basename(key), [])
-                    if rec not in self._by_name[_basename(key)]:
-                        self._by_name[_basename(key)].append(rec)
+                    same_name = self._by_name.setdefault(_basename(key), [])
+                    if all(other is not rec for other in same_name):
+                        same_name.append(rec)
 
     @classmethod
     def for_file(cls, path: str | os.PathLike) -> "ReplayIndex":
@@ -182,13 +184,12 @@ class ReplayIndex:
             st = p.resolve().stat()
         except OSError as exc:
             raise BackendError(f"replay: cannot read graphs file {str(path)!r}: {exc.strerror}") from exc
-        key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+        key, version = str(p.resolve()), (st.st_mtime_ns, st.st_size)
         with cls._shared_lock:
-            index = cls._shared.get(key)
-            if index is None:
-                index = cls(_read_graph_file(p), source=str(p))
-                cls._shared[key] = index
-        return index
+            cached = cls._shared.get(key)
+            if cached is None or cached[0] != version:
+                cls._shared[key] = cached = (version, cls(_read_graph_file(p), source=str(p)))
+        return cached[1]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -222,37 +223,31 @@ class _ReplayBase:
     def __init__(self, argument: str, options: Optional[BackendOptions] = None):
         if not argument:
             raise BackendError("replay backend needs a graphs file: replay:<path to .jsonl/.json/.parquet/.lmdb>")
+        if not Path(argument).expanduser().exists():
+            raise BackendError(f"replay: cannot read graphs file {argument!r}: no such file or folder")
+        self.path = argument
         self.options = options or self.Options()
         self.max_batch_size = self.options.max_batch_size
-        self.index = ReplayIndex.for_file(argument)
+        self._index: Optional[ReplayIndex] = None
+
+    @property
+    def index(self) -> ReplayIndex:
+        """The recorded graphs, read on first use (once per process, shared by all replay backends)."""
+        if self._index is None:
+            self._index = ReplayIndex.for_file(self.path)
+        return self._index
+
+    def __getstate__(self) -> dict:
+        # Sent to worker processes without the graphs: each process reads the file once.
+        state = dict(self.__dict__)
+        state["_index"] = None
+        return state
 
     def close(self) -> None:
         """Nothing to release (the index is shared)."""
 
 
 # ---------------------------------------------------------------------------- MLLM
-def _tag_mentions(text: str, names: Sequence[Tuple[str, str]]) -> Tuple[str, List[Tuple[str, str]]]:
-    """Tag the first free mention of each name in ``text``; return the tagged text and the untagged names."""
-    from gbc.annotators.text import find_mentions
-
-    taken: List[Tuple[int, int, str]] = []
-    missing: List[Tuple[str, str]] = []
-    # Longer names first so that "eiffel tower" wins over "tower".
-    for name, label in sorted(names, key=lambda nl: -len(nl[0])):
-        spans = [(s, e) for _, s, e in find_mentions([text], name)]
-        free = [(s, e) for s, e in spans if all(e <= a or s >= b for a, b, _ in taken)]
-        if free:
-            s, e = free[0]
-            taken.append((s, e, label))
-        else:
-            missing.append((name, label))
-    out = text
-    for s, e, label in sorted(taken, reverse=True):
-        out = f"{out[:s]}[{out[s:e]}][{label}]{out[e:]}"
-    order = {n: i for i, (n, _) in enumerate(names)}
-    return out, sorted(missing, key=lambda nl: order[nl[0]])
-
-
 def _bracket_all(sentence: str, names: Sequence[str]) -> str:
     """Put every mention of every name in brackets (longest names first, no nesting)."""
     from gbc.annotators.text import find_mentions
@@ -298,10 +293,10 @@ class ReplayMllm(_ReplayBase):
                 root = rec.graph.root
             names = rec.child_names(root.vertex_id)
             short = _first_desc(root, "short")
-            tagged, _ = _tag_mentions(short, names)
+            entities = [parsers.TaggedEntity(text=n, label=lab) for n, lab in names]
             # Every name is also listed, in the recorded edge order: the parser takes the list
             # first, so the engine mints the children in the order the record has them.
-            entities = [parsers.TaggedEntity(text=n, label=lab) for n, lab in names]
+            tagged = parsers.tag_mentions(short, entities)
             return parsers.format_image_answer(_first_desc(root, "detail"), tagged, entities)
         if kind == "entity":
             v = rec.vertex(vertex_id)

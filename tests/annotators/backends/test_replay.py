@@ -79,6 +79,10 @@ def test_index_is_shared_and_matches_by_file_name(graphs_file):
     assert isinstance(mllm, ReplayMllm) and isinstance(det, ReplayDetector)
     assert mllm.index is det.index is ReplayIndex.for_file(graphs_file) and len(mllm.index) == 2
     assert det.max_batch_size == 8
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(det))
+    assert copy._index is None and copy.index is det.index  # same process: the shared index
     index = mllm.index
     assert index.get("dog.jpg") is index.get("elsewhere/dog.jpg") is index.get("data/images/dog.jpg")
     assert index.get("cat.png").graph.img_url.endswith("cat.png")
@@ -88,7 +92,7 @@ def test_index_is_shared_and_matches_by_file_name(graphs_file):
 
 @pytest.mark.parametrize("spec, options, message", [
     ("replay", None, "needs a graphs file"),
-    ("replay:/no/such/file.jsonl", None, "cannot read"),
+    ("replay:/no/such/file.jsonl", None, "no such file"),
 ])
 def test_bad_specs(spec, options, message):
     with pytest.raises(BackendError, match=message):
@@ -271,5 +275,6 @@ def test_any_graph_file_format_replays(tmp_path, suffix):
 def test_unreadable_graph_file_is_a_backend_error(tmp_path):
     path = tmp_path / "broken.jsonl"
     path.write_text("{not json\n")
+    detector = create_detector(f"replay:{path}")  # construction reads nothing; first use does
     with pytest.raises(BackendError, match="broken.jsonl"):
-        create_detector(f"replay:{path}")
+        detector.detect([_det_req("", ["dog"])])
