@@ -69,6 +69,10 @@ class Node:
     present: bool = True
     features: List[Any] = field(default_factory=list)  # TaggedEntity to detect inside this vertex
     groups: List[Group] = field(default_factory=list)
+    # stage 2 of this vertex: planned when its children are minted, sent once they have answered
+    planned_compositions: List[str] = field(default_factory=list)
+    planned_relation: bool = False
+    waiting_for: set = field(default_factory=set)
 
     @property
     def names(self) -> List[str]:
@@ -116,6 +120,8 @@ class ImageJob:
         self.detections: Dict[int, List[Tuple[str, List[Tuple[str, str, List[Bbox]]]]]] = {}
         self.stage2_pending = 0
         self.stage1_done = False
+        self.waiters: Dict[str, List[Node]] = {}  # child id -> parents whose stage 2 waits for its answer
+        self.waiting_parents = 0
         self.reserved = 1  # vertex budget used (the image vertex)
         self.answers: List[dict] = []
         self.raw_detections: List[dict] = []
@@ -125,7 +131,7 @@ class ImageJob:
     # ------------------------------------------------------------------ helpers
     @property
     def done(self) -> bool:
-        return self.stage1_done and self.stage2_pending == 0
+        return self.stage1_done and self.stage2_pending == 0 and self.waiting_parents == 0
 
     def model_image(self):
         """The whole image as models see it (scaled down once, reused by every whole-image query)."""
@@ -216,7 +222,13 @@ class ImageJob:
             node.descs.extend((short, "short") for short in answer.shorts if short)
         node.present = bool(answer.present) and bool(node.descs)
         node.features = self._detectable(answer.entities) if node.present else []
-        return self._after_answer(node)
+        tasks = self._after_answer(node)
+        for parent in self.waiters.pop(vertex_id, []):
+            parent.waiting_for.discard(vertex_id)
+            if not parent.waiting_for:
+                self.waiting_parents -= 1
+                tasks.extend(self._stage2_tasks(parent))
+        return tasks
 
     def _detectable(self, entities) -> List[Any]:
         text = self.settings.text
@@ -332,7 +344,7 @@ class ImageJob:
         for node in new_nodes:
             tasks.append(self._entity_task(node))
         for parent in parents_with_groups:
-            tasks.extend(self._stage2_tasks(parent))
+            tasks.extend(self._plan_stage2(parent))
         if not new_nodes:
             self.stage1_done = True
         return tasks
@@ -371,23 +383,47 @@ class ImageJob:
         return self._mllm_task("entity", node.vertex_id, prompt, context, crop)
 
     # ------------------------------------------------------------------ stage 2
-    def _stage2_tasks(self, parent: Node) -> List[Task]:
+    def _plan_stage2(self, parent: Node) -> List[Task]:
+        """Reserve budget for the parent's composition and relation queries (in canonical
+        order, so the budget never depends on timing) and send them once every child answered:
+        members the MLLM found absent are then left out of the numbering and the relation."""
         s = self.settings
-        tasks: List[Task] = []
         if s.include_composition:
             for group in parent.groups:
                 if len(group.targets) >= 2 and self.reserved < s.max_vertices_per_image and group.prefix not in self.nodes:
                     self.reserved += 1
-                    tasks.append(self._composition_task(parent, group))
+                    parent.planned_compositions.append(group.prefix)
         if s.include_relation and len(parent.groups) >= 2 and self.reserved < s.max_vertices_per_image:
             self.reserved += 1
-            tasks.append(self._relation_task(parent))
+            parent.planned_relation = True
+        if not parent.planned_compositions and not parent.planned_relation:
+            return []
+        parent.waiting_for = {t for g in parent.groups for t in g.targets if not self.nodes[t].answered}
+        if not parent.waiting_for:
+            return self._stage2_tasks(parent)
+        self.waiting_parents += 1
+        for child in parent.waiting_for:
+            self.waiters.setdefault(child, []).append(parent)
+        return []
+
+    def _stage2_tasks(self, parent: Node) -> List[Task]:
+        tasks: List[Task] = []
+        live = []
+        for group in parent.groups:
+            present = [t for t in group.targets if self.nodes[t].present]
+            if present:
+                live.append((group, present))
+        for group, present in live:
+            if group.prefix in parent.planned_compositions and len(present) >= 2:
+                tasks.append(self._composition_task(parent, group, present))
+        if parent.planned_relation and len(live) >= 2:
+            tasks.append(self._relation_task(parent, [g for g, _ in live]))
         self.stage2_pending += len(tasks)
         return tasks
 
-    def _composition_task(self, parent: Node, group: Group) -> Task:
+    def _composition_task(self, parent: Node, group: Group, members: List[str]) -> Task:
         s = self.settings
-        members = list(group.targets)
+        members = list(members)
         base = s.text.singular(group.phrase) or group.phrase
         member_names = [f"{base} {k}" for k in range(1, len(members) + 1)]
         member_boxes = [self.nodes[m].bbox for m in members]
@@ -421,10 +457,10 @@ class ImageJob:
         task.payload = query
         return task
 
-    def _relation_task(self, parent: Node) -> Task:
+    def _relation_task(self, parent: Node, groups: List[Group]) -> Task:
         s = self.settings
-        member_ids = [g.prefix for g in parent.groups]
-        member_names = [g.phrase for g in parent.groups]
+        member_ids = [g.prefix for g in groups]
+        member_names = [g.phrase for g in groups]
         query = RelationQuery(parent_id=parent.vertex_id, member_ids=member_ids, member_names=member_names)
         self.relations.append(query)
         count = self.rng(parent.vertex_id, "relation-count").randint(2, len(member_names))

@@ -139,7 +139,7 @@ def scene_answers(request):
         return format_entity_answer(f"A detailed view of the {name}.", [])
     if request.kind == "composition":
         names = ctx["member_names"]
-        return format_composition_answer(f"{names[0]} stands left of {names[1]} and {names[2]}.",
+        return format_composition_answer(f"{names[0]} stands left of " + " and ".join(names[1:]) + ".",
                                          ["Three bare trees in a row."])
     if request.kind == "relation":
         if ctx["vertex_id"] == "":
@@ -278,3 +278,26 @@ def test_tiny_crops_scaled_up_and_large_images_scaled_down(tmp_path):
     assert all(max(s) <= 512 and (min(s) >= 100 or max(s) == 512) for s in sizes["entity"])
     assert any(max(s) < 512 and min(s) == 100 for s in sizes["entity"])
     assert store.graphs["big.png"].img_size == (1200, 600)
+
+
+def test_absent_members_are_left_out_of_compositions_and_relations(scene):
+    def answers(request):
+        if request.kind == "entity" and request.context["vertex_id"] == "trees_1":
+            return format_entity_answer(None, [], present=False)
+        return scene_answers(request)
+
+    config = AnnotateConfig().with_overrides({"detection.from_image.min_rel_area": None,
+                                              "detection.from_entity.min_rel_area": None})
+    mllm = TableMllm(answers)
+    store = MemoryStore()
+    RecursiveAnnotator(config, mllm, TableDetector(SCENE_BOXES)).run(scene, store)
+    assert store.records["scene.png"].status == "done", store.records["scene.png"].reason
+    g = store.graphs["scene.png"]
+    comp_ctx = next(r.context for call in mllm.calls for r in call if r.kind == "composition")
+    # numbering counts only the trees that the model confirmed
+    assert comp_ctx["member_ids"] == ["trees_0", "trees_2"] and comp_ctx["member_names"] == ["tree 1", "tree 2"]
+    assert sorted((e.text, e.target) for e in g.vertex("trees").out_edges) == [("tree 1", "trees_0"), ("tree 2", "trees_2")]
+    # "sky" said it is not there: the relation query of the image does not offer it
+    rel_ctx = next(r.context for call in mllm.calls for r in call if r.kind == "relation" and r.context["vertex_id"] == "")
+    assert rel_ctx["member_names"] == ["horse", "trees"] and rel_ctx["member_ids"] == ["horse", "trees"]
+    assert "trees_1" not in g and g.validate() == []
