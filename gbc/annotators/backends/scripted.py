@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from gbc.annotators.backends.base import (
     BackendError,
@@ -207,6 +207,15 @@ class _Common:
         if failing:
             raise ScriptedFailure(f"scripted failure for {', '.join(sorted(set(failing)))}")
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_lock"]  # locks do not pickle; a copy gets its own
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -218,6 +227,12 @@ class _CommonOptions(BackendOptions):
     fail_on: List[str] = Field(default_factory=list, description="requests whose image key contains one of these raise")
     fail_times: int = Field(0, ge=0, description="how many times a failing request fails before it succeeds (0: always)")
     max_batch_size: int = Field(16, ge=1, description="largest batch the engine forms")
+
+    @field_validator("fail_on", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        # "--mllm-option fail_on=a.jpg,b.jpg" on the command line gives one string.
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
 # ---------------------------------------------------------------------------- MLLM

@@ -184,6 +184,17 @@ def test_fail_on_fail_times_and_fail_rate():
     assert 5 < outcomes.count(False) < 35
 
 
+def test_options_from_the_command_line_and_pickling():
+    import pickle
+
+    mllm = create_mllm("scripted:3", {"fail_on": "a.jpg, b.jpg", "fail_times": 1})
+    assert mllm.options.fail_on == ["a.jpg", "b.jpg"]
+    copy = pickle.loads(pickle.dumps(mllm))
+    assert copy.seed == 3 and copy.generate([_req("image", "c.jpg")]) == mllm.generate([_req("image", "c.jpg")])
+    with pytest.raises(ScriptedFailure):
+        copy.generate([_req("image", "a.jpg")])
+
+
 def test_latency_options_sleep():
     mllm = create_mllm("scripted", {"latency_s": 0.05, "latency_per_item_s": 0.01})
     start = time.perf_counter()
