@@ -17,13 +17,13 @@ How a run goes
 Failures
 --------
 - An image that cannot be annotated is data: the engine commits it as ``failed``.
-- A worker process that dies (killed, out of memory) is restarted by Ray
-  (:data:`ACTOR_MAX_RESTARTS`) and its unfinished batch is sent again
-  (:data:`TASK_MAX_RETRIES`). Commits are per image and atomic, and before annotating a
-  batch an actor skips the images that its shard or any other shard already holds, so a
-  redone batch neither duplicates nor loses images.
-- A batch that keeps killing its worker exhausts the retries and the run stops with the
-  error; everything committed so far stays, and the next run resumes.
+- A worker process that dies (killed, out of memory, a crash in native code) is restarted
+  by Ray (Ray Data's actor pools restart actors and resend their unfinished batches). Each
+  engine run is journaled in the shard folder, so the next actor knows which images were in
+  flight: commits are per image and atomic, images already committed are skipped, the
+  others are redone one at a time, and an image that has killed its worker
+  ``MAX_WORKER_DEATHS_PER_IMAGE`` times is committed as ``failed`` (``WorkerDied``)
+  instead of killing workers forever. See :mod:`gbc.distributed.worker`.
 
 Shard folders are claimed with an exclusive lock file (``worker-NNN.lock``), held for the
 life of the actor process: a restarted actor takes the slot its dead predecessor left, so a
@@ -51,14 +51,14 @@ Example (a local Ray instance is started when none is running and ``address`` is
 
 from __future__ import annotations
 
-import fcntl
-import importlib
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+
+from gbc.distributed.worker import DEATHS_LOG
 
 __all__ = ["annotate_on_ray", "finished_keys", "shards_dir"]
 
@@ -67,10 +67,9 @@ __all__ = ["annotate_on_ray", "finished_keys", "shards_dir"]
 DEFAULT_IMAGES_PER_BATCH = 64
 #: Smallest batch: tiny batches pay Ray's per-task overhead and drain the engine's pipeline often.
 MIN_IMAGES_PER_BATCH = 4
-#: Restarts of one actor after its process died, before the run gives up.
-ACTOR_MAX_RESTARTS = 8
-#: Retries of one batch whose actor died while running it.
-TASK_MAX_RETRIES = 3
+#: Batches queued at one actor: 2 lets the next batch arrive while one runs, without piling
+#: work on the first actor that is ready (and redoing little if that actor dies).
+TASKS_IN_FLIGHT_PER_ACTOR = 2
 #: Share of the cluster's CPUs given to annotator actors when ``cpus_per_worker`` is not set
 #: on a CPU-only run; the rest stays free for Ray Data's own tasks (a pool that takes every
 #: CPU can stall the pipeline).
@@ -92,13 +91,13 @@ def _has_store(path: Path) -> bool:
 def finished_keys(out_path, retry_failed: bool = False) -> Set[str]:
     """Keys that a run into ``out_path`` does not annotate again: ``done`` (and, unless
     ``retry_failed``, ``failed``) in the output store or in any of its shards."""
-    import gbc
+    from gbc.store.lmdb_store import GraphStore
 
     out = Path(out_path)
     stores = ([out] if _has_store(out) else []) + [p for p in sorted(shards_dir(out).glob("*.lmdb")) if _has_store(p)]
     finished: Set[str] = set()
     for path in stores:
-        store = gbc.open_store(str(path), readonly=True)
+        store = GraphStore(str(path), readonly=True)
         try:
             finished.update(store.keys(status="done"))
             if not retry_failed:
@@ -125,103 +124,6 @@ def _backend_modules(*classes) -> List[str]:
         if module and module != "__main__" and module not in modules:
             modules.append(module)
     return modules
-
-
-# ---------------------------------------------------------------------------- actor
-def _claim_slot(folder: Path):
-    """Take the lowest free ``worker-NNN`` slot of ``folder``; the lock lives as long as the process."""
-    folder.mkdir(parents=True, exist_ok=True)
-    slot = 0
-    while True:
-        lock_path = folder / f"worker-{slot:03d}.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            slot += 1
-            continue
-        return slot, fd
-
-
-class _AnnotatorActor:
-    """One worker: builds its backends once, annotates batches into its own store shard."""
-
-    def __init__(self, shards: str, config, mllm_spec: str, mllm_options: Mapping[str, Any],
-                 detector_spec: str, detector_options: Mapping[str, Any], backend_modules: Sequence[str]):
-        for module in backend_modules:
-            importlib.import_module(module)
-        from gbc.annotators.backends import create_detector, create_mllm
-        from gbc.annotators.engine import RecursiveAnnotator
-
-        self._shards = Path(shards)
-        self._slot, self._lock_fd = _claim_slot(self._shards)
-        self._path = self._shards / f"worker-{self._slot:03d}.lmdb"
-        self._mllm = create_mllm(mllm_spec, dict(mllm_options or {}))
-        self._detector = create_detector(detector_spec, dict(detector_options or {}))
-        self._annotator = RecursiveAnnotator(config, self._mllm, self._detector)
-        self._store = None  # opened on first batch, in this process
-
-    def _own_store(self):
-        if self._store is None:
-            import gbc
-
-            self._store = gbc.open_store(str(self._path), readonly=False)
-        return self._store
-
-    def _committed_elsewhere(self, keys: List[str]) -> Dict[str, str]:
-        """Status of the keys of ``keys`` already committed by another shard (a batch redone
-        after a crash, possibly by another actor)."""
-        import gbc
-
-        found: Dict[str, str] = {}
-        for path in sorted(self._shards.glob("*.lmdb")):
-            if path == self._path or not _has_store(path):
-                continue
-            store = gbc.open_store(str(path), readonly=True)
-            try:
-                for key in keys:
-                    record = store.status(key)
-                    if record is not None and found.get(key) != "done":
-                        found[key] = record.status
-            finally:
-                store.close()
-        return found
-
-    def __call__(self, batch: Dict[str, Any]) -> Dict[str, List[Any]]:
-        from gbc.annotators.images import ImageSource
-
-        keys = [str(k) for k in batch["key"]]
-        paths = [str(p) for p in batch["path"]]
-        store = self._own_store()
-        own = {k for k in keys if store.status(k) is not None}
-        elsewhere = self._committed_elsewhere([k for k in keys if k not in own]) if len(own) < len(keys) else {}
-        todo = [ImageSource(key=k, path=p) for k, p in zip(keys, paths) if k not in own and k not in elsewhere]
-        started = time.perf_counter()
-        if todo:
-            self._annotator.run(todo, store)
-        elapsed = time.perf_counter() - started
-        statuses = []
-        for key in keys:
-            record = store.status(key)
-            statuses.append(record.status if record is not None else elsewhere.get(key, "missing"))
-        return {
-            "key": keys,
-            "status": statuses,
-            "shard": [self._path.name] * len(keys),
-            "seconds": [elapsed / max(1, len(todo))] * len(keys),
-        }
-
-    def __del__(self):
-        # Ray ends actor processes at the end of a dataset; closing flushes nothing (commits
-        # are already durable) but releases the environment and the slot promptly.
-        store, self._store = getattr(self, "_store", None), None
-        if store is not None:
-            store.close()
-        fd = getattr(self, "_lock_fd", None)
-        if fd is not None:
-            os.close(fd)
-            self._lock_fd = None
 
 
 # ---------------------------------------------------------------------------- driver
@@ -284,7 +186,9 @@ def annotate_on_ray(
 
     Returns a summary dict: ``images``, ``skipped`` (finished before), ``submitted``,
     ``done``, ``failed``, ``missing`` (submitted but without a record: 0 unless a bug),
-    ``workers``, ``shards``, ``merged``, ``seconds``, ``images_per_s``.
+    ``per_shard`` (images reported by each worker shard), ``workers``, ``shards`` (shard
+    stores found at the end), ``merged``, ``merge`` (merge figures), ``seconds``,
+    ``ray_seconds`` (the Ray part), ``images_per_s``.
     """
     from gbc.annotators.backends import create_detector, create_mllm
 
@@ -298,11 +202,16 @@ def annotate_on_ray(
     out = Path(out_path)
     shards = shards_dir(out)
 
-    # Fail on a bad spec here, not in every actor; construction loads no weights.
+    # Fail on a bad spec or config here, not in every actor; construction loads no weights.
+    from gbc.annotators.engine import RecursiveAnnotator
+
     probes = (create_mllm(mllm_spec, dict(mllm_options or {})), create_detector(detector_spec, dict(detector_options or {})))
+    try:
+        RecursiveAnnotator(config, *probes)
+    finally:
+        for probe in probes:
+            probe.close()
     modules = _backend_modules(*probes)
-    for probe in probes:
-        probe.close()
 
     items: List[Tuple[str, str]] = []
     seen: Set[str] = set()
@@ -321,8 +230,11 @@ def annotate_on_ray(
 
     if todo:
         ray_started = time.perf_counter()
-        counts = _run_pipeline(todo, shards, config, mllm_spec, mllm_options, detector_spec,
-                               detector_options, modules, address, workers, gpus_per_worker, cpus_per_worker)
+        if retry_failed:
+            # Images failed for killing their workers get a fresh count of worker deaths.
+            (shards / DEATHS_LOG).unlink(missing_ok=True)
+        counts = _run_pipeline(todo, shards, config, mllm_spec, mllm_options, detector_spec, detector_options,
+                               modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed)
         summary.update(counts)
         summary["ray_seconds"] = round(time.perf_counter() - ray_started, 3)
 
@@ -338,11 +250,6 @@ def annotate_on_ray(
         shutil.rmtree(shards, ignore_errors=False)
         summary["merged"] = True
         summary["merge"] = {k: merged[k] for k in ("copied", "identical", "conflicts", "seconds")}
-    elif not _has_store(out) and (shard_paths or not todo):
-        # An output that exists as a store even before merging keeps gbc.open_store(out) working.
-        import gbc
-
-        gbc.open_store(str(out), readonly=False).close()
     seconds = time.perf_counter() - started
     summary["seconds"] = round(seconds, 3)
     summary["images_per_s"] = round(summary["submitted"] / seconds, 3) if summary["submitted"] and seconds > 0 else 0.0
@@ -350,8 +257,10 @@ def annotate_on_ray(
 
 
 def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
-                  modules, address, workers, gpus_per_worker, cpus_per_worker) -> Dict[str, int]:
+                  modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed) -> Dict[str, Any]:
     import ray
+
+    from gbc.distributed.worker import ShardAnnotator
 
     owns_ray = _init_ray(address)
     try:
@@ -364,25 +273,26 @@ def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         shards.mkdir(parents=True, exist_ok=True)
-        batch_size = min(_images_per_batch(config), max(MIN_IMAGES_PER_BATCH, -(-len(todo) // workers)))
-        remote_args: Dict[str, Any] = {"max_restarts": ACTOR_MAX_RESTARTS, "max_task_retries": TASK_MAX_RETRIES}
-        if gpus_per_worker:
-            remote_args["num_gpus"] = gpus_per_worker
+        # Small runs are cut finer so that every worker gets a share.
+        spread = workers * TASKS_IN_FLIGHT_PER_ACTOR * 2
+        batch_size = min(_images_per_batch(config), max(MIN_IMAGES_PER_BATCH, -(-len(todo) // spread)))
         dataset = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), workers * 4)))
         annotated = dataset.map_batches(
-            _AnnotatorActor,
+            ShardAnnotator,
             fn_constructor_kwargs={
                 "shards": str(shards), "config": config, "mllm_spec": mllm_spec,
                 "mllm_options": dict(mllm_options or {}), "detector_spec": detector_spec,
                 "detector_options": dict(detector_options or {}), "backend_modules": modules,
+                "retry_failed": retry_failed,
             },
             batch_size=batch_size,
             batch_format="numpy",
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=TASKS_IN_FLIGHT_PER_ACTOR),
             num_cpus=cpus_per_worker,
-            **remote_args,
+            num_gpus=gpus_per_worker or None,
         )
-        counts = {"done": 0, "failed": 0, "missing": 0}
+        counts: Dict[str, Any] = {"done": 0, "failed": 0, "missing": 0}
+        per_shard: Dict[str, int] = {}
         bar = _progress(len(todo))
         try:
             # One pass over the rows: the pipeline runs once and results stream in as batches finish.
@@ -392,9 +302,12 @@ def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_
                     counts[status] += 1
                 else:
                     counts["missing"] += 1
+                shard = str(row["shard"])
+                per_shard[shard] = per_shard.get(shard, 0) + 1
                 bar.update(1)
         finally:
             bar.close()
+        counts["per_shard"] = dict(sorted(per_shard.items()))
         return counts
     finally:
         if owns_ray:

@@ -1,0 +1,135 @@
+"""annotate_on_ray on a real local Ray instance (one per module) with scripted backends."""
+import collections
+import os
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+import gbc  # noqa: E402
+from gbc.annotators.config import AnnotateConfig  # noqa: E402
+from gbc.annotators.images import discover_images  # noqa: E402
+from gbc.distributed.merge import MultiStore  # noqa: E402
+from gbc.distributed.ray_runner import annotate_on_ray  # noqa: E402
+from gbc.store.lmdb_store import GraphStore  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+N_IMAGES = 16
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    # The actors import the test backend module (crashing_backend) from this folder.
+    path = os.pathsep.join([str(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("images")
+    for i in range(N_IMAGES):
+        Image.new("RGB", (96, 64), ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)).save(folder / f"img{i:02d}.png")
+    (folder / "broken.png").write_bytes(b"not an image at all")
+    return discover_images([folder])
+
+
+def config():
+    # Small engine windows make several Ray batches out of a few images.
+    return AnnotateConfig().with_overrides({"limits.images_in_flight": 4})
+
+
+def run(images, out, mllm="scripted", mllm_options=None, **kwargs):
+    return annotate_on_ray(images, out, config=config(), mllm_spec=mllm, mllm_options=mllm_options or {},
+                           detector_spec="scripted", detector_options={}, **kwargs)
+
+
+def statuses(path):
+    with GraphStore(str(path)) as store:
+        return {key: record.status for key, record in store.statuses()}
+
+
+@pytest.mark.timeout(120)
+def test_two_workers_then_resume_then_retry_failed(ray_local, images, tmp_path):
+    out = tmp_path / "out.lmdb"
+    # Simulated model latency keeps the first ready actor from finishing everything alone.
+    summary = run(images, out, workers=2, mllm_options={"latency_s": 0.15})
+    assert (summary["images"], summary["submitted"], summary["done"], summary["failed"], summary["missing"]) == (17, 17, 16, 1, 0)
+    assert len(summary["per_shard"]) == 2, summary  # both actors annotated images
+    assert sum(summary["per_shard"].values()) == 17
+    assert summary["merged"] and not (out / "shards").exists()
+    got = statuses(out)
+    assert got == {**{f"img{i:02d}.png": "done" for i in range(N_IMAGES)}, "broken.png": "failed"}
+    with GraphStore(str(out)) as store:
+        assert store.status("broken.png").reason
+        assert len(store["img03.png"].vertices) > 1
+        assert len(store.meta["merged_from"]) == 2
+
+    again = run(images, out, workers=2)  # resume: nothing new, Ray not even needed
+    assert (again["skipped"], again["submitted"], again["done"]) == (17, 0, 0)
+    assert statuses(out) == got
+
+    retry = run(images, out, workers=1, retry_failed=True)
+    assert (retry["submitted"], retry["failed"]) == (1, 1)
+    with GraphStore(str(out)) as store:
+        assert store.count("done") == 16 and store.count("failed") == 1
+
+
+@pytest.mark.timeout(150)
+def test_killed_worker_is_restarted_and_nothing_is_lost_or_duplicated(ray_local, images, tmp_path):
+    import crashing_backend  # noqa: F401  (registers "crash-once" in this process too)
+
+    good = [image for image in images if image.key != "broken.png"]
+    out, marker, log = tmp_path / "out.lmdb", tmp_path / "crashed", tmp_path / "calls.log"
+    options = {"crash_on": "img09.png", "marker": str(marker), "log": str(log)}
+    summary = run(good, out, mllm="crash-once", mllm_options=options, workers=2, merge=False)
+    assert marker.exists(), "the worker never crashed: the test proves nothing"
+    assert (summary["done"], summary["failed"], summary["missing"]) == (N_IMAGES, 0, 0)
+
+    # Every image is committed exactly once across the shards.
+    shards = sorted((out / "shards").glob("*.lmdb"))
+    assert 1 <= len(shards) <= 3
+    seen = collections.Counter(k for shard in shards for k, status in statuses(shard).items() if status == "done")
+    assert set(seen) == {image.key for image in good} and set(seen.values()) == {1}
+
+    # The crashing image was asked twice, by two processes; images committed before the crash were not redone.
+    calls = [line.split() for line in log.read_text().splitlines()]
+    by_key = collections.defaultdict(list)
+    for pid, key in calls:
+        by_key[key].append(pid)
+    assert len(by_key["img09.png"]) == 2 and len(set(by_key["img09.png"])) == 2
+    redone = [k for k, pids in by_key.items() if len(pids) > 1]
+    assert len(redone) <= 4 * 2  # at most the dead actor's in-flight batches (4 images each)
+
+    # Before merging, gbc.open_store reads the shards as one store.
+    with gbc.open_store(str(out)) as view:
+        assert isinstance(view, MultiStore) and len(view) == N_IMAGES
+
+    # A rerun has nothing left to annotate and merges the shards.
+    rerun = run(good, out, workers=2)
+    assert (rerun["submitted"], rerun["merged"]) == (0, True)
+    assert statuses(out) == {image.key: "done" for image in good}
+    assert not (out / "shards").exists()
+
+
+@pytest.mark.timeout(150)
+def test_an_image_that_always_kills_its_worker_ends_failed(ray_local, images, tmp_path):
+    import crashing_backend  # noqa: F401
+
+    good = [image for image in images if image.key != "broken.png"][:8]
+    out, log = tmp_path / "out.lmdb", tmp_path / "calls.log"
+    summary = run(good, out, mllm="crash-once", mllm_options={"crash_on": "img03.png", "log": str(log)}, workers=2)
+    assert (summary["done"], summary["failed"], summary["missing"]) == (7, 1, 0)
+    with GraphStore(str(out)) as store:
+        record = store.status("img03.png")
+        assert (record.status, record.error_type) == ("failed", "WorkerDied")
+        assert "died 2 times" in record.reason
+        assert store.count("done") == 7
+    pids = {line.split()[0] for line in log.read_text().splitlines() if line.endswith(" img03.png")}
+    assert len(pids) == 2  # killed two workers, then was not tried again
