@@ -169,19 +169,45 @@ class BackendWorker(threading.Thread):
                 if batch:
                     return batch
 
+    def _take_full(self) -> Optional[List[Task]]:
+        """A full batch if one is already waiting (never blocks, never takes a partial batch)."""
+        with self._cond:
+            if self._stopping or len(self._heap) < self.batch_size:
+                return None
+            batch = []
+            while self._heap and len(batch) < self.batch_size:
+                task = heapq.heappop(self._heap)[2]
+                if not getattr(task.job, "finished", False):
+                    batch.append(task)
+            return batch or None
+
+    def _prepare(self, batch: List[Task]) -> tuple:
+        outcome = BatchOutcome(worker=self.label, tasks=[])
+        requests = []
+        for task in batch:
+            try:
+                requests.append(task.build())
+                outcome.tasks.append(task)
+            except Exception as exc:  # a crop that cannot be made fails only its image
+                outcome.build_errors.append((task, exc))
+        return outcome, requests
+
     def run(self) -> None:
+        ahead: Optional[_Prepared] = None
         while True:
-            batch = self._take()
-            if batch is None:
-                return
-            outcome = BatchOutcome(worker=self.label, tasks=[])
-            requests = []
-            for task in batch:
-                try:
-                    requests.append(task.build())
-                    outcome.tasks.append(task)
-                except Exception as exc:  # a crop that cannot be made fails only its image
-                    outcome.build_errors.append((task, exc))
+            if ahead is not None:
+                outcome, requests = ahead.wait()
+                ahead = None
+            else:
+                batch = self._take()
+                if batch is None:
+                    return
+                outcome, requests = self._prepare(batch)
+            # While the backend works on this batch, cut the crops of the next one when a
+            # full batch is already waiting: the backend then never waits for the CPU.
+            full = self._take_full()
+            if full is not None:
+                ahead = _Prepared(self._prepare, full)
             if requests:
                 self._run_batch(requests, outcome)
             self._events.put(outcome)
@@ -247,3 +273,20 @@ class BackendWorker(threading.Thread):
 
         solve(0, len(requests), error)
         return results, errors
+
+
+class _Prepared:
+    """Builds a batch's requests in a helper thread; ``wait()`` returns ``(outcome, requests)``."""
+
+    def __init__(self, prepare: Callable[[List[Task]], tuple], batch: List[Task]):
+        self._result: Optional[tuple] = None
+        self._thread = threading.Thread(target=self._run, args=(prepare, batch), name="gbc-prepare", daemon=True)
+        self._thread.start()
+
+    def _run(self, prepare, batch) -> None:
+        self._result = prepare(batch)
+
+    def wait(self) -> tuple:
+        self._thread.join()
+        assert self._result is not None
+        return self._result
