@@ -69,8 +69,21 @@ def _create(kind: str, table: Dict[str, Type], spec: str, options: Optional[Mapp
     try:
         opts = cls.Options(**dict(options or {}))
     except Exception as exc:  # pydantic.ValidationError
-        raise BackendError(f"invalid options for {kind} backend {name!r}: {exc}") from exc
+        raise BackendError(f"invalid options for {kind} backend {name!r}: {_one_line(exc)}") from exc
     return cls(argument, opts)
+
+
+def _one_line(exc: Exception) -> str:
+    """A validation error as one line (``option: message; ...``), for command-line errors."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    parts = []
+    for err in errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "options"
+        message = "unknown option" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
 
 
 def create_mllm(spec: str, options: Optional[Mapping[str, Any]] = None):
