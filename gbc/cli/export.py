@@ -12,7 +12,14 @@ from gbc.cli.common import handle_errors, progress
 from gbc.export.captions import DEFAULT_EXCLUDED_DESC_LABELS, STRATEGIES, CaptionFilter
 from gbc.export.images import DEFAULT_JPEG_QUALITY
 from gbc.export.tokens import CLIP_MAX_TOKENS
-from gbc.export.writers import DEFAULT_SHARD_SIZE, FORMATS, MISSING_POLICIES, ExportOptions, export_graphs
+from gbc.export.writers import (
+    DEFAULT_SHARD_SIZE,
+    FORMATS,
+    GRAPH_JSON_POLICIES,
+    MISSING_POLICIES,
+    ExportOptions,
+    export_graphs,
+)
 from gbc.schemas import DESC_LABELS, VERTEX_LABELS
 
 _TOKEN_MODES = {"auto": None, "exact": True, "estimate": False}
@@ -48,13 +55,15 @@ _TOKEN_MODES = {"auto": None, "exact": True, "estimate": False}
 @click.option("--text-only", is_flag=True, help="Write no images (every graph is exported).")
 @click.option("--missing", type=click.Choice(MISSING_POLICIES), default="skip", show_default=True,
               help="Graphs whose image file is missing: skip them (counted) or export them text-only.")
+@click.option("--graph-json", type=click.Choice(GRAPH_JSON_POLICIES), default="first", show_default=True,
+              help="wds: which samples' .json carry the whole graph: the first row of each graph, every row, or none.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=DEFAULT_JPEG_QUALITY, show_default=True)
 @click.option("--validate", is_flag=True, help="Check every graph's invariants while reading.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
 def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[str, ...], desc_labels: Tuple[str, ...],
            min_box_size: float, max_depth: Optional[int], max_tokens: int, token_mode: str, images_root: Optional[Path],
-           max_side: Optional[int], shard_size: int, text_only: bool, missing: str, jpeg_quality: int,
+           max_side: Optional[int], shard_size: int, text_only: bool, missing: str, graph_json: str, jpeg_quality: int,
            validate: bool, as_json: bool):
     """Export captions (and images) of the graphs in SRC for CLIP training.
 
@@ -83,7 +92,8 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
     )
     options = ExportOptions(fmt=fmt, strategy=strategy, caption_filter=flt,
                             images_root=str(images_root) if images_root else None, max_side=max_side,
-                            shard_size=shard_size, text_only=text_only, missing=missing, jpeg_quality=jpeg_quality)
+                            shard_size=shard_size, text_only=text_only, missing=missing, jpeg_quality=jpeg_quality,
+                            graph_json=graph_json)
     pairs, total = open_source(src, validate=validate)
     with progress(pairs, total=total, desc="export", unit="graph") as bar:
         summary = export_graphs(bar, out, options)

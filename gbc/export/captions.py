@@ -90,7 +90,7 @@ class CaptionFilter:
         return out
 
 
-@dataclass
+@dataclass(slots=True)
 class CaptionRow:
     """One training text. ``bbox`` (relative xyxy) is set when the text describes a region crop."""
 

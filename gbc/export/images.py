@@ -85,10 +85,17 @@ class ImageEncoder:
 
             with Image.open(self.path) as probe:
                 size, fmt = probe.size, probe.format
-            fits = self.max_side is None or max(size) <= self.max_side
-            if fmt == "JPEG" and fits:
-                self._whole = EncodedImage(self.path.read_bytes(), size[0], size[1], size[0], size[1], copied=True)
-            else:
+                fits = self.max_side is None or max(size) <= self.max_side
+                if fmt == "JPEG" and fits:
+                    self._whole = EncodedImage(self.path.read_bytes(), size[0], size[1], size[0], size[1], copied=True)
+                elif fmt == "JPEG" and self._image is None:
+                    # Let the JPEG decoder skip detail the resize throws away (2-8x faster).
+                    scale = self.max_side / max(size)
+                    probe.draft("RGB", (max(1, int(size[0] * scale)), max(1, int(size[1] * scale))))
+                    probe.load()
+                    image = probe.convert("RGB") if probe.mode != "RGB" else probe
+                    self._whole = self._encode(image, size)
+            if self._whole is None:
                 image = self._open()
                 self._whole = self._encode(image, image.size)
         return self._whole

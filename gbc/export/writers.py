@@ -19,6 +19,9 @@ Layouts:
   ``<key>.json`` (key, caption metadata and the whole graph) per sample, with keys of 9 digits
   (shard number then index in the shard) as img2dataset writes them; beside each tar a
   ``00000.parquet`` index (key, caption, status, sizes, ...) and a ``00000_stats.json``.
+  By default (``graph_json="first"``) only the first sample of each graph carries the
+  graph; the others name it by ``image_key``. ``"all"`` repeats it in every sample (a
+  graph has ~16 rows under ``gbc-captions``: the graph copies are then most of a shard).
 - ``parquet``: ``00000.parquet``, ... with flat columns (``key``, ``image_key``, ``caption``,
   ``caption_type``, ``vertex_id``, ``vertex_label``, ``desc_label``, ``left``, ``top``,
   ``right``, ``bottom``, ``image_path``, ``image`` (JPEG bytes, null when text-only),
@@ -28,9 +31,7 @@ Layouts:
 from __future__ import annotations
 
 import csv
-import io
 import json
-import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,9 @@ PARQUET_ROW_GROUP = 2_000
 MAX_ERRORS_KEPT = 20
 #: What to do with a graph whose image file is missing: skip it, or export its rows text-only.
 MISSING_POLICIES = ("skip", "text")
+#: Which WebDataset samples carry the whole graph in their .json: every sample, only the
+#: first sample of each graph (the others name it by ``image_key``), or none.
+GRAPH_JSON_POLICIES = ("all", "first", "none")
 
 
 @dataclass
@@ -64,6 +68,7 @@ class ExportOptions:
     text_only: bool = False
     missing: str = "skip"
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    graph_json: str = "first"
 
     def __post_init__(self):
         if self.fmt not in FORMATS:
@@ -73,6 +78,8 @@ class ExportOptions:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.missing not in MISSING_POLICIES:
             raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {self.missing!r}")
+        if self.graph_json not in GRAPH_JSON_POLICIES:
+            raise ValueError(f"graph_json must be one of {', '.join(GRAPH_JSON_POLICIES)}, got {self.graph_json!r}")
 
 
 @dataclass
@@ -165,9 +172,10 @@ class CsvWriter:
 
     def write_graph(self, g: _Graph, rows: List[CaptionRow], images: List[Optional[EncodedImage]]) -> None:
         cache: Dict = {}
-        for row, image in zip(rows, images):
-            filepath = g.recorded_path() if image is None else self._image_file(g, row, image, cache)
-            self._csv.writerow([filepath, row.text])
+        self._csv.writerows(
+            (g.recorded_path() if image is None else self._image_file(g, row, image, cache), row.text)
+            for row, image in zip(rows, images)
+        )
 
     def close(self) -> None:
         self._fh.close()
@@ -208,12 +216,61 @@ class _ShardedWriter:
         raise NotImplementedError
 
 
-def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0  # reproducible shards
-    info.mode = 0o444
-    tar.addfile(info, io.BytesIO(data))
+_ZEROS = bytes(512)
+
+
+class _TarWriter:
+    """A minimal writer of POSIX ustar archives of regular files (what WebDataset reads).
+
+    ``tarfile`` builds each header through several layers of Python and dominates a
+    text-only export; this writes the same 512-byte headers directly. Names must fit the
+    100-byte name field (sample keys do).
+    """
+
+    _BLOCK = 512
+    _FLUSH_BYTES = 1 << 20
+
+    def __init__(self, path: Path):
+        self._fh = open(path, "wb")
+        self._parts: List[bytes] = []
+        self._pending = 0
+        template = bytearray(self._BLOCK)
+        template[100:108] = b"0000444\0"  # mode r--r--r--
+        template[108:116] = b"0000000\0"  # uid
+        template[116:124] = b"0000000\0"  # gid
+        template[136:148] = b"00000000000\0"  # mtime 0: reproducible shards
+        template[148:156] = b"        "  # the checksum field counts as spaces while summing
+        template[156:157] = b"0"  # regular file
+        template[257:265] = b"ustar\x0000"
+        self._template = bytes(template)
+        # The checksum is the byte sum of the header: constant part + name + size.
+        self._base_sum = sum(template)
+
+    def add(self, name: str, data: bytes) -> None:
+        raw = name.encode("utf-8")
+        if len(raw) > 100:
+            raise ValueError(f"tar member name too long: {name!r}")
+        size = b"%011o\0" % len(data)
+        t = self._template
+        checksum = b"%06o\0 " % (self._base_sum + sum(raw) + sum(size))
+        parts = self._parts
+        parts += (raw, t[len(raw):124], size, t[136:148], checksum, t[156:], data)
+        pad = -len(data) % self._BLOCK
+        if pad:
+            parts.append(_ZEROS[:pad])
+        self._pending += len(data) + self._BLOCK
+        if self._pending >= self._FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._fh.write(b"".join(self._parts))
+        self._parts.clear()
+        self._pending = 0
+
+    def close(self) -> None:
+        self._flush()
+        self._fh.write(bytes(2 * self._BLOCK))  # end-of-archive marker
+        self._fh.close()
 
 
 class WdsWriter(_ShardedWriter):
@@ -221,7 +278,7 @@ class WdsWriter(_ShardedWriter):
 
     def _open_shard(self) -> None:
         self._tar_path = self.out / f"{self.shard:05d}.tar"
-        self._tar = tarfile.open(self._tar_path, "w", format=tarfile.USTAR_FORMAT)
+        self._tar = _TarWriter(self._tar_path)
         self._columns = _wds_index_columns()
         self._index: Dict[str, list] = {k: [] for k in self._columns}
         self._stats = Counter()
@@ -244,17 +301,20 @@ class WdsWriter(_ShardedWriter):
     def write_graph(self, g: _Graph, rows: List[CaptionRow], images: List[Optional[EncodedImage]]) -> None:
         import msgspec
 
-        for row, image in zip(rows, images):
+        policy = self.options.graph_json
+        for i, (row, image) in enumerate(zip(rows, images)):
             key = self._next_key()
             meta = {"key": key, **_row_meta(g, row)}
             if image is not None:
                 meta.update(width=image.width, height=image.height,
                             original_width=image.original_width, original_height=image.original_height)
-                _tar_add(self._tar, f"{key}.jpg", image.data)
-            _tar_add(self._tar, f"{key}.txt", row.text.encode("utf-8"))
-            # The graph is encoded once per graph and spliced into each sample's metadata.
+                self._tar.add(f"{key}.jpg", image.data)
+            self._tar.add(f"{key}.txt", row.text.encode("utf-8"))
             head = msgspec.json.encode(meta)
-            _tar_add(self._tar, f"{key}.json", head[:-1] + b',"graph":' + g.graph_json + b"}")
+            if policy == "all" or (policy == "first" and i == 0):
+                # The graph is encoded once per graph and spliced into the sample's metadata.
+                head = head[:-1] + b',"graph":' + g.graph_json + b"}"
+            self._tar.add(f"{key}.json", head)
             idx = self._index
             idx["key"].append(key)
             idx["caption"].append(row.text)

@@ -203,3 +203,16 @@ def test_source_reads_a_store_with_its_keys(tmp_path):
     out = tmp_path / "o.csv"
     s = export_graphs(open_source(tmp_path / "s.lmdb")[0], out, ExportOptions(fmt="csv", strategy="short", text_only=True))
     assert s.rows == 4
+
+
+@pytest.mark.parametrize("policy, with_graph", [("all", 3), ("first", 1), ("none", 0)])
+def test_wds_graph_json_policy(dataset, tmp_path, policy, with_graph):
+    graphs, images = dataset
+    out = tmp_path / "w"
+    export_graphs(keyed(graphs[:1]), out, ExportOptions(fmt="wds", images_root=str(images), strategy="region",
+                                                      graph_json=policy))
+    with tarfile.open(out / "00000.tar") as tar:
+        metas = [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
+    assert len(metas) == 3
+    assert sum("graph" in m for m in metas) == with_graph
+    assert all(m["image_key"] == "/somewhere/else/two.jpg" for m in metas)
