@@ -303,7 +303,8 @@ class ReplayMllm(_ReplayBase):
             if v is None or v.label != "entity":
                 return parsers.format_entity_answer("", [], present=False)
             features = [parsers.TaggedEntity(text=n, label=lab) for n, lab in rec.child_names(vertex_id)]
-            return parsers.format_entity_answer(_first_desc(v, "detail"), features)
+            shorts = [d.text for d in v.descs if d.label == "short"]
+            return parsers.format_entity_answer(_first_desc(v, "detail"), features, shorts=shorts)
         if kind == "composition":
             v = rec.vertex(vertex_id)
             if v is None or v.label != "composition":

@@ -31,7 +31,7 @@ def _graph() -> GbcGraph:
         "": [("A brown dog plays with a ball near two Trees on a lawn.", "detail"),
              ("A dog and trees on the lawn.", "short")],
         "dog": [("A brown dog wearing a red collar, holding a ball.", "detail")],
-        "dog_collar": [("A red leather collar.", "detail")],
+        "dog_collar": [("A red leather collar.", "detail"), ("Leather collar.", "short")],
         "trees_0": [("A tall tree.", "detail")], "trees_2": [("A short tree.", "detail")],
         "ball": [("A small ball.", "detail")],
         "trees": [("Tree 1 is left of tree 2. ", "composition"), ("Both trees are green.", "short")],
@@ -132,7 +132,8 @@ def test_entity_answers_follow_the_recorded_vertices(graphs_file):
     parsed = parsers.parse_entity_answer(dog, "dog")
     assert parsed.present and parsed.detail.startswith("A brown dog")
     assert [(e.text, e.label) for e in parsed.entities] == [("collar", "single"), ("ball", "single")]
-    assert parsers.parse_entity_answer(collar, "collar").entities == []
+    collar = parsers.parse_entity_answer(collar, "collar")
+    assert collar.entities == [] and collar.shorts == ["Leather collar."]
     assert not parsers.parse_entity_answer(missing, "leash").present
     assert not parsers.parse_entity_answer(trees_1, "trees").present  # the dropped middle box
 
