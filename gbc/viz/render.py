@@ -82,9 +82,10 @@ def draw_boxes(image, graph: GbcGraph, highlight: Optional[str] = None, labels: 
     out = image.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
     w, h = out.size
-    ref = (w + h) / 2
-    width = max(2, int(ref / 250))
-    font = _font(int(ref / 45))
+    # Sizes follow the longer side, so names stay legible on narrow portrait images.
+    ref = max(w, h)
+    width = max(2, int(ref / 300))
+    font = _font(int(ref / 48))
     near = neighbourhood(graph, highlight)
     # Large boxes first, so small ones and their names end up on top.
     vertices = sorted((v for v in graph.vertices if v.label in labels), key=lambda v: -v.bbox.area())
@@ -110,7 +111,8 @@ def draw_boxes(image, graph: GbcGraph, highlight: Optional[str] = None, labels: 
         tw, th = tb[2] - tb[0] + 2 * line, tb[3] - tb[1] + 2 * line
         tx, ty = _place_tag(box, tw, th, w, h, placed)
         placed.append((tx, ty, tx + tw, ty + th))
-        draw.rectangle((tx, ty, tx + tw, ty + th), fill=colour)
+        # A white rim keeps a tag visible on a background of its own colour (a blue tag on sky).
+        draw.rectangle((tx, ty, tx + tw, ty + th), fill=colour, outline=(255, 255, 255), width=1)
         draw.text((tx + line - tb[0], ty + line - tb[1]), name, fill=(255, 255, 255), font=font)
     return out
 
