@@ -6,21 +6,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine_fakes import MemoryStore, TableDetector, TableMllm, install_missing_standins
+from engine_fakes import MemoryStore, TableDetector, TableMllm
 
-install_missing_standins()
-
-from gbc.annotators.answers import (  # noqa: E402
+from gbc.annotators.answers import (
     TaggedEntity,
     format_composition_answer,
     format_entity_answer,
     format_image_answer,
     format_relation_answer,
 )
-from gbc.annotators.backends.registry import create_detector, create_mllm  # noqa: E402
-from gbc.annotators.config import AnnotateConfig  # noqa: E402
-from gbc.annotators.engine import RecursiveAnnotator  # noqa: E402
-from gbc.annotators.images import ImageSource, discover_images  # noqa: E402
+from gbc.annotators.backends.registry import create_detector, create_mllm
+from gbc.annotators.config import AnnotateConfig
+from gbc.annotators.engine import RecursiveAnnotator
+from gbc.annotators.images import ImageSource, discover_images
 
 ID_PART = r"[^_\[\]|]+"
 ENTITY_ID = re.compile(rf"^{ID_PART}(_({ID_PART}))*$")

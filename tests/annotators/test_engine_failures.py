@@ -6,16 +6,14 @@ import time
 import numpy as np
 from PIL import Image
 
-from engine_fakes import MemoryStore, TableDetector, TableMllm, install_missing_standins
+from engine_fakes import MemoryStore, TableDetector, TableMllm
 
-install_missing_standins()
-
-from gbc.annotators.backends.registry import create_detector, create_mllm  # noqa: E402
-from gbc.annotators.config import AnnotateConfig  # noqa: E402
-from gbc.annotators.engine import RecursiveAnnotator  # noqa: E402
-from gbc.annotators.images import ImageSource, discover_images  # noqa: E402
-from gbc.annotators.scheduler import BackendWorker, RetryPolicy, Task  # noqa: E402
-from test_engine import SCENE_BOXES, make_images, scene_answers  # noqa: E402
+from gbc.annotators.backends.registry import create_detector, create_mllm
+from gbc.annotators.config import AnnotateConfig
+from gbc.annotators.engine import RecursiveAnnotator
+from gbc.annotators.images import ImageSource, discover_images
+from gbc.annotators.scheduler import BackendWorker, RetryPolicy, Task
+from test_engine import SCENE_BOXES, make_images, scene_answers
 
 FAST_RETRY = {"mllm.backoff_s": 0.001, "detector.backoff_s": 0.001, "mllm.retries": 2, "detector.retries": 2}
 
