@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Dict, Iterable, Iterator, Union
 
 from gbc.schemas.graph import GbcGraph
-from gbc.store.codec import decode_in_batches, one_line_error
+from gbc.store.codec import one_line_error
 
 PathLike = Union[str, os.PathLike]
 
@@ -131,13 +131,12 @@ def parse_graph_record(data: Union[bytes, str, Dict[str, Any]], where: str) -> G
 
 
 def _read_jsonl(path: Path) -> Iterator:
-    def parse(numbered):
-        where = f"{path}, line {numbered[0]}"
-        return where, parse_graph_record(numbered[1], where)
-
     with _open_binary(path) as f:
-        lines = ((n, line) for n, line in enumerate(f, 1) if line.strip())
-        yield from decode_in_batches(parse, lines)
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {lineno}"
+            yield where, parse_graph_record(line, where)
 
 
 def _read_json_array(path: Path) -> Iterator:

@@ -34,7 +34,7 @@ import msgspec
 from pydantic import BaseModel
 
 from gbc.schemas.graph import GbcGraph
-from gbc.store.codec import ValueCodec, ValueDecodeError, decode_in_batches
+from gbc.store.codec import ValueCodec, ValueDecodeError
 
 #: Layout version of the store as a whole (sub-databases and meta keys).
 STORE_FORMAT_VERSION = 1
@@ -272,6 +272,8 @@ class GraphStore:
         self._closed = False
         if readonly:
             self._check_is_store()
+        elif self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"cannot create a graph store at {str(self.path)!r}: a file of that name exists")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
         self._generation = _GENERATION
@@ -579,10 +581,10 @@ class GraphStore:
 
     def values(self) -> Iterator[GbcGraph]:
         """Graphs in key order (read in short transactions: writes made meanwhile may show up)."""
-        return decode_in_batches(lambda kv: self._decode_graph(*kv), self._scan(b"graphs"))
+        return (self._decode_graph(k, v) for k, v in self._scan(b"graphs"))
 
     def items(self) -> Iterator[Tuple[str, GbcGraph]]:
-        return decode_in_batches(lambda kv: (kv[0], self._decode_graph(*kv)), self._scan(b"graphs"))
+        return ((k, self._decode_graph(k, v)) for k, v in self._scan(b"graphs"))
 
     def raw_items(self) -> Iterator[Tuple[str, bytes]]:
         """``(key, stored value)`` pairs, for copying graphs between stores without decoding."""
