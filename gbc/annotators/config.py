@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -98,6 +98,8 @@ class QueriesConfig(_Section):
     include_relation: bool = Field(True, description="relation query for each image/entity vertex with >= 2 child groups")
     merge_overlap_threshold: float = Field(0.85, ge=0, le=1, description="a new box overlapping an existing vertex by more than this (both ways) with the same object name becomes that vertex")
     mask_inside_threshold: float = Field(0.85, ge=0, le=1, description="threshold of the sub/super masks written in the graph")
+    same_object: Literal["rule", "semantic"] = Field("rule", description="how merged duplicates must be named: 'rule' = equal singular forms; 'semantic' = also synonyms by sentence-embedding similarity (needs gbc[semantic])")
+    semantic_threshold: float = Field(0.8, ge=0, le=1, description="cosine similarity at or above which two names count as the same object (same_object: semantic)")
 
 
 class GenerationConfig(_Section):

@@ -296,7 +296,6 @@ class ImageJob:
 
     def _mint_level(self, level: int) -> List[Task]:
         s = self.settings
-        text = s.text
         thr = s.merge_overlap_threshold
         # canonical order: parents in minting order, then phrases, then boxes by score
         rank = {vid: i for i, vid in enumerate(self.order)}
@@ -309,7 +308,7 @@ class ImageJob:
             for phrase, label, boxes in phrases:
                 group = Group(phrase=phrase, label=label, prefix=child_id(parent_id, phrase))
                 for i, box in enumerate(boxes):
-                    target = self._find_duplicate(box, phrase, blocked, thr, text)
+                    target = self._find_duplicate(box, phrase, blocked, thr)
                     if target is not None:
                         other = self.nodes[target]
                         other.bbox = union_bboxes([other.bbox, box])
@@ -360,12 +359,12 @@ class ImageJob:
                     stack.append(p)
         return seen
 
-    def _find_duplicate(self, box: Bbox, phrase: str, blocked: set, thr: float, text) -> Optional[str]:
+    def _find_duplicate(self, box: Bbox, phrase: str, blocked: set, thr: float) -> Optional[str]:
         for vid in self.order:
             node = self.nodes[vid]
             if node.level == 0 or vid in blocked or (node.answered and not node.present):
                 continue
-            if box.is_overlapped(node.bbox, thr) and any(text.same_object(phrase, n) for n in node.names):
+            if box.is_overlapped(node.bbox, thr) and any(self.settings.same_object(phrase, n) for n in node.names):
                 return vid
         return None
 
@@ -521,6 +520,7 @@ class JobSettings:
     prompts_module: Any = None
     detection: Any = None
     composition: Any = None
+    same_object: Any = None  # (name, name) -> bool used by duplicate merging
 
     @classmethod
     def from_config(cls, config) -> "JobSettings":
@@ -548,4 +548,15 @@ class JobSettings:
             prompts_module=prompts,
             detection=detection,
             composition=composition,
+            same_object=_same_object_test(q),
         )
+
+
+def _same_object_test(queries):
+    from gbc.annotators import text
+
+    if queries.same_object == "semantic":
+        from gbc.annotators.semantic import SemanticSameObject
+
+        return SemanticSameObject(threshold=queries.semantic_threshold)
+    return text.same_object

