@@ -216,3 +216,15 @@ def test_wds_graph_json_policy(dataset, tmp_path, policy, with_graph):
     assert len(metas) == 3
     assert sum("graph" in m for m in metas) == with_graph
     assert all(m["image_key"] == "/somewhere/else/two.jpg" for m in metas)
+
+
+def test_parquet_loads_with_hugging_face_datasets(dataset, tmp_path):
+    datasets = pytest.importorskip("datasets")  # not a dependency: checked where it is installed
+    graphs, images = dataset
+    out = tmp_path / "pq"
+    s = export_graphs(keyed(graphs), out, ExportOptions(fmt="parquet", images_root=str(images), shard_size=5))
+    ds = datasets.load_dataset("parquet", data_files=sorted(str(p) for p in out.glob("*.parquet")), split="train",
+                               cache_dir=str(tmp_path / "cache"))
+    assert ds.num_rows == s.rows
+    ds = ds.cast_column("image", datasets.Image())
+    assert ds[0]["image"].size == (200, 100)
