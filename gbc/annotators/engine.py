@@ -176,6 +176,8 @@ class RecursiveAnnotator:
                 if event is _END:
                     loading = False
                     continue
+                if isinstance(event, _LoaderFailure):
+                    raise event.error
                 if isinstance(event, tuple):  # (source, image or ImageLoadError)
                     source, image = event
                     summary.images += 1
@@ -220,6 +222,8 @@ class RecursiveAnnotator:
                 except Exception as exc:  # an unexpected decoder failure is still this image's failure
                     image = ImageLoadError(f"{type(exc).__name__}: {exc}", type(exc).__name__)
                 events.put((source, image))
+        except BaseException as exc:  # the image list itself failed: the engine re-raises it
+            events.put(_LoaderFailure(exc))
         finally:
             events.put(_END)
 
@@ -286,6 +290,11 @@ class _BackendFailure(Exception):
         super().__init__(reason)
         self.reason = reason
         self.error_type = error_type
+
+
+class _LoaderFailure:
+    def __init__(self, error: BaseException):
+        self.error = error
 
 
 class _InternalGraphError(Exception):

@@ -247,3 +247,17 @@ def test_assembly_error_fails_only_that_image(tmp_path, monkeypatch):
     assert (summary.done, summary.failed) == (2, 1)
     assert store.records[images[0].key].reason == "KeyError: 'simulated assembly bug'"
     assert store.provenance[images[0].key]["answers"]  # raw answers kept for a later re-parse
+
+
+def test_error_in_the_image_list_is_raised(tmp_path):
+    import pytest
+
+    images = make_images(tmp_path / "imgs", 2)
+
+    def listing():
+        yield images[0]
+        raise OSError("listing broke")
+
+    store = MemoryStore()
+    with pytest.raises(OSError, match="listing broke"):
+        RecursiveAnnotator(AnnotateConfig(), create_mllm("scripted"), create_detector("scripted")).run(listing(), store)
