@@ -261,3 +261,30 @@ def test_error_in_the_image_list_is_raised(tmp_path):
     store = MemoryStore()
     with pytest.raises(OSError, match="listing broke"):
         RecursiveAnnotator(AnnotateConfig(), create_mllm("scripted"), create_detector("scripted")).run(listing(), store)
+
+
+def test_nothing_is_retained_after_commit(tmp_path):
+    import gc
+    import weakref
+
+    from gbc.annotators.job import ImageJob
+
+    images = make_images(tmp_path / "imgs", 6)
+    alive = []
+    original_init = ImageJob.__init__
+
+    def tracking_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        alive.append(weakref.ref(self))
+
+    ImageJob.__init__ = tracking_init
+    try:
+        store = MemoryStore()
+        config = AnnotateConfig().with_overrides({"limits.images_in_flight": 2})
+        annotator = RecursiveAnnotator(config, create_mllm("scripted"), create_detector("scripted"))
+        summary = annotator.run(images, store)
+    finally:
+        ImageJob.__init__ = original_init
+    assert summary.done == 6 and len(alive) == 6
+    gc.collect()
+    assert [ref() for ref in alive if ref() is not None] == []
