@@ -121,12 +121,16 @@ class ComputeWithScriptedAnswers:
     def generate(self, requests):
         from gbc.annotators.backends.base import GenerationOptions
 
-        sent = []
+        by_length = {}
         for r in requests:
             n = self.tokens.get(r.kind, r.options.max_new_tokens)
             system = r.system_prompt if self.prompt_chars is None else r.system_prompt[: self.prompt_chars]
-            sent.append(dataclasses.replace(r, system_prompt=system, options=GenerationOptions(max_new_tokens=n)))
-        self.real.generate(sent)
+            by_length.setdefault(n, []).append(
+                dataclasses.replace(r, system_prompt=system, options=GenerationOptions(max_new_tokens=n)))
+        for n, sent in by_length.items():
+            # every answer exactly n tokens long, whatever the random model emits
+            self.real.options.generation_kwargs["min_new_tokens"] = n
+            self.real.generate(sent)
         return self.scripted.generate(requests)
 
     def detect(self, requests):
