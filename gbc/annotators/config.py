@@ -39,6 +39,7 @@ class BackendConfig(_Section):
     spec: Optional[str] = Field(None, description="backend spec string, e.g. 'transformers:<model>' or 'scripted'")
     options: Dict[str, Any] = Field(default_factory=dict, description="backend options (validated by the backend)")
     batch_size: Optional[int] = Field(None, ge=1, description="largest batch sent in one call; default: the backend's max_batch_size")
+    concurrency: int = Field(1, ge=1, description="calls in flight at once (raise it for servers that batch continuously; keep 1 for a local GPU)")
     timeout_s: float = Field(600.0, gt=0, description="a call that takes longer counts as failed (then retried)")
     retries: int = Field(2, ge=0, description="retries of a failed call before its images fail")
     backoff_s: float = Field(1.0, ge=0, description="sleep before the first retry; doubled at each further retry")

@@ -109,9 +109,9 @@ class RecursiveAnnotator:
         summary = RunSummary()
         start = time.perf_counter()
         mllm_worker = BackendWorker("mllm", self.mllm.generate, self._batch_size(cfg.mllm, self.mllm),
-                                    _policy(cfg.mllm), events)
+                                    _policy(cfg.mllm), events, concurrency=cfg.mllm.concurrency)
         det_worker = BackendWorker("detector", self.detector.detect, self._batch_size(cfg.detector, self.detector),
-                                   _policy(cfg.detector), events)
+                                   _policy(cfg.detector), events, concurrency=cfg.detector.concurrency)
         self.workers = {"mllm": mllm_worker, "detector": det_worker}
         slots = threading.Semaphore(cfg.limits.images_in_flight)
         stop_loading = threading.Event()

@@ -112,8 +112,12 @@ def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
     return box["value"]
 
 
-class BackendWorker(threading.Thread):
-    """Forms batches from pending tasks and calls ``call(requests) -> results`` for each."""
+class BackendWorker:
+    """Forms batches from pending tasks and calls ``call(requests) -> results`` for each.
+
+    ``concurrency`` threads share the queue, so that many calls can be in flight at once
+    (for servers that batch continuously); with the default 1, calls never overlap.
+    """
 
     def __init__(
         self,
@@ -123,9 +127,12 @@ class BackendWorker(threading.Thread):
         policy: RetryPolicy,
         events: "queue.Queue",
         sleep: Callable[[float], None] = time.sleep,
+        concurrency: int = 1,
     ):
-        super().__init__(name=f"gbc-{name}", daemon=True)
         self.label = name
+        self._threads = [threading.Thread(target=self.run, name=f"gbc-{name}-{i}", daemon=True)
+                         for i in range(max(1, int(concurrency)))]
+        self._stats_lock = threading.Lock()
         self._call = call
         self.batch_size = max(1, int(batch_size))
         self.policy = policy
@@ -138,6 +145,10 @@ class BackendWorker(threading.Thread):
         self.stats = CallStats(batch_size=self.batch_size)
 
     # ------------------------------------------------------------------ engine side
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
     def submit(self, task: Task) -> None:
         with self._cond:
             heapq.heappush(self._heap, (task.priority, next(self._counter), task))
@@ -233,9 +244,11 @@ class BackendWorker(threading.Thread):
                 got = len(results) if isinstance(results, list) else type(results).__name__
                 raise RuntimeError(f"backend returned {got} results for {len(requests)} requests")
         finally:
-            self.stats.busy_s += time.perf_counter() - start
-        self.stats.calls += 1
-        self.stats.requests += len(requests)
+            with self._stats_lock:
+                self.stats.busy_s += time.perf_counter() - start
+        with self._stats_lock:
+            self.stats.calls += 1
+            self.stats.requests += len(requests)
         return results
 
     def _call_retrying(self, requests: List[Any]):
@@ -246,10 +259,11 @@ class BackendWorker(threading.Thread):
             try:
                 return self._call_once(requests), None, attempt
             except Exception as exc:
-                if attempt > len(delays):
-                    self.stats.failed_calls += 1
-                    return None, exc, attempt
-                self.stats.retries += 1
+                with self._stats_lock:
+                    if attempt > len(delays):
+                        self.stats.failed_calls += 1
+                        return None, exc, attempt
+                    self.stats.retries += 1
                 self._sleep(delays[attempt - 1])
 
     def _bisect(self, requests: List[Any], error: BaseException):
@@ -262,7 +276,8 @@ class BackendWorker(threading.Thread):
                     results[lo:hi] = self._call_once(requests[lo:hi])
                     return
                 except Exception as exc:
-                    self.stats.failed_calls += 1
+                    with self._stats_lock:
+                        self.stats.failed_calls += 1
                     known_error = exc
             if hi - lo == 1:
                 errors[lo] = known_error

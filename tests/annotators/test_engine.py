@@ -327,3 +327,34 @@ def test_semantic_same_object_merges_synonyms(tmp_path):
     assert "lamp_couch" not in semantic
     assert sorted(p.vertex_id for p, _ in semantic.parents("sofa")) == ["", "lamp"]
     assert ("couch", "sofa") in [(e.text, e.target) for e in semantic.vertex("lamp").out_edges]
+
+
+def test_concurrent_calls_for_servers(tmp_path):
+    import threading
+    import time
+
+    images = make_images(tmp_path / "imgs", 6)
+    state = {"now": 0, "max": 0}
+    lock = threading.Lock()
+    inner = create_mllm("scripted", {"max_batch_size": 4})
+
+    class Server:
+        name = "server"
+        max_batch_size = 4
+
+        def generate(self, requests):
+            with lock:
+                state["now"] += 1
+                state["max"] = max(state["max"], state["now"])
+            time.sleep(0.03)
+            with lock:
+                state["now"] -= 1
+            return inner.generate(requests)
+
+    store = MemoryStore()
+    config = AnnotateConfig().with_overrides({"mllm.concurrency": 3})
+    summary = RecursiveAnnotator(config, Server(), create_detector("scripted")).run(images, store)
+    assert summary.done == 6 and state["max"] >= 2
+    _, reference = scripted_run(images, AnnotateConfig(), mllm_options={"max_batch_size": 4})
+    for key, graph in store.graphs.items():
+        assert graph.to_dict("full") == reference.graphs[key].to_dict("full")
