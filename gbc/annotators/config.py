@@ -156,9 +156,13 @@ class AnnotateConfig(_Section):
         if data is not None and not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
         try:
-            return cls.model_validate(data or {})
+            config = cls.model_validate(data or {})
         except ValidationError as exc:
             raise ConfigError(f"{path}: {_explain(exc)}") from None
+        # prompt files named in a config file are found next to it, wherever the run starts
+        config.prompts = {kind: str((path.parent / p) if not Path(p).is_absolute() else Path(p))
+                          for kind, p in config.prompts.items()}
+        return config
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "AnnotateConfig":
         """A copy with dotted-key overrides applied (``None`` values are ignored)."""

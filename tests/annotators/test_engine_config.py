@@ -64,3 +64,15 @@ def test_fingerprint_ignores_throughput_settings():
     a = AnnotateConfig()
     assert a.fingerprint() == a.with_overrides({"limits.images_in_flight": 3, "mllm.batch_size": 4}).fingerprint()
     assert a.fingerprint() != a.with_overrides({"limits.max_depth": 1}).fingerprint()
+
+
+def test_prompt_files_are_relative_to_the_config_file(tmp_path):
+    from gbc.annotators.prompts import load_prompts
+
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "entity.txt").write_text("You describe crops.\n---\nDescribe the {name}.\n")
+    (tmp_path / "cfg" / "run.yaml").write_text("prompts:\n  entity: entity.txt\n")
+    cfg = AnnotateConfig.from_yaml(tmp_path / "cfg" / "run.yaml")
+    assert cfg.prompts["entity"] == str(tmp_path / "cfg" / "entity.txt")
+    prompts = load_prompts(cfg.prompts)
+    assert prompts["entity"].system.strip() == "You describe crops."
