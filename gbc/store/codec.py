@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import msgspec
 
-from gbc.schemas.graph import Edge, GbcGraph, Vertex
+from gbc.schemas.graph import Edge, GbcGraph
 
 #: Version of the value layout written by this module; decoders accept every version up to it.
 VALUE_FORMAT_VERSION = 1
@@ -58,32 +58,28 @@ class ValueDecodeError(ValueError):
 
 
 # ---------------------------------------------------------------------------- in-edges
-def _edge_lists(graph: GbcGraph) -> Tuple[List[Vertex], List[List[Edge]]]:
-    """Out-edge lists as they will be serialised (an unset field is written as absent = [])."""
-    outs = [v.out_edges if "out_edges" in v.model_fields_set else [] for v in graph.vertices]
-    return graph.vertices, outs
+def derive_in_edges(graph: GbcGraph) -> Optional[List[List[Edge]]]:
+    """The in-edge list of each vertex implied by the out-edges, in source-vertex order.
 
-
-def derive_in_edges(ids: List[str], outs: List[List[Edge]], mode: int) -> Optional[List[List[Edge]]]:
-    """The in-edge list of each vertex implied by ``outs`` under ``mode``.
-
+    Out-edges count as they will be serialised (an unset field is written as absent = []).
     Returns None when the ids are ambiguous (duplicates) or an edge points to a missing
     vertex: such graphs keep their in-edges explicitly.
     """
+    vertices = graph.vertices
     position: Dict[str, int] = {}
-    for i, vid in enumerate(ids):
-        if vid in position:
-            return None
-        position[vid] = i
-    ins: List[List[Edge]] = [[] for _ in ids]
-    for edges in outs:
-        for e in edges:
+    for i, v in enumerate(vertices):
+        position[v.vertex_id] = i
+    if len(position) != len(vertices):
+        return None
+    ins: List[List[Edge]] = [[] for _ in vertices]
+    for v in vertices:
+        if "out_edges" not in v.__pydantic_fields_set__:
+            continue
+        for e in v.out_edges:
             j = position.get(e.target)
             if j is None:
                 return None
             ins[j].append(e)
-    if mode == IN_EDGES_SORTED_BY_SOURCE:
-        ins = [sorted(lst, key=_source) if len(lst) > 1 else lst for lst in ins]
     return ins
 
 
@@ -103,30 +99,32 @@ def _edge_signature(edges: List[Edge]) -> Tuple[list, list, list, list]:
 
 def in_edges_mode(graph: GbcGraph) -> int:
     """The most compact in-edge mode that rebuilds ``graph`` exactly."""
-    vertices, outs = _edge_lists(graph)
-    if not vertices or any("in_edges" not in v.model_fields_set for v in vertices):
+    vertices = graph.vertices
+    if not vertices:
         return IN_EDGES_EXPLICIT
-    ids = [v.vertex_id for v in vertices]
-    actual = [v.in_edges for v in vertices]
-    lengths = [len(lst) for lst in actual]
-    expected = None
-    for mode in (IN_EDGES_SOURCE_ORDER, IN_EDGES_SORTED_BY_SOURCE):
-        derived = derive_in_edges(ids, outs, mode)
-        if derived is None:
+    for v in vertices:
+        if "in_edges" not in v.__pydantic_fields_set__:
             return IN_EDGES_EXPLICIT
-        if [len(lst) for lst in derived] != lengths:
-            return IN_EDGES_EXPLICIT  # same counts in both modes: no mode can match
-        if expected is None:
-            expected = _edge_signature([e for lst in actual for e in lst])
-        if _edge_signature([e for lst in derived for e in lst]) == expected:
-            return mode
+    derived = derive_in_edges(graph)
+    if derived is None:
+        return IN_EDGES_EXPLICIT
+    actual = [v.in_edges for v in vertices]
+    if list(map(len, derived)) != list(map(len, actual)):
+        return IN_EDGES_EXPLICIT  # sorting does not change counts: no mode can match
+    expected = _edge_signature([e for lst in actual for e in lst])
+    if _edge_signature([e for lst in derived for e in lst]) == expected:
+        return IN_EDGES_SOURCE_ORDER
+    ordered = [sorted(lst, key=_source) if len(lst) > 1 else lst for lst in derived]
+    if _edge_signature([e for lst in ordered for e in lst]) == expected:
+        return IN_EDGES_SORTED_BY_SOURCE
     return IN_EDGES_EXPLICIT
 
 
 def _restore_in_edges(graph: GbcGraph, mode: int) -> None:
     """Rebuild in-edges from out-edges on a freshly decoded graph (the decoding hot path).
 
-    Same rule as ``derive_in_edges``; written out flat because it runs once per graph read.
+    Same rule as ``derive_in_edges`` (+ a stable sort by source id for
+    ``IN_EDGES_SORTED_BY_SOURCE``); written out flat because it runs once per graph read.
     The payload holds ``"in_edges": []`` for every vertex, so the field is already set.
     """
     vertices = graph.vertices

@@ -25,7 +25,6 @@ use across ``fork()``: every process opens the environment for itself, lazily.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple, Union
@@ -34,7 +33,10 @@ import msgspec
 from pydantic import BaseModel
 
 from gbc.schemas.graph import GbcGraph
+from gbc.store import lmdb_env as _envs
 from gbc.store.codec import ValueCodec, ValueDecodeError
+from gbc.store.lmdb_env import SUBDBS as _SUBDBS
+from gbc.store.lmdb_env import StoreCorruptError, StoreError
 
 #: Layout version of the store as a whole (sub-databases and meta keys).
 STORE_FORMAT_VERSION = 1
@@ -57,18 +59,9 @@ MAX_READERS = 256
 #: LMDB keys are limited to 511 bytes.
 MAX_KEY_BYTES = 511
 
-_SUBDBS = (b"graphs", b"status", b"meta", b"provenance", b"dicts")
 _STATUS_CODES = {"done": b"D", "failed": b"F"}
 
 StatusName = Literal["done", "failed"]
-
-
-class StoreError(ValueError):
-    """Any error about a graph store (bad path, read-only store, key too long, ...)."""
-
-
-class StoreCorruptError(StoreError):
-    """The store's files or one of its values are damaged, or were written by an unknown version."""
 
 
 class StatusRecord(BaseModel):
@@ -80,147 +73,6 @@ class StatusRecord(BaseModel):
     attempts: int = 1
     time: float = 0.0
     counts: Optional[Dict[str, int]] = None
-
-
-# ---------------------------------------------------------------------------- per-process registry
-# One environment per path and process: LMDB forbids opening the same files twice in a process
-# (py-lmdb refuses it), and an environment must not be used across fork(). Worse, a child that
-# closes an inherited environment releases the parent's reader slots (py-lmdb keeps one reset
-# read transaction per environment), after which a writer may reuse pages the parent reads.
-# So before a fork this process waits until none of its transactions is open, closes its
-# environments, and every GraphStore reopens lazily afterwards, in the parent and the child.
-_REGISTRY: Dict[str, "_SharedEnv"] = {}
-_REGISTRY_LOCK = threading.Lock()
-_INHERITED: List[Any] = []  # environments still open at a fork (wait timed out): never closed in the child
-_REOPEN_READONLY: Dict[str, bool] = {}  # how each environment closed for a fork was opened
-_GENERATION = 0  # bumped each time environments are closed for a fork
-#: Longest wait, in seconds, for open transactions to finish before a fork.
-FORK_WAIT_S = 10.0
-
-
-class _TxnGate:
-    """Counts open transactions (re-entrant per thread) so a fork can wait until there are none."""
-
-    def __init__(self):
-        self.cond = threading.Condition()
-        self.active = 0
-        self.forking = False
-        self.local = threading.local()
-
-    def __enter__(self):
-        depth = getattr(self.local, "depth", 0)
-        with self.cond:
-            while self.forking and depth == 0:
-                self.cond.wait()
-            self.active += 1
-        self.local.depth = depth + 1
-
-    def __exit__(self, *exc):
-        self.local.depth -= 1
-        with self.cond:
-            self.active -= 1
-            if self.active == 0:
-                self.cond.notify_all()
-
-
-_GATE = _TxnGate()
-
-
-def _before_fork() -> None:
-    global _GENERATION
-    if not _REGISTRY:
-        return
-    with _GATE.cond:
-        _GATE.forking = True
-        idle = _GATE.cond.wait_for(lambda: _GATE.active == 0, timeout=FORK_WAIT_S)
-    if not idle:
-        return  # a transaction is still open: the child will leave these environments alone
-    with _REGISTRY_LOCK:
-        for path, shared in _REGISTRY.items():
-            _REOPEN_READONLY[path] = shared.readonly
-            shared.env.close()
-        _REGISTRY.clear()
-        _GENERATION += 1
-
-
-def _after_fork_in_parent() -> None:
-    with _GATE.cond:
-        _GATE.forking = False
-        _GATE.cond.notify_all()
-
-
-def _after_fork_in_child() -> None:
-    global _GATE, _REGISTRY_LOCK, _GENERATION
-    _INHERITED.extend(shared.env for shared in _REGISTRY.values())
-    _REGISTRY.clear()
-    _GATE = _TxnGate()  # other threads of the parent do not exist here
-    _REGISTRY_LOCK = threading.Lock()
-    _GENERATION += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
-
-
-class _SharedEnv:
-    def __init__(self, env, readonly: bool, pid: int):
-        self.env = env
-        self.readonly = readonly
-        self.pid = pid
-        self.users = 0
-        self.dbs: Dict[bytes, Any] = {}
-        self.write_lock = threading.RLock()
-
-
-def _acquire_env(path: str, readonly: bool, map_size: int, max_readers: int) -> _SharedEnv:
-    import lmdb
-
-    with _REGISTRY_LOCK:
-        readonly = readonly and _REOPEN_READONLY.pop(path, True)
-        shared = _REGISTRY.get(path)
-        if shared is not None and shared.pid == os.getpid():
-            if shared.readonly and not readonly:
-                raise StoreError(
-                    f"graph store {path!r} is already open read-only in this process; close it before opening it for writing"
-                )
-            shared.users += 1
-            return shared
-        try:
-            env = lmdb.open(
-                path,
-                readonly=readonly,
-                create=not readonly,
-                subdir=True,
-                max_dbs=len(_SUBDBS) + 2,
-                map_size=map_size,
-                max_readers=max_readers,
-                readahead=False,
-                meminit=False,
-                lock=True,
-            )
-        except lmdb.InvalidError as exc:
-            raise StoreCorruptError(f"graph store {path!r} is damaged: data.mdb is not an LMDB file ({exc})") from None
-        except lmdb.VersionMismatchError as exc:
-            raise StoreCorruptError(f"graph store {path!r} was written by an incompatible LMDB ({exc})") from None
-        except lmdb.CorruptedError as exc:
-            raise StoreCorruptError(f"graph store {path!r} is damaged ({exc})") from None
-        except lmdb.Error as exc:
-            raise StoreError(f"cannot open graph store {path!r}: {exc}") from None
-        shared = _SharedEnv(env, readonly, os.getpid())
-        shared.users = 1
-        _REGISTRY[path] = shared
-        return shared
-
-
-def _release_env(path: str, shared: _SharedEnv) -> None:
-    with _REGISTRY_LOCK:
-        if shared.pid != os.getpid():
-            return  # inherited through fork(): never close it here
-        shared.users -= 1
-        if shared.users <= 0:
-            if _REGISTRY.get(path) is shared:
-                del _REGISTRY[path]
-            shared.env.close()
 
 
 def _encode_key(key: Union[str, bytes]) -> bytes:
@@ -267,7 +119,7 @@ class GraphStore:
         self._samples: List[bytes] = []
         self._pending_dict: Optional[Tuple[int, bytes]] = None
         self._codec = ValueCodec(compression_level, load_dictionary=self._load_dictionary)
-        self._shared: Optional[_SharedEnv] = None
+        self._shared: Optional[_envs.SharedEnv] = None
         self._pid = -1
         self._closed = False
         if readonly:
@@ -276,8 +128,8 @@ class GraphStore:
             raise StoreError(f"cannot create a graph store at {str(self.path)!r}: a file of that name exists")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-        self._generation = _GENERATION
-        with _GATE:
+        self._generation = _envs.GENERATION
+        with _envs.GATE:
             self._open()
 
     # ------------------------------------------------------------------ opening
@@ -293,9 +145,9 @@ class GraphStore:
         """Open (or re-open after fork) this process's environment and check the store."""
         import lmdb
 
-        self._shared = _acquire_env(self._key, self.readonly, self._map_size, self._max_readers)
+        self._shared = _envs.acquire_env(self._key, self.readonly, self._map_size, self._max_readers)
         self._pid = os.getpid()
-        self._generation = _GENERATION
+        self._generation = _envs.GENERATION
         shared = self._shared
         try:
             self._check_not_truncated(shared.env)
@@ -315,7 +167,7 @@ class GraphStore:
                             shared.dbs[name] = self._with_growth(lambda n=name: shared.env.open_db(n, create=True))
             self._check_meta()
         except BaseException:
-            _release_env(self._key, shared)
+            _envs.release_env(self._key, shared)
             self._shared = None
             raise
         self._load_writer_dictionary()
@@ -356,11 +208,11 @@ class GraphStore:
     def _env(self):
         """This process's environment, reopened lazily after a fork (in the parent and the child).
 
-        Call it inside ``_GATE`` so that no fork can close the environment while it is used.
+        Call it inside ``_envs.GATE`` so that no fork can close the environment while it is used.
         """
         if self._closed:
             raise StoreError(f"graph store {str(self.path)!r} is closed")
-        if self._pid != os.getpid() or self._generation != _GENERATION:
+        if self._pid != os.getpid() or self._generation != _envs.GENERATION:
             # The old environment was closed before the fork (or belongs to the parent): drop it
             # without releasing it.
             self._shared = None
@@ -395,7 +247,7 @@ class GraphStore:
     def _read(self, fn: Callable[[Any], Any]) -> Any:
         import lmdb
 
-        with _GATE:
+        with _envs.GATE:
             self._env()
             try:
                 with self._read_txn() as txn:
@@ -427,7 +279,7 @@ class GraphStore:
     def _write(self, fn: Callable[[Any], Any]) -> Any:
         if self.readonly:
             raise StoreError(f"graph store {str(self.path)!r} is open read-only; open it with readonly=False to write")
-        with _GATE:
+        with _envs.GATE:
             env = self._env()
             shared = self._shared
 
@@ -713,17 +565,17 @@ class GraphStore:
 
     def sync(self) -> None:
         """Flush to disk (commits are already durable; this matters only for custom LMDB flags)."""
-        with _GATE:
+        with _envs.GATE:
             self._env().sync(True)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        with _GATE:
+        with _envs.GATE:
             # An environment closed for a fork, or inherited from the parent, is not ours to release.
-            if self._shared is not None and self._pid == os.getpid() and self._generation == _GENERATION:
-                _release_env(self._key, self._shared)
+            if self._shared is not None and self._pid == os.getpid() and self._generation == _envs.GENERATION:
+                _envs.release_env(self._key, self._shared)
             self._shared = None
 
     def __enter__(self) -> "GraphStore":

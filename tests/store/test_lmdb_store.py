@@ -10,7 +10,7 @@ import lmdb
 import pytest
 
 import gbc
-from gbc.schemas import Edge, GbcGraph
+from gbc.schemas import GbcGraph
 from gbc.store import GraphStore, StatusRecord, StoreCorruptError, StoreError
 from gbc.store import lmdb_store
 from gbc.store.codec import IN_EDGES_EXPLICIT, IN_EDGES_SORTED_BY_SOURCE, IN_EDGES_SOURCE_ORDER, ValueCodec, in_edges_mode

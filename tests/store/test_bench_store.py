@@ -1,0 +1,18 @@
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_store.py"
+
+
+def test_bench_store_runs_and_prints_every_figure(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--n", "40", "--keep", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    for fmt in ("jsonl", "store", "parquet"):
+        line = next(l for l in out.splitlines() if l.startswith(fmt + " "))
+        write, read, size = (float(x.replace(",", "")) for x in line.split()[1:4])
+        assert write > 0 and read > 0 and size > 0
+    assert "store / jsonl: write x" in out and "aims:" in out
+    assert (tmp_path / "graphs.lmdb" / "data.mdb").exists()
