@@ -54,6 +54,16 @@ def test_batched_generation_one_answer_per_request_deterministic_and_equal_to_si
     assert any(first)  # a random model still produces text
 
 
+def test_a_backend_around_an_already_loaded_model_answers_the_same(tiny_llava, llava):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_llava)
+    backend = TransformersMllm.from_loaded(model, AutoProcessor.from_pretrained(tiny_llava))
+    assert backend.device == "cpu"
+    batch = requests(3)
+    assert backend.generate(batch) == llava.generate(batch)
+
+
 def test_requests_with_different_options_keep_their_order(llava):
     batch = requests(4, max_new_tokens=6)
     batch[1].options = GenerationOptions(max_new_tokens=2)
