@@ -417,3 +417,29 @@ def test_iteration_survives_writes_between_chunks(store_path, monkeypatch):
                 store.put("img/00007a.jpg", gbc10m_graph(99))  # lands after the cursor
                 store.delete("img/00001.jpg")  # already passed
         assert seen == [f"img/{i:05d}.jpg" for i in range(8)] + ["img/00007a.jpg", "img/00008.jpg", "img/00009.jpg"]
+
+
+def test_copy_from_merges_shards(tmp_path):
+    shards = []
+    for s in range(2):
+        path = tmp_path / f"shard{s}.lmdb"
+        with GraphStore(path, readonly=False, dict_train_samples=20) as shard:
+            for i in range(s, 60, 2):
+                shard.commit_image(f"img/{i:05d}.jpg", gbc10m_graph(i), provenance={"shard": s})
+            shard.mark_failed(f"bad{s}.jpg", "unreadable")
+        shards.append(path)
+    merged_path = tmp_path / "merged.lmdb"
+    with GraphStore(merged_path, readonly=False, dict_train_samples=25) as merged:
+        merged.commit_image("img/00000.jpg", gbc10m_graph(500))  # kept with overwrite=False
+        for path in shards:
+            with GraphStore(path) as shard:
+                merged.copy_from(shard, overwrite=False, batch_size=7)
+        merged.sync()
+    with GraphStore(merged_path) as merged:
+        assert len(merged) == 60 and merged.count("done") == 60 and merged.count("failed") == 2
+        assert merged["img/00000.jpg"].to_dict() == gbc10m_graph(500).to_dict()
+        assert merged["img/00031.jpg"].to_dict() == gbc10m_graph(31).to_dict()
+        assert merged.get_provenance("img/00031.jpg") == {"shard": 1}
+        assert merged.status("bad0.jpg").reason == "unreadable"
+        raw = dict(merged.raw_items())
+    assert {v[1] for v in raw.values()} == {2}  # all use the merged store's own dictionary
