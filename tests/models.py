@@ -75,8 +75,10 @@ def llava_configs(vocab_size: int, *, image_size: int = 30, patch_size: int = 6,
     from transformers import CLIPVisionConfig, LlamaConfig
 
     vision = CLIPVisionConfig(
-        image_size=image_size, patch_size=patch_size, hidden_size=vision_hidden, intermediate_size=vision_hidden * 2,
-        num_hidden_layers=vision_layers, num_attention_heads=max(1, vision_hidden // 16), projection_dim=vision_hidden,
+        image_size=image_size, patch_size=patch_size, hidden_size=vision_hidden, intermediate_size=vision_hidden * 4,
+        num_hidden_layers=vision_layers, projection_dim=vision_hidden,
+        # CLIP's 64-wide heads for real sizes (ViT-L: 16 heads of 1024); a few heads for tiny ones
+        num_attention_heads=vision_hidden // 64 if vision_hidden >= 256 else max(1, vision_hidden // 16),
     )
     text = LlamaConfig(
         vocab_size=vocab_size, hidden_size=text_hidden, intermediate_size=text_intermediate, num_hidden_layers=text_layers,
