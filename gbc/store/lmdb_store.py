@@ -339,20 +339,22 @@ class GraphStore:
             self._codec.add_dictionary(dict_id, found[1])
             self._codec.use_dictionary(dict_id)
 
-    def _collect_sample(self, key: bytes, payload: bytes, mode: int, txn) -> None:
-        """Gather early graph payloads; once there are enough, train the store's dictionary
-        and re-compress the graphs written before it (so they are as small as later ones)."""
+    def _pack_graph(self, key: bytes, payload: bytes, mode: int, txn) -> bytes:
+        """The stored value of a graph payload. Early payloads are also kept as samples; once
+        there are enough, a zstd dictionary is trained for the store and the graphs written
+        before it are re-compressed (so they are as small as later ones)."""
+        value = self._codec.pack(payload, mode)
         if self._codec.dictionary_id is not None or self._dict_train_samples <= 0:
-            return
-        self._samples.append((key, payload, mode, self._codec.pack(payload, mode)))
+            return value
+        self._samples.append((key, payload, mode, value))
         if len(self._samples) < self._dict_train_samples:
-            return
+            return value
         try:
             data = self._codec.train_dictionary([p for _, p, _, _ in self._samples], DICT_SIZE)
         except Exception:  # zstd refuses too few or too uniform samples: keep plain zstd
             self._samples = []
             self._dict_train_samples = 0
-            return
+            return value
         db = self._db(b"dicts")
         cur = txn.cursor(db=db)
         dict_id = int(bytes(cur.key())) + 1 if cur.last() else 1
@@ -367,6 +369,7 @@ class GraphStore:
             if txn.get(old_key, db=graphs) == old_value:
                 txn.put(old_key, self._codec.pack(old_payload, old_mode), db=graphs)
         self._samples = []
+        return self._codec.pack(payload, mode)
 
     # ------------------------------------------------------------------ reading
     def _decode_graph(self, key: str, value: bytes) -> GbcGraph:
@@ -478,8 +481,7 @@ class GraphStore:
     def _graph_value(self, graph: GbcGraph, txn, key: bytes) -> bytes:
         _check_graph(graph)
         payload, mode = self._codec.graph_payload(graph)
-        self._collect_sample(key, payload, mode, txn)
-        return self._codec.pack(payload, mode)
+        return self._pack_graph(key, payload, mode, txn)
 
     def _put_in(self, txn, key: bytes, graph: GbcGraph, provenance: Optional[Dict[str, Any]]) -> None:
         _put_sorted(txn, self._db(b"graphs"), key, self._graph_value(graph, txn, key))
@@ -604,8 +606,7 @@ class GraphStore:
                 if not overwrite and txn.get(key, db=db) is not None:
                     continue
                 if dbname == b"graphs":
-                    self._collect_sample(key, payload, mode, txn)
-                    _put_sorted(txn, db, key, self._codec.pack(payload, mode))
+                    _put_sorted(txn, db, key, self._pack_graph(key, payload, mode, txn))
                     written += 1
                 else:
                     txn.put(key, payload if mode is None else self._codec.pack(payload, mode), db=db)
