@@ -101,9 +101,10 @@ def main(argv=None) -> int:
             steady_ms = (wall - startup_s - merge_s - engine_s) / n * 1000
             print(f"Ray overhead per image, 1 worker vs in-process: {total_ms:+.1f} ms in all "
                   f"(actor start-up {startup_s:.2f} s and merge {merge_s:.2f} s included)")
-            print(f"  steady-state Ray cost per image (wall - start-up - merge - engine): {steady_ms:+.1f} ms")
+            print(f"  once running, Ray's cost per image (1 worker: wall - start-up - merge - engine): {steady_ms:+.1f} ms")
             print(f"  engine time inside the actor vs in-process engine: x{engine_s / inproc_s:.2f} "
-                  f"(Ray batches are smaller than the in-process window, so less cross-image batching)")
+                  f""
+                  "(above 1: cutting the work into Ray batches costs cross-image batching; timings are noisy here)")
         if len(rows) > 1 and one is not None:
             for workers, seconds, _, _ in rows[1:]:
                 print(f"scaling {workers} workers vs 1: x{one[1] / seconds:.2f} (ideal x{workers}; {os.cpu_count()} cores)")

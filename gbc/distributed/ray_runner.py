@@ -189,8 +189,8 @@ def annotate_on_ray(
     ``per_shard`` (images reported by each worker shard), ``workers``, ``shards`` (shard
     stores found at the end), ``merged``, ``merge`` (merge figures), ``seconds``,
     ``ray_seconds`` (the Ray part), ``engine_seconds`` (time spent inside the engine, summed
-    over batches and workers), ``startup_seconds`` (until the first batch came back, minus its
-    own engine time), ``images_per_s``.
+    over batches and workers), ``startup_seconds`` (until the first batch started in an actor),
+    ``images_per_s``.
     """
     from gbc.annotators.backends import create_detector, create_mllm
 
@@ -296,16 +296,15 @@ def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_
         counts: Dict[str, Any] = {"done": 0, "failed": 0, "missing": 0}
         per_shard: Dict[str, int] = {}
         engine_seconds = 0.0
-        started = time.perf_counter()
+        started_at = time.time()
+        first_batch_at = None
         bar = _progress(len(todo))
         try:
             # One pass over the rows: the pipeline runs once and results stream in as batches finish.
             for row in annotated.iter_rows():
-                batch_seconds = float(row["batch_seconds"])
-                if "startup_seconds" not in counts:
-                    # Until the first batch came back, minus that batch's own work: actor start-up and scheduling.
-                    counts["startup_seconds"] = round(time.perf_counter() - started - batch_seconds, 3)
-                engine_seconds += batch_seconds
+                engine_seconds += float(row["batch_seconds"])
+                batch_started = float(row["batch_started"])
+                first_batch_at = batch_started if first_batch_at is None else min(first_batch_at, batch_started)
                 status = str(row["status"])
                 if status in ("done", "failed"):
                     counts[status] += 1
@@ -318,6 +317,9 @@ def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_
             bar.close()
         counts["per_shard"] = dict(sorted(per_shard.items()))
         counts["engine_seconds"] = round(engine_seconds, 3)
+        # Actor start-up and scheduling: until the first batch started inside an actor (wall clocks
+        # of one machine, or of synchronised nodes).
+        counts["startup_seconds"] = round(max(0.0, (first_batch_at or started_at) - started_at), 3)
         return counts
     finally:
         if owns_ray:

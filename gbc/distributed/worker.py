@@ -245,6 +245,7 @@ class ShardAnnotator:
                 suspects.append(ImageSource(key=key, path=path))
             else:
                 fresh.append(ImageSource(key=key, path=path))
+        started_at = time.time()
         started = time.perf_counter()
         if fresh:
             self._run(fresh, store)
@@ -261,6 +262,7 @@ class ShardAnnotator:
             "shard": [self._path.name] * len(keys),
             # The engine's time for the whole batch, on its first row only (sums stay exact).
             "batch_seconds": [elapsed] + [0.0] * (len(keys) - 1),
+            "batch_started": [started_at] * len(keys),
         }
 
     def __del__(self):
