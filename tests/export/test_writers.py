@@ -228,3 +228,18 @@ def test_parquet_loads_with_hugging_face_datasets(dataset, tmp_path):
     assert ds.num_rows == s.rows
     ds = ds.cast_column("image", datasets.Image())
     assert ds[0]["image"].size == (200, 100)
+
+
+def test_tar_writer_output_is_read_by_tarfile_and_rejects_long_names(tmp_path):
+    from gbc.export.writers import _TarWriter
+
+    w = _TarWriter(tmp_path / "a.tar")
+    payloads = {"000000000.txt": b"hello", "000000000.json": b"{}" * 300, "empty.jpg": b"", "block": b"z" * 512}
+    for name, data in payloads.items():
+        w.add(name, data)
+    with pytest.raises(ValueError, match="too long"):
+        w.add("x" * 101, b"")
+    w.close()
+    with tarfile.open(tmp_path / "a.tar") as tar:  # tarfile checks every header checksum
+        got = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    assert got == payloads
