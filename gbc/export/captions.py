@@ -236,8 +236,8 @@ def structured_text(graph: GbcGraph, flt: CaptionFilter = CaptionFilter(), all_c
     shows its first kept caption.
 
     >>> from gbc.schemas.synthetic import synthetic_graph
-    >>> print(structured_text(synthetic_graph(0)).splitlines()[1][:18])
-    - boat [entity]: T
+    >>> print(structured_text(synthetic_graph(0)).splitlines()[1][:17])
+    - cloud [entity]:
     """
     kept = {v.vertex_id for v in flt.kept_vertices(graph)}
     index = graph.vertex_dict
