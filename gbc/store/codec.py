@@ -134,6 +134,7 @@ def _restore_in_edges(graph: GbcGraph, mode: int) -> None:
         lists[v.vertex_id] = ins
         # Same Edge instances as the out-edges: validated once.
         v.__dict__["in_edges"] = ins
+        v.__pydantic_fields_set__.add("in_edges")
     if len(lists) != len(vertices):
         raise ValueDecodeError("in-edges cannot be rebuilt: duplicate vertex ids")
     try:

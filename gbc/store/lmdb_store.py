@@ -116,7 +116,7 @@ class GraphStore:
         self._map_size = int(map_size) if map_size else DEFAULT_MAP_SIZE
         self._max_readers = max_readers
         self._dict_train_samples = dict_train_samples
-        self._samples: List[bytes] = []
+        self._samples: List[Tuple[bytes, bytes, int, bytes]] = []  # (key, payload, in-edge mode, value)
         self._pending_dict: Optional[Tuple[int, bytes]] = None
         self._codec = ValueCodec(compression_level, load_dictionary=self._load_dictionary)
         self._shared: Optional[_envs.SharedEnv] = None
