@@ -164,6 +164,15 @@ def main(argv=None) -> int:
             side = str(max_side) if max_side else "-"
             print(f"  {fmt:<8} {strategy:<13} {side:>8} {n_img / dt:>10,.0f} {f'({n_img / wall:,.0f})':>8} "
                   f"{s.rows / dt:>10,.0f} {ratio:>7.2f}")
+        print(f"\nworker processes (wds, region, max side 224, {n_img} graphs; wall clock, so only "
+              "meaningful on an idle machine)")
+        walls = {}
+        for workers in (1, 2):
+            _, _, wall, _ = run(store, work, n_img, "wds", "region", base_img, images_root=str(images), max_side=224,
+                                workers=workers)
+            walls[workers] = wall
+            print(f"  workers {workers}: {n_img / wall:,.0f} graphs/s")
+        print(f"  speed-up with 2 workers: {walls[1] / walls[2]:.2f}x")
         print(f"\naim: text-only gbc-captions >= {AIM_TEXT_PER_S:,} graphs/s in every format: "
               f"{'met' if ok else 'NOT met'}")
     finally:

@@ -58,13 +58,15 @@ _TOKEN_MODES = {"auto": None, "exact": True, "estimate": False}
 @click.option("--graph-json", type=click.Choice(GRAPH_JSON_POLICIES), default="first", show_default=True,
               help="wds: which samples' .json carry the whole graph: the first row of each graph, every row, or none.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=DEFAULT_JPEG_QUALITY, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes making captions and images (the output is the same for any number).")
 @click.option("--validate", is_flag=True, help="Check every graph's invariants while reading.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
 def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[str, ...], desc_labels: Tuple[str, ...],
            min_box_size: float, max_depth: Optional[int], max_tokens: int, token_mode: str, images_root: Optional[Path],
            max_side: Optional[int], shard_size: int, text_only: bool, missing: str, graph_json: str, jpeg_quality: int,
-           validate: bool, as_json: bool):
+           workers: int, validate: bool, as_json: bool):
     """Export captions (and images) of the graphs in SRC for CLIP training.
 
     SRC is a store (.lmdb, or a folder of store shards) or a graph file (.jsonl, .json,
@@ -93,7 +95,7 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
     options = ExportOptions(fmt=fmt, strategy=strategy, caption_filter=flt,
                             images_root=str(images_root) if images_root else None, max_side=max_side,
                             shard_size=shard_size, text_only=text_only, missing=missing, jpeg_quality=jpeg_quality,
-                            graph_json=graph_json)
+                            graph_json=graph_json, workers=workers)
     pairs, total = open_source(src, validate=validate)
     with progress(pairs, total=total, desc="export", unit="graph") as bar:
         summary = export_graphs(bar, out, options)

@@ -31,11 +31,12 @@ Layouts:
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from gbc.export.captions import CaptionFilter, CaptionRow, get_strategy
 from gbc.export.images import DEFAULT_JPEG_QUALITY, EncodedImage, ImageEncoder, find_image
@@ -46,6 +47,10 @@ FORMATS = ("csv", "wds", "parquet")
 DEFAULT_SHARD_SIZE = 10_000
 #: Rows buffered before a Parquet row group is written.
 PARQUET_ROW_GROUP = 2_000
+#: Graphs per worker handed out at a time when exporting with several processes, and
+#: graphs per task sent to a worker.
+WORKER_WINDOW = 64
+WORKER_CHUNK = 8
 #: Error messages kept in the summary (the count covers all of them).
 MAX_ERRORS_KEPT = 20
 #: What to do with a graph whose image file is missing: skip it, or export its rows text-only.
@@ -69,11 +74,14 @@ class ExportOptions:
     missing: str = "skip"
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     graph_json: str = "first"
+    workers: int = 1
 
     def __post_init__(self):
         if self.fmt not in FORMATS:
             raise ValueError(f"unknown export format {self.fmt!r}; choose from {', '.join(FORMATS)}")
         get_strategy(self.strategy)
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.missing not in MISSING_POLICIES:
@@ -108,10 +116,9 @@ class ExportSummary:
 class _Graph:
     """One graph being exported: its key, its image (if any) and its JSON encoded once."""
 
-    def __init__(self, key: str, graph: GbcGraph, encoder: Optional[ImageEncoder], source: Optional[Path]):
+    def __init__(self, key: str, graph: GbcGraph, source: Optional[Path]):
         self.key = key
         self.graph = graph
-        self.encoder = encoder
         self.source = source
         self._json: Optional[bytes] = None
 
@@ -405,16 +412,83 @@ class ParquetWriter(_ShardedWriter):
 _WRITERS = {"csv": CsvWriter, "wds": WdsWriter, "parquet": ParquetWriter}
 
 
-def _images_for(g: _Graph, rows: List[CaptionRow]) -> List[Optional[EncodedImage]]:
-    if g.encoder is None:
+def _images_for(encoder: Optional[ImageEncoder], rows: List[CaptionRow]) -> List[Optional[EncodedImage]]:
+    if encoder is None:
         return [None] * len(rows)
     cache: Dict[Optional[Tuple[float, ...]], EncodedImage] = {}
     out = []
     for row in rows:
         if row.bbox not in cache:
-            cache[row.bbox] = g.encoder.crop(row.bbox)
+            cache[row.bbox] = encoder.crop(row.bbox)
         out.append(cache[row.bbox])
     return out
+
+
+@dataclass
+class _Prepared:
+    """One graph made ready for the writer (in this process or in a worker); never raises."""
+
+    key: str
+    graph: GbcGraph
+    outcome: str  # "ok", "no_rows", "missing" or "image_error"
+    rows: List[CaptionRow] = field(default_factory=list)
+    images: List[Optional[EncodedImage]] = field(default_factory=list)
+    source: Optional[Path] = None
+    dropped: int = 0
+    error: str = ""
+
+
+def _prepare(key: str, graph: GbcGraph, options: ExportOptions) -> _Prepared:
+    batch = get_strategy(options.strategy)(graph, options.caption_filter)
+    if not batch.rows:
+        return _Prepared(key, graph, "no_rows")
+    encoder = source = None
+    if not options.text_only:
+        source = find_image(graph, options.images_root)
+        if source is None and options.missing == "skip":
+            return _Prepared(key, graph, "missing")
+        if source is not None:
+            encoder = ImageEncoder(source, options.max_side, options.jpeg_quality)
+    try:
+        images = _images_for(encoder, batch.rows)
+    except OSError as exc:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+        return _Prepared(key, graph, "image_error", source=source, error=f"{key}: cannot read image {source}: {exc}")
+    return _Prepared(key, graph, "ok", batch.rows, images, source, batch.dropped_sentences)
+
+
+_WORKER_OPTIONS: Optional[ExportOptions] = None
+
+
+def _init_worker(options: ExportOptions) -> None:
+    global _WORKER_OPTIONS
+    _WORKER_OPTIONS = options
+
+
+def _prepare_in_worker(pair: Tuple[str, GbcGraph]) -> _Prepared:
+    return _prepare(pair[0], pair[1], _WORKER_OPTIONS)
+
+
+def _prepared(pairs: Iterable[Tuple[str, GbcGraph]], options: ExportOptions) -> Iterator[_Prepared]:
+    """Prepared graphs in input order, made by ``options.workers`` processes.
+
+    Workers take windows of ``WORKER_WINDOW`` graphs per worker, so reading never runs far
+    ahead of writing (a store of millions of graphs is never held in memory).
+    """
+    if options.workers <= 1:
+        for key, graph in pairs:
+            yield _prepare(key, graph, options)
+        return
+    import multiprocessing
+
+    # spawn: workers must not inherit an open LMDB environment (fork would share it).
+    ctx = multiprocessing.get_context("spawn")
+    it = iter(pairs)
+    with ctx.Pool(options.workers, initializer=_init_worker, initargs=(options,)) as pool:
+        while True:
+            window = list(itertools.islice(it, options.workers * WORKER_WINDOW))
+            if not window:
+                break
+            yield from pool.imap(_prepare_in_worker, window, chunksize=WORKER_CHUNK)
 
 
 def export_graphs(pairs: Iterable[Tuple[str, GbcGraph]], out, options: ExportOptions) -> ExportSummary:
@@ -422,9 +496,10 @@ def export_graphs(pairs: Iterable[Tuple[str, GbcGraph]], out, options: ExportOpt
 
     Graphs whose image is missing are skipped and counted (or exported text-only with
     ``missing="text"``); unreadable images are skipped, counted, and their errors kept in
-    ``summary.errors``. Every graph read is accounted for in the summary.
+    ``summary.errors``. Every graph read is accounted for in the summary. With
+    ``options.workers > 1`` captions and images are made in worker processes; the output
+    is the same as with one.
     """
-    strategy = get_strategy(options.strategy)
     flt = options.caption_filter
     summary = ExportSummary(token_counter=flt.token_counter()[1] if flt.max_tokens else "no limit")
     out = Path(out)
@@ -434,36 +509,26 @@ def export_graphs(pairs: Iterable[Tuple[str, GbcGraph]], out, options: ExportOpt
         raise ValueError(f"{out} exists and is not a folder; the {options.fmt} format writes shards into a folder")
     writer = _WRITERS[options.fmt](out, options)
     try:
-        for key, graph in pairs:
+        for p in _prepared(pairs, options):
             summary.graphs_read += 1
-            batch = strategy(graph, flt)
-            if not batch.rows:
+            if p.outcome == "no_rows":
                 summary.graphs_without_rows += 1
                 continue
-            encoder = source = None
-            if not options.text_only:
-                source = find_image(graph, options.images_root)
-                if source is None:
-                    if options.missing == "skip":
-                        summary.skipped_missing_image += 1
-                        continue
-                else:
-                    encoder = ImageEncoder(source, options.max_side, options.jpeg_quality)
-            g = _Graph(key, graph, encoder, source)
-            try:
-                images = _images_for(g, batch.rows)
-            except OSError as exc:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+            if p.outcome == "missing":
+                summary.skipped_missing_image += 1
+                continue
+            if p.outcome == "image_error":
                 summary.skipped_image_error += 1
                 if len(summary.errors) < MAX_ERRORS_KEPT:
-                    summary.errors.append(f"{key}: cannot read image {source}: {exc}")
+                    summary.errors.append(p.error)
                 continue
-            writer.write_graph(g, batch.rows, images)
+            writer.write_graph(_Graph(p.key, p.graph, p.source), p.rows, p.images)
             summary.graphs_exported += 1
-            if encoder is None:
+            if p.images[0] is None:
                 summary.graphs_text_only += 1
-            summary.rows += len(batch.rows)
-            summary.dropped_sentences += batch.dropped_sentences
-            summary.rows_by_type.update(r.caption_type for r in batch.rows)
+            summary.rows += len(p.rows)
+            summary.dropped_sentences += p.dropped
+            summary.rows_by_type.update(r.caption_type for r in p.rows)
     finally:
         writer.close()
     summary.files = writer.files

@@ -243,3 +243,17 @@ def test_tar_writer_output_is_read_by_tarfile_and_rejects_long_names(tmp_path):
     with tarfile.open(tmp_path / "a.tar") as tar:  # tarfile checks every header checksum
         got = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
     assert got == payloads
+
+
+def test_workers_give_the_same_shards(dataset, tmp_path):
+    graphs, images = dataset
+    outs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        s = export_graphs(keyed(graphs), out, ExportOptions(fmt="wds", strategy="region", images_root=str(images),
+                                                          shard_size=7, workers=workers, max_side=64))
+        outs[workers] = ({p.name: p.read_bytes() for p in out.glob("*.tar")}, s.to_dict())
+    assert outs[1][0] == outs[2][0]
+    summary1, summary2 = outs[1][1], outs[2][1]
+    summary1.pop("files"), summary2.pop("files")
+    assert summary1 == summary2 and summary1["skipped_image_error"] == 1
