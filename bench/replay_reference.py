@@ -41,7 +41,7 @@ QUICK_IMAGES = 5
 sys.path.insert(0, str(REPO))
 
 
-def reproduction_config(seed: int = 0):
+def reproduction_config(seed: int = 0, queries: Optional[dict] = None):
     """Settings under which replayed answers give back the recorded graphs: no filter that the
     reference already applied, no bound the reference did not have."""
     from gbc.annotators.config import AnnotateConfig, DetectionConfig
@@ -64,6 +64,7 @@ def reproduction_config(seed: int = 0):
         "limits": {"max_depth": 1000, "max_vertices_per_image": 1_000_000, "crop_margin": 0.0,
                    "max_entities": 10, "images_in_flight": 8},
         "mllm": {"retries": 0}, "detector": {"retries": 0},
+        "queries": dict(queries or {}),
         "seed": seed,
     })
 
@@ -265,7 +266,8 @@ def _check_fields(c: Comparison, ref, out, ours) -> None:
 
 
 # ---------------------------------------------------------------------------- running
-def run_replay(graphs_path: Path, images_dir: Path, limit: Optional[int] = None, seed: int = 0, config=None):
+def run_replay(graphs_path: Path, images_dir: Path, limit: Optional[int] = None, seed: int = 0, config=None,
+               queries: Optional[dict] = None):
     """Annotate the reference images with the replay backends (under ``reproduction_config``
     unless ``config`` is given); returns (reference graphs by key, store with the results, run
     summary, wall seconds)."""
@@ -285,7 +287,7 @@ def run_replay(graphs_path: Path, images_dir: Path, limit: Optional[int] = None,
         refs[name] = rec.graph
         if limit and len(sources) >= limit:
             break
-    config = config if config is not None else reproduction_config(seed)
+    config = config if config is not None else reproduction_config(seed, queries)
     spec = f"replay:{graphs_path}"
     annotator = RecursiveAnnotator(config, create_mllm(spec), create_detector(spec))
     store = CollectingStore()
@@ -436,6 +438,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"only the first {QUICK_IMAGES} images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--same-object", choices=["rule", "semantic"], default=None,
+                        help="queries.same_object of the engine (default: the engine's default)")
+    parser.add_argument("--semantic-threshold", type=float, default=None, help="queries.semantic_threshold")
     parser.add_argument("--cli", type=Path, metavar="WORKDIR",
                         help="run `gbc annotate` in a subprocess (store and config written to WORKDIR)")
     args = parser.parse_args(argv)
@@ -443,10 +448,12 @@ def main(argv=None) -> int:
         print(f"Error: no graphs file {args.graphs}", file=sys.stderr)
         return 2
     limit = QUICK_IMAGES if args.quick else None
+    queries = {k: v for k, v in (("same_object", args.same_object), ("semantic_threshold", args.semantic_threshold))
+               if v is not None}
     if args.cli:
         refs, store, summary, elapsed = run_replay_cli(args.graphs, args.images, args.cli, limit, args.seed)
     else:
-        refs, store, summary, elapsed = run_replay(args.graphs, args.images, limit, args.seed)
+        refs, store, summary, elapsed = run_replay(args.graphs, args.images, limit, args.seed, queries=queries)
     comparisons = [compare(key, ref, store.graphs.get(key)) for key, ref in refs.items()]
     # Baseline measured in the same run: the engine's shipped default settings (filters on).
     from gbc.annotators.config import AnnotateConfig

@@ -17,8 +17,9 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "replay_reference.py"
 
-#: Lower bounds on the shares of reference items found (see the module docstring).
-THRESHOLDS = {"vertices": 0.99, "edges": 0.955, "captions": 0.975}
+#: Lower bounds on the shares of reference items found: the reference orchestration's own
+#: figures (229/231, 357/368, 343/349; see the module docstring).
+THRESHOLDS = {"vertices": 0.991, "edges": 0.970, "captions": 0.982}
 
 #: Misses that no rule-based engine can avoid on the wiki file: merges of differently named
 #: objects made by the reference's learned classifier.
@@ -65,10 +66,12 @@ def test_found_vertices_have_the_recorded_boxes(replayed):
     assert result["boxes"]["equal"] == result["boxes"]["of"], result["boxes"]["differing"]
 
 
-def test_vertex_misses_are_only_the_classifier_merges(replayed):
+def test_every_miss_is_a_classifier_merge(replayed):
     _, _, _, comparisons, _ = replayed
-    missed = {c.key for c in comparisons if any(kind == "vertices" for kind, _, _ in c.misses)}
+    missed = {c.key for c in comparisons if c.misses}
     assert missed <= CLASSIFIER_MERGES
+    causes = {cause for c in comparisons for _, cause, _ in c.misses}
+    assert causes and all("learned classifier" in cause for cause in causes), causes
 
 
 def test_compare_classifies_misses():
