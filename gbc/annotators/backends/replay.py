@@ -202,8 +202,13 @@ class ReplayIndex:
         exact = self._by_key.get(image_key)
         if exact is not None:
             return exact
-        # Several records share the file name: the one whose path ends with the key.
-        suffix = [c for c in candidates if (c.graph.img_path or c.graph.img_url or "").endswith("/" + image_key)]
+        # Several records share the file name: the one whose path ends with the key, or the
+        # key ends with its path (records and requests rooted at different folders).
+        def tail_match(rec: RecordedImage) -> bool:
+            path = rec.graph.img_path or rec.graph.img_url or ""
+            return path.endswith("/" + image_key) or image_key.endswith("/" + path)
+
+        suffix = [c for c in candidates if tail_match(c)]
         return suffix[0] if len(suffix) == 1 else None
 
     def get(self, image_key: str) -> RecordedImage:

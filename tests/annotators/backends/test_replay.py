@@ -279,3 +279,15 @@ def test_unreadable_graph_file_is_a_backend_error(tmp_path):
     detector = create_detector(f"replay:{path}")  # construction reads nothing; first use does
     with pytest.raises(BackendError, match="broken.jsonl"):
         detector.detect([_det_req("", ["dog"])])
+
+
+def test_records_sharing_a_file_name_are_told_apart_by_folder():
+    def record(path, text):
+        return GbcGraph(vertices=[Vertex(vertex_id="", label="image", bbox=Bbox.full(),
+                                         descs=[Description(text=text, label="detail")])], img_path=path)
+
+    index = ReplayIndex([record("day/x.jpg", "day"), record("night/x.jpg", "night")], source="two.jsonl")
+    assert index.get("day/x.jpg").graph.vertices[0].descs[0].text == "day"
+    assert index.get("photos/night/x.jpg").graph.vertices[0].descs[0].text == "night"
+    with pytest.raises(BackendError, match="2 records share its file name"):
+        index.get("x.jpg")
