@@ -443,3 +443,36 @@ def test_copy_from_merges_shards(tmp_path):
         assert merged.status("bad0.jpg").reason == "unreadable"
         raw = dict(merged.raw_items())
     assert {v[1] for v in raw.values()} == {2}  # all use the merged store's own dictionary
+
+
+def test_threads_share_one_store(store_path):
+    import threading
+
+    graphs = [gbc10m_graph(i) for i in range(4)]
+    seen, errors = [], []
+    with GraphStore(store_path, readonly=False) as store:
+
+        def write(offset):
+            try:
+                for i in range(offset, 80, 2):
+                    store.commit_image(f"{i:03d}.jpg", graphs[i % 4])
+            except BaseException as exc:  # surfaced by the assertion below
+                errors.append(exc)
+
+        def read():
+            try:
+                while len(seen) < 200 and (not seen or seen[-1] < 80):
+                    seen.append(len(store))
+                    for key in list(store.keys())[-2:]:
+                        store[key]
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(k,)) for k in (0, 1)] + [threading.Thread(target=read)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        assert len(store) == 80 and store.count("done") == 80
+        assert seen == sorted(seen)
