@@ -54,9 +54,17 @@ def merge(shards, out, on_conflict, remove_sources, as_json):
     from gbc.distributed.merge import merge_stores
 
     sources = _expand(shards)
-    bar = progress(desc="merge", unit="img")
+    bar = progress(desc="merge: planning", unit="img")
+    copied = iter(sources)
+
+    def report(stage, n):
+        if stage == "plan":
+            bar.update(n)
+        else:
+            click.echo(f"copied {n} graph(s) from {next(copied)}", err=True)
+
     try:
-        summary = merge_stores(sources, out, on_conflict=on_conflict, progress=bar.update, remove_sources=remove_sources)
+        summary = merge_stores(sources, out, on_conflict=on_conflict, progress=report, remove_sources=remove_sources)
     finally:
         bar.close()
     if as_json:
@@ -64,7 +72,7 @@ def merge(shards, out, on_conflict, remove_sources, as_json):
         return
     click.echo(f"merged {len(summary['sources'])} store(s) into {summary['out']} in {summary['seconds']:.1f} s")
     click.echo(f"  images in the sources: {summary['keys']}  copied: {summary['copied']}  "
-               f"identical duplicates: {summary['identical']}")
+               f"in several stores: {summary['duplicates']}  identical duplicates: {summary['identical']}")
     click.echo(f"  output now holds: {summary['done']} done, {summary['failed']} failed")
     if summary["conflicts"]:
         shown = ", ".join(summary["conflict_keys"])

@@ -17,14 +17,19 @@ A key's records across the sources are resolved as follows:
       only unambiguous keys are merged: a conflicting key is copied from no shard (an output
       store that already holds it keeps its graph) and is listed in the summary.
 
+Keys are resolved from their status records; graphs stored without one (``put_many``) are
+copied too, the first store that holds them winning.
+
 The output store may already exist: its content counts as the first source, and it is
 never rewritten except where a shard brings a ``done`` graph for a key it holds as
 ``failed`` (or a ``keep-last`` winner).
 
 Merging plans before it writes: a first read-only pass walks the sources' statuses in key
-order (a k-way merge, so memory does not grow with the number of images) and finds the
-conflicts; the second pass copies. So ``on_conflict="error"`` never leaves a half-merged
-output.
+order (a k-way merge: memory grows only with the number of duplicated keys) and decides
+every key held by more than one store; then each shard is bulk-copied by the store's
+``copy_from`` (batched transactions, values re-compressed without parsing graphs), and the
+duplicated keys are rewritten as decided. So ``on_conflict="error"`` never leaves a
+half-merged output, and a merge runs at LMDB speed rather than one commit per image.
 
 Example::
 
@@ -165,18 +170,19 @@ def merge_stores(
     out: PathLike,
     on_conflict: str = "error",
     *,
-    progress: Optional[Callable[[int], None]] = None,
+    progress: Optional[Callable[[str, int], None]] = None,
     remove_sources: bool = False,
 ) -> Dict[str, Any]:
     """Merge the stores ``shards`` into the store ``out`` (created when missing).
 
     Copies graphs, statuses and provenance; ``on_conflict`` is one of :data:`ON_CONFLICT`
-    (see the module docstring). ``progress`` is called with the number of keys handled
-    since the last call. ``remove_sources`` deletes the shard folders after a successful
-    merge. Returns a summary: ``sources``, ``keys`` (distinct keys seen in the shards),
-    ``copied``, ``done``/``failed`` (in the output afterwards), ``identical`` (duplicates
-    that agreed), ``conflicts`` and ``conflict_keys`` (at most :data:`MAX_KEYS_LISTED`),
-    ``seconds``.
+    (see the module docstring). ``progress(stage, n)`` is called with ``("plan", keys)`` as
+    the planning pass advances and ``("copy", graphs)`` after each shard is copied.
+    ``remove_sources`` deletes the shard folders after a successful merge. Returns a
+    summary: ``sources``, ``keys`` (distinct keys in the shards), ``duplicates`` (keys held
+    by more than one store), ``copied`` (keys whose record now comes from a shard),
+    ``done``/``failed`` (in the output afterwards), ``identical`` (duplicates that agreed),
+    ``conflicts`` and ``conflict_keys`` (at most :data:`MAX_KEYS_LISTED`), ``seconds``.
     """
     if on_conflict not in ON_CONFLICT:
         raise ValueError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}; got {on_conflict!r}")
@@ -197,47 +203,45 @@ def merge_stores(
             raise ValueError(f"shard listed twice: {source}")
         seen.add(resolved)
     started = time.perf_counter()
-    out_exists = _is_store(out)
 
-    # Pass 1 (read-only): find conflicts, so that "error" refuses before writing anything.
-    conflicts, identical, keys_seen = _plan_pass(sources, out if out_exists else None, on_conflict)
-    if conflicts and on_conflict == "error":
-        raise MergeConflictError(conflicts[:MAX_KEYS_LISTED], len(conflicts))
+    # Pass 1 (read-only): decide every key held by more than one store, and find conflicts,
+    # so that "error" refuses before writing anything.
+    plan = _plan_pass(sources, out if _is_store(out) else None, on_conflict, progress)
+    if plan.conflicts and on_conflict == "error":
+        raise MergeConflictError(plan.conflicts[:MAX_KEYS_LISTED], len(plan.conflicts))
 
-    # Pass 2: copy the winners.
-    plan = _Plan(on_conflict)
-    copied = 0
+    # Pass 2: bulk copy (the store re-compresses values without parsing graphs; keys already
+    # in the output are kept), then pass 3 rewrites the few duplicated keys as decided.
     opened = []
     target = None
     try:
         for source in sources:
             opened.append(_open(source, readonly=True))
         target = _open(out, readonly=False)
-        labelled = [(i + 1, store, str(path)) for i, (store, path) in enumerate(zip(opened, sources))]
-        pending = 0
-        for key, records in _grouped(labelled):
-            existing = target.status(key)
-            candidates = ([(0, existing)] if existing is not None else []) + records
-
-            def graph_of(index, _key=key):
-                return target[_key] if index == 0 else opened[index - 1][_key]
-
-            winner, _, _ = plan.winner(candidates, graph_of) if len(candidates) > 1 else (candidates[0][0], False, False)
-            if winner is not None and winner != 0:
-                _copy(opened[winner - 1], target, key, candidates[[i for i, _ in candidates].index(winner)][1])
-                copied += 1
-            pending += 1
-            if progress is not None and pending >= 1000:
-                progress(pending)
-                pending = 0
-        if progress is not None and pending:
-            progress(pending)
+        for store in opened:
+            graphs = target.copy_from(store, overwrite=False)
+            if progress is not None:
+                progress("copy", graphs)
+        for key, (winner, out_had_key, out_had_provenance) in sorted(plan.fixups.items()):
+            if winner is not None and winner > 0:
+                source = opened[winner - 1]
+                target.delete(key)
+                _copy(source, target, key, source.status(key))
+            elif out_had_key:
+                if not out_had_provenance:
+                    # The bulk copy may have attached a losing shard's provenance: write the
+                    # output's own record back without it.
+                    record, graph = target.status(key), target.get(key)
+                    target.delete(key)
+                    _write_record(target, key, record, graph, None)
+            else:
+                target.delete(key)  # skip-identical: no shard's version is kept
         target.update_meta({
             "merged_from": [str(s) for s in sources],
-            "merge": {"on_conflict": on_conflict, "copied": copied, "conflicts": len(conflicts), "time": time.time()},
+            "merge": {"on_conflict": on_conflict, "conflicts": len(plan.conflicts), "time": time.time()},
         })
-        done = sum(1 for _ in target.keys(status="done"))
-        failed = sum(1 for _ in target.keys(status="failed"))
+        done = target.count("done")
+        failed = target.count("failed")
     finally:
         if target is not None:
             target.close()
@@ -248,49 +252,68 @@ def merge_stores(
 
         for source in sources:
             shutil.rmtree(source)
+    kept_or_left = sum(1 for winner, _, _ in plan.fixups.values() if winner is None or winner == 0)
     return {
         "sources": [str(s) for s in sources],
         "out": str(out),
-        "keys": keys_seen,
-        "copied": copied,
+        "keys": plan.keys,
+        "duplicates": len(plan.fixups),
+        "copied": plan.keys - kept_or_left,
         "done": done,
         "failed": failed,
-        "identical": identical,
-        "conflicts": len(conflicts),
-        "conflict_keys": conflicts[:MAX_KEYS_LISTED],
+        "identical": plan.identical,
+        "conflicts": len(plan.conflicts),
+        "conflict_keys": plan.conflicts[:MAX_KEYS_LISTED],
         "on_conflict": on_conflict,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
 
-def _plan_pass(sources: List[Path], out: Optional[Path], on_conflict: str) -> Tuple[List[str], int, int]:
-    plan = _Plan("error")  # only to classify: conflicts are decided independently of the policy
+class _MergePlan:
+    def __init__(self):
+        self.keys = 0
+        self.identical = 0
+        self.conflicts: List[str] = []
+        #: key -> (winning source index, 0 = the output, None = nobody; output had the key; output had provenance)
+        self.fixups: Dict[str, Tuple[Optional[int], bool, bool]] = {}
+
+
+def _plan_pass(sources: List[Path], out: Optional[Path], on_conflict: str,
+               progress: Optional[Callable[[str, int], None]]) -> _MergePlan:
+    decide = _Plan(on_conflict)
+    plan = _MergePlan()
     stores = []
     target = None
     try:
         target = _open(out, readonly=True) if out is not None else None
         for source in sources:
             stores.append(_open(source, readonly=True))
-        conflicts: List[str] = []
-        identical = 0
-        keys_seen = 0
         labelled = [(i + 1, store, str(path)) for i, (store, path) in enumerate(zip(stores, sources))]
+        pending = 0
         for key, records in _grouped(labelled):
-            keys_seen += 1
+            plan.keys += 1
+            pending += 1
+            if progress is not None and pending >= 1000:
+                progress("plan", pending)
+                pending = 0
             existing = target.status(key) if target is not None else None
             candidates = ([(0, existing)] if existing is not None else []) + records
-            if sum(1 for _, r in candidates if _status_name(r) == "done") < 2:
+            if len(candidates) < 2:
                 continue
 
             def graph_of(index, _key=key):
                 return target[_key] if index == 0 else stores[index - 1][_key]
 
-            _, is_conflict, is_identical = plan.winner(candidates, graph_of)
+            winner, is_conflict, is_identical = decide.winner(candidates, graph_of)
             if is_conflict:
-                conflicts.append(key)
+                plan.conflicts.append(key)
             elif is_identical:
-                identical += 1
-        return conflicts, identical, keys_seen
+                plan.identical += 1
+            out_had_provenance = existing is not None and target.get_provenance(key) is not None
+            plan.fixups[key] = (winner, existing is not None, out_had_provenance)
+        if progress is not None and pending:
+            progress("plan", pending)
+        return plan
     finally:
         for store in stores:
             store.close()
@@ -298,10 +321,9 @@ def _plan_pass(sources: List[Path], out: Optional[Path], on_conflict: str) -> Tu
             target.close()
 
 
-def _copy(source, target, key: str, record) -> None:
-    provenance = source.get_provenance(key)
+def _write_record(target, key: str, record, graph, provenance) -> None:
     if _status_name(record) == "done":
-        target.commit_image(key, source[key], provenance=provenance, attempts=getattr(record, "attempts", 1) or 1)
+        target.commit_image(key, graph, provenance=provenance, attempts=getattr(record, "attempts", 1) or 1)
     else:
         target.mark_failed(
             key,
@@ -310,6 +332,11 @@ def _copy(source, target, key: str, record) -> None:
             attempts=getattr(record, "attempts", 1) or 1,
             provenance=provenance,
         )
+
+
+def _copy(source, target, key: str, record) -> None:
+    graph = source[key] if _status_name(record) == "done" else None
+    _write_record(target, key, record, graph, source.get_provenance(key))
 
 
 class MultiStore:

@@ -174,3 +174,58 @@ def test_gbc_open_store_sees_unmerged_shards(tmp_path):
     make_store(tmp_path / "parts" / "p0.lmdb", done={"x": 1})
     with gbc.open_store(str(tmp_path / "parts")) as view:
         assert list(view) == ["x"]
+
+
+def test_merge_property_done_anywhere_is_done(tmp_path_factory):
+    """Random spreads of keys over 3 shards: the result is done iff some shard has it done."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    records = st.dictionaries(st.sampled_from([f"k{i}" for i in range(12)]),
+                              st.lists(st.sampled_from(["done", "failed", None]), min_size=3, max_size=3), max_size=8)
+
+    @given(records)
+    @settings(max_examples=6, deadline=None)
+    def check(spread):
+        root = tmp_path_factory.mktemp("prop")
+        shards = []
+        for s in range(3):
+            done = {k: int(k[1:]) for k, states in spread.items() if states[s] == "done"}
+            failed = {k: f"shard {s}" for k, states in spread.items() if states[s] == "failed"}
+            shards.append(make_store(root / f"s{s}.lmdb", done=done, failed=failed))
+        merge_stores(shards, root / "out.lmdb")  # same seed per key: duplicates are identical
+        got = read_all(root / "out.lmdb")[0]
+        expected = {k: ("done" if "done" in states else "failed") for k, states in spread.items() if any(states)}
+        assert got == expected
+
+    check()
+
+
+def test_output_record_kept_whole_when_it_wins(tmp_path):
+    out = tmp_path / "out.lmdb"
+    with gbc.open_store(str(out), readonly=False) as store:
+        store.mark_failed("f", "old failure")  # no provenance
+        store.commit_image("d", synthetic_graph(1))  # no provenance
+    s = make_store(tmp_path / "s.lmdb", failed={"f": "new failure", "d": "oom"})
+    stages = []
+    summary = merge_stores([s], out, on_conflict="keep-first", progress=lambda stage, n: stages.append((stage, n)))
+    with gbc.open_store(str(out)) as store:
+        assert store.status("f").reason == "old failure" and store.get_provenance("f") is None
+        assert store.status("d").status == "done" and store.get_provenance("d") is None
+        assert store["d"].to_dict() == sg(1)
+    assert (summary["duplicates"], summary["copied"]) == (2, 0)
+    assert ("plan", 2) in stages and any(stage == "copy" for stage, _ in stages)
+
+
+def test_graphs_without_status_records_are_copied_too(tmp_path):
+    a = tmp_path / "a.lmdb"
+    with gbc.open_store(str(a), readonly=False) as store:
+        store.put_many((f"k{i:04d}", synthetic_graph(i)) for i in range(300))
+    # put_many writes graphs without statuses: the merge copies them as they are.
+    with gbc.open_store(str(a), readonly=False) as store:
+        for i in range(0, 300, 100):
+            store.commit_image(f"k{i:04d}", synthetic_graph(i))
+    summary = merge_stores([a], tmp_path / "o.lmdb")
+    with gbc.open_store(str(tmp_path / "o.lmdb")) as out:
+        assert len(out) == 300 and out.count("done") == 3
+    assert summary["keys"] == 3  # keys are counted from statuses
