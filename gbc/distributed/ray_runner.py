@@ -187,7 +187,8 @@ def annotate_on_ray(
     Returns a summary dict: ``images``, ``skipped`` (finished before), ``submitted``,
     ``done``, ``failed``, ``missing`` (submitted but without a record: 0 unless a bug),
     ``per_shard`` (images reported by each worker shard), ``workers``, ``shards`` (shard
-    stores found at the end), ``merged``, ``merge`` (merge figures), ``seconds``,
+    stores found at the end), ``merged``, ``merge`` (merge figures), ``store`` (done and
+    failed totals of the output after merging), ``seconds``,
     ``ray_seconds`` (the Ray part), ``engine_seconds`` (time spent inside the engine, summed
     over batches and workers), ``startup_seconds`` (until the first batch started in an actor),
     ``images_per_s``.
@@ -246,12 +247,13 @@ def annotate_on_ray(
     if merge and shard_paths:
         from gbc.distributed.merge import merge_stores
 
-        # "keep-first": the output's existing graphs were finished before this run and are
-        # never redone, so a disagreeing shard copy cannot be newer.
-        merged = merge_stores(shard_paths, out, on_conflict="keep-first", remove_sources=True)
+        # Done images are never resubmitted, so two done graphs of one key can only be copies
+        # of each other; "keep-last" makes a retried failure show its latest reason.
+        merged = merge_stores(shard_paths, out, on_conflict="keep-last", remove_sources=True)
         shutil.rmtree(shards, ignore_errors=False)
         summary["merged"] = True
-        summary["merge"] = {k: merged[k] for k in ("copied", "identical", "conflicts", "seconds")}
+        summary["merge"] = {k: merged[k] for k in ("copied", "duplicates", "identical", "conflicts", "seconds")}
+        summary["store"] = {"done": merged["done"], "failed": merged["failed"]}
     seconds = time.perf_counter() - started
     summary["seconds"] = round(seconds, 3)
     summary["images_per_s"] = round(summary["submitted"] / seconds, 3) if summary["submitted"] and seconds > 0 else 0.0
