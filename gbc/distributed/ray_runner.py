@@ -260,6 +260,24 @@ def annotate_on_ray(
     return summary
 
 
+def _check_resources(resources: Mapping[str, float], workers: int, gpus: float, cpus: float, remote: bool) -> None:
+    """A fixed pool of actors that the cluster cannot hold would wait forever: refuse it on a
+    local instance; on a remote cluster (which may be autoscaling) only warn."""
+    problems = []
+    for name, per_worker in (("GPU", gpus), ("CPU", cpus)):
+        need, have = workers * (per_worker or 0), float(resources.get(name, 0))
+        if need > have + 1e-9:
+            problems.append(f"{workers} worker(s) x {per_worker:g} {name} need {need:g} {name}s; the Ray cluster has {have:g}")
+    if not problems:
+        return
+    message = "; ".join(problems)
+    if not remote:
+        raise ValueError(message + ": lower --workers, --gpus-per-worker or --cpus-per-worker")
+    import logging
+
+    logging.getLogger("gbc.distributed").warning("%s: workers wait until the cluster has room", message)
+
+
 def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
                   modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed) -> Dict[str, Any]:
     import ray
@@ -274,6 +292,7 @@ def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_
             else:
                 total = float(ray.cluster_resources().get("CPU", 1.0))
                 cpus_per_worker = round(min(1.0, ACTOR_CPU_SHARE * total / workers), 3)
+        _check_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus_per_worker, remote=address is not None)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         shards.mkdir(parents=True, exist_ok=True)

@@ -135,3 +135,38 @@ def test_an_image_that_always_kills_its_worker_ends_failed(ray_local, images, tm
         assert store.count("done") == 7
     pids = {line.split()[0] for line in log.read_text().splitlines() if line.endswith(" img03.png")}
     assert len(pids) == 2  # killed two workers, then was not tried again
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"gpus_per_worker": 1}, "need 1 GPUs; the Ray cluster has 0"),
+    ({"workers": 3, "cpus_per_worker": 1.0}, "need 3 CPUs; the Ray cluster has 2"),
+])
+def test_a_pool_the_cluster_cannot_hold_is_refused(ray_local, images, tmp_path, kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        run(images[:2], tmp_path / "out.lmdb", **kwargs)
+    assert not list((tmp_path / "out.lmdb").glob("shards/*.lmdb"))
+
+
+@pytest.mark.timeout(120)
+def test_gbc_annotate_with_ray(ray_local, images, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from gbc.cli.main import cli
+
+    command = cli.get_command(None, "annotate")
+    if not any("--ray" in param.opts for param in command.params):
+        pytest.skip("gbc annotate has no --ray option")
+    folder = Path(images[0].path).parent
+    out = tmp_path / "cli.lmdb"
+    args = ["annotate", str(folder), "-o", str(out), "--mllm", "scripted", "--detector", "scripted",
+            "--ray", "--workers", "2", "--json"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["done"], summary["failed"], summary["merged"]) == (N_IMAGES, 1, True)
+    assert statuses(out)["img00.png"] == "done"
+    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert json.loads(again.stdout)["submitted"] == 0
