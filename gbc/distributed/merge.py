@@ -434,6 +434,10 @@ class MultiStore:
     def __len__(self) -> int:
         return sum(1 for _ in self.keys())
 
+    def count(self, status: Optional[str] = None) -> int:
+        """Number of graphs (``status=None``) or of images with that resolved status."""
+        return sum(1 for _ in self.keys(status=status))
+
     @property
     def meta(self) -> Dict[str, Any]:
         """The first store's metadata, with the list of stores under ``"stores"``."""

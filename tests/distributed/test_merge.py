@@ -138,7 +138,7 @@ def test_multistore_reads_shards_as_one(tmp_path):
     make_store(tmp_path / "out.lmdb" / "shards" / "worker-001.lmdb", done={"d": 4}, failed={"e": "bad"})
     assert [p.name for p in find_shards(out)] == ["worker-000.lmdb", "worker-001.lmdb"]
     with open_multi_store(out) as view:
-        assert len(view) == 4
+        assert len(view) == 4 and view.count() == 4 and view.count("failed") == 1
         assert list(view.keys()) == ["a", "b", "c", "d"]
         assert list(view.keys(status="failed")) == ["e"]
         assert view["b"].to_dict() == sg(2) and view.status("b").status == "done"
