@@ -6,6 +6,8 @@
   several shards.
 - ``gbc.distributed.ray_runner``: the annotator on a Ray cluster (one actor per worker, each
   writing its own shard).
+- ``gbc.distributed.worker``: the annotator actor, its shard and what happens when its
+  process dies.
 
 Ray is imported only by ``ray_runner`` and only when a run starts.
 """

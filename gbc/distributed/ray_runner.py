@@ -141,7 +141,7 @@ def _init_ray(address: Optional[str]) -> bool:
 
     if ray.is_initialized():
         return False
-    if address is None:
+    if address in (None, "", "local"):
         # A private local instance: token auth only adds a file under ~/.ray here.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=True,
@@ -176,8 +176,8 @@ def annotate_on_ray(
 ) -> Dict[str, Any]:
     """Annotate ``images`` ((key, path) pairs or ``ImageSource``) into the store ``out_path`` on Ray.
 
-    ``address``: ``None`` starts a local Ray instance (unless one is already initialised in
-    this process), ``"auto"`` joins the cluster of this machine, ``"ray://host:10001"`` or
+    ``address``: ``None`` (or ``"local"``) starts a local Ray instance (unless one is already
+    initialised in this process), ``"auto"`` joins the cluster of this machine, ``"ray://host:10001"`` or
     ``"host:6379"`` a remote one. ``workers`` annotator actors are started, each with
     ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs (default: 1 with GPUs, else a share
     of the cluster's CPUs, fractional on small machines). ``retry_failed`` annotates again the
@@ -292,7 +292,8 @@ def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_
             else:
                 total = float(ray.cluster_resources().get("CPU", 1.0))
                 cpus_per_worker = round(min(1.0, ACTOR_CPU_SHARE * total / workers), 3)
-        _check_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus_per_worker, remote=address is not None)
+        remote = address not in (None, "", "local")
+        _check_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus_per_worker, remote=remote)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         shards.mkdir(parents=True, exist_ok=True)

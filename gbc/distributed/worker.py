@@ -7,7 +7,8 @@ Files in the shard folder (``OUT/shards``)
     process that dies releases it at once, so its restarted successor usually takes the
     same slot (and the same shard).
 ``worker-NNN.lmdb``
-    The slot's store shard. Only the slot's owner writes it.
+    The slot's store shard. Only the slot's owner writes it; it is created under a temporary
+    name and renamed, so that nobody opens a half-created store.
 ``worker-NNN.inflight``
     The keys the owner is annotating right now (written before, removed after each engine
     run). Found while the slot's lock is free, it is the trace of a process that died: its
@@ -37,6 +38,7 @@ import fcntl
 import importlib
 import json
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -156,6 +158,13 @@ class ShardAnnotator:
         if self._store is None:
             from gbc.store.lmdb_store import GraphStore
 
+            if not _has_store(self._path):
+                # Create the shard under another name and rename it: other processes (the
+                # driver, actors redoing a dead worker's batch) never see a half-created store.
+                tmp = self._path.with_name(f"{self._path.name}.creating-{os.getpid()}")
+                shutil.rmtree(tmp, ignore_errors=True)
+                GraphStore(str(tmp), readonly=False).close()
+                os.rename(tmp, self._path)
             self._store = GraphStore(str(self._path), readonly=False)
         return self._store
 
