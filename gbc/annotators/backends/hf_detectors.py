@@ -25,7 +25,7 @@ from typing import Dict, List, Literal, Optional, Sequence, Tuple
 from pydantic import Field
 
 from gbc.annotators.backends.base import BackendError, BackendOptions, DetectionRequest, PhraseDetections
-from gbc.annotators.backends.hf_mllm import dtype_kwarg, missing_model_error, resolve_device, scale_image
+from gbc.annotators.backends.hf_mllm import dtype_kwarg, is_out_of_memory, missing_model_error, resolve_device, scale_image
 from gbc.annotators.backends.registry import register_detector
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ class DetectorOptions(BackendOptions):
         1333, ge=16, description="images are scaled down to this longer side before preprocessing"
     )
     revision: Optional[str] = Field(None, description="hub revision (branch, tag or commit) to load")
+    simulate_oom_above: Optional[int] = Field(
+        None, ge=0, description="testing aid: raise a CUDA out-of-memory error for batches larger than this"
+    )
 
 
 class _ZeroShotDetector:
@@ -134,12 +137,36 @@ class _ZeroShotDetector:
             phrases = unique_phrases(request.phrases)
             images.append(scale_image(request.image, self.options.max_image_side) if phrases else None)
             rows.extend((index, chunk) for chunk in self.split_phrases(phrases))
-        for start in range(0, len(rows), self.max_batch_size):
+        start = 0
+        while start < len(rows):
             batch = rows[start : start + self.max_batch_size]
-            decoded = self.run_rows([images[i] for i, _ in batch], [chunk for _, chunk in batch])
+            decoded = self._run_with_fallback([images[i] for i, _ in batch], [chunk for _, chunk in batch])
             for (index, _), found in zip(batch, decoded):
                 results[index].update(found)
+            start += len(batch)
         return results
+
+    def _run_with_fallback(self, images, chunks) -> List[Dict[str, PhraseDetections]]:
+        """``run_rows``; a CUDA out-of-memory error halves the batch (remembered) and retries."""
+        import torch
+
+        try:
+            limit = self.options.simulate_oom_above
+            if limit is not None and len(chunks) > limit:
+                raise torch.cuda.OutOfMemoryError(f"simulated CUDA out of memory for a batch of {len(chunks)} (limit {limit})")
+            return self.run_rows(images, chunks)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or len(chunks) == 1:
+                raise
+            self.max_batch_size = max(1, min(self.max_batch_size, len(chunks) // 2))
+            log.warning("out of memory with a batch of %d; retrying as batches of %d", len(chunks), self.max_batch_size)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        size = self.max_batch_size
+        decoded: List[Dict[str, PhraseDetections]] = []
+        for begin in range(0, len(chunks), size):
+            decoded.extend(self._run_with_fallback(images[begin : begin + size], chunks[begin : begin + size]))
+        return decoded
 
     def split_phrases(self, phrases: List[str]) -> List[List[str]]:
         raise NotImplementedError

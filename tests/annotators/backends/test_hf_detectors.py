@@ -92,6 +92,19 @@ def test_batch_equals_single_requests(request, fixture):
         same(found, detector.detect([req])[0])
 
 
+def test_simulated_out_of_memory_halves_the_batch(tiny_owlv2, owl):
+    import torch
+
+    requests = [DetectionRequest(image=picture((60, 40), seed), phrases=PHRASES[:2]) for seed in range(5)]
+    halving = create_detector(f"owlv2:{tiny_owlv2}", {"device": "cpu", "threshold": 0.0, "simulate_oom_above": 2})
+    for got, expected in zip(halving.detect(requests), owl.detect(requests)):
+        same(got, expected)
+    assert halving.max_batch_size == 2
+    always = create_detector(f"owlv2:{tiny_owlv2}", {"device": "cpu", "simulate_oom_above": 0})
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        always.detect(requests[:2])
+
+
 def test_grounding_dino_boxes_match_the_processor_post_processing(tiny_grounding_dino):
     import torch
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
