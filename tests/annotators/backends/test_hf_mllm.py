@@ -176,3 +176,36 @@ def test_cuda_bf16_batched_generation(tiny_llava):
     assert backend.device == "cuda" and next(backend.model.parameters()).dtype == torch.bfloat16
     assert len(answers) == 5
     backend.close()
+
+
+def test_engine_runs_end_to_end_on_the_model_backends(tiny_llava, tiny_grounding_dino, tmp_path):
+    from gbc.annotators.backends.registry import create_detector
+    from gbc.annotators.config import AnnotateConfig
+    from gbc.annotators.engine import RecursiveAnnotator
+    from gbc.annotators.images import discover_images
+    from gbc.store.lmdb_store import GraphStore
+
+    for i, size in enumerate([(120, 80), (64, 96)]):
+        Image.new("RGB", size, COLORS[i]).save(tmp_path / f"img{i}.png")
+    images = discover_images([tmp_path])
+    config = AnnotateConfig()
+    for kind in ("image", "entity", "composition", "relation"):
+        getattr(config.generation, kind).max_new_tokens = 6
+    detector = create_detector(f"grounding-dino:{tiny_grounding_dino}", {"device": "cpu", "threshold": 0.0})
+
+    # a random LLaVA answers gibberish: every image ends failed with that reason, the run goes on
+    annotator = RecursiveAnnotator(config, create_mllm(f"transformers:{tiny_llava}", {"device": "cpu"}), detector)
+    with GraphStore(tmp_path / "random.lmdb", readonly=False) as store:
+        summary = annotator.run(images, store)
+    assert summary.failed == 2 and summary.failures == {"NoUsableAnswer": 2}
+    assert summary.backends["mllm"]["requests"] == 2
+
+    # well-formed answers (scripted) drive the real detector through the recursion; the random
+    # detector's boxes are small and weak, so the engine's filters are opened up
+    for section in (config.detection.from_image, config.detection.from_entity):
+        section.score_threshold, section.min_abs_area_px, section.min_rel_area = 0.0, None, None
+    annotator = RecursiveAnnotator(config, create_mllm("scripted"), detector)
+    with GraphStore(tmp_path / "scripted.lmdb", readonly=False) as store:
+        summary = annotator.run(images, store)
+    assert summary.done == 2 and summary.backends["detector"]["requests"] >= 2
+    assert summary.vertices > 2
