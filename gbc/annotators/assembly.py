@@ -135,5 +135,38 @@ def build_graph(job, mask_inside_threshold: float = 0.85) -> GbcGraph:
         img_size=tuple(job.size),
         mask_inside_threshold=mask_inside_threshold,
     )
-    graph.compute_masks(mask_inside_threshold)
+    _fill_masks(graph.vertices, mask_inside_threshold)
     return graph
+
+
+def _fill_masks(vertices: List[Vertex], threshold: float) -> None:
+    """What ``GbcGraph.compute_masks`` computes, with the same float operations, but each pair's
+    intersection is computed once from plain tuples (the pydantic box methods dominate otherwise)."""
+    boxes = []
+    for v in vertices:
+        b = v.bbox
+        left, top, right, bottom = b.left, b.top, b.right, b.bottom
+        boxes.append((left, top, right, bottom, max(0.0, right - left) * max(0.0, bottom - top)))
+    n = len(vertices)
+    subs: List[List[str]] = [[] for _ in range(n)]
+    supers: List[List[str]] = [[] for _ in range(n)]
+    for i in range(n):
+        li, ti, ri, bi, ai = boxes[i]
+        vid_i = vertices[i].vertex_id
+        for j in range(i + 1, n):
+            lj, tj, rj, bj, aj = boxes[j]
+            w = min(ri, rj) - max(li, lj)
+            h = min(bi, bj) - max(ti, tj)
+            inter = w * h if w > 0 and h > 0 else 0.0
+            # j mostly inside i: j is a sub-mask of i and i a super-mask of j (and the reverse);
+            # a box without area counts as inside anything
+            if aj <= 0 or inter / aj > threshold:
+                subs[i].append(vertices[j].vertex_id)
+                supers[j].append(vid_i)
+            if ai <= 0 or inter / ai > threshold:
+                supers[i].append(vertices[j].vertex_id)
+                subs[j].append(vid_i)
+    for v, sub, sup in zip(vertices, subs, supers):
+        sub.sort()
+        sup.sort()
+        v.sub_masks, v.super_masks = sub, sup

@@ -166,15 +166,42 @@ def _edge_hint(child: str, parent: str, dx: float, dy: float, rng: random.Random
 
 
 def _spanning_tree(points: Sequence[tuple[float, float]]) -> dict[int, list[int]]:
-    import networkx as nx
+    """Neighbours of each point in the minimum spanning tree of the complete distance graph.
 
-    graph = nx.Graph()
-    graph.add_nodes_from(range(len(points)))
-    for i in range(len(points)):
-        for j in range(i + 1, len(points)):
-            graph.add_edge(i, j, weight=math.dist(points[i], points[j]))
-    tree = nx.minimum_spanning_tree(graph, algorithm="kruskal")
-    return {i: sorted(tree.neighbors(i)) for i in range(len(points))}
+    Kruskal's algorithm as networkx runs it (edges ``(i, j)``, ``i < j``, in lexicographic
+    order, stably sorted by length, each kept when it joins two components), so ties are
+    broken the same way; written out because building a networkx graph costs far more than
+    the few members of a composition need.
+    """
+    n = len(points)
+    edges = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            length = math.dist(points[i], points[j])
+            if math.isnan(length):
+                raise ValueError(f"NaN found as an edge weight. Edge {(i, j, {'weight': length})}")
+            edges.append((length, i, j))
+    edges.sort(key=lambda e: e[0])
+    root = list(range(n))
+
+    def find(k: int) -> int:
+        while root[k] != k:
+            root[k] = root[root[k]]
+            k = root[k]
+        return k
+
+    neighbours: dict[int, list[int]] = {i: [] for i in range(n)}
+    joined = 0
+    for _, i, j in edges:
+        a, b = find(i), find(j)
+        if a != b:
+            root[a] = b
+            neighbours[i].append(j)
+            neighbours[j].append(i)
+            joined += 1
+            if joined == n - 1:
+                break
+    return {i: sorted(v) for i, v in neighbours.items()}
 
 
 def spatial_layout(
@@ -245,9 +272,11 @@ def draw_numbered_boxes(
     boxes_relative: Sequence[BoxLike],
     labels: Optional[Sequence[str]] = None,
     color: tuple[int, int, int] = (0, 255, 0),
+    in_place: bool = False,
 ) -> "Image.Image":
     """A copy of ``image`` (RGB) with each box outlined and its label (default ``1`` ... ``N``)
-    written at its centre.
+    written at its centre. With ``in_place=True`` an RGB ``image`` that the caller owns is
+    drawn on directly (same pixels, without the copy).
 
     Line width is ``(W + H) / 2 / 100`` pixels (at least 1); the label height scales the same
     way, drawn in white with a dark outline so it reads on any background.
@@ -256,7 +285,10 @@ def draw_numbered_boxes(
 
     if labels is not None and len(labels) != len(boxes_relative):
         raise ValueError(f"draw_numbered_boxes: {len(boxes_relative)} boxes but {len(labels)} labels")
-    canvas = image.convert("RGB")  # always a new image: the input is never drawn on
+    if in_place and image.mode == "RGB" and not image.readonly:
+        canvas = image
+    else:
+        canvas = image.convert("RGB")  # a new image: the input is not drawn on
     width, height = canvas.size
     mean_side = (width + height) / 2.0
     thickness = max(1, int(mean_side / 100))

@@ -107,8 +107,10 @@ def load_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_IMAG
                 )
             im.seek(0)  # animated files: the first frame
             im.load()
-            oriented = ImageOps.exif_transpose(im)
-            return _to_rgb(oriented if oriented is not None else im)
+            # In place: the usual upright image is then used as decoded, without the full
+            # copy that exif_transpose makes when there is nothing to turn.
+            ImageOps.exif_transpose(im, in_place=True)
+            return _to_rgb(im)
     except ImageLoadError:
         raise
     except UnidentifiedImageError:

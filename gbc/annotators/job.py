@@ -178,7 +178,9 @@ class ImageJob:
         def build():
             image = self._crop(box)
             if draw is not None:
-                image = draw(image)
+                # a crop is a new image that only this request uses: drawn on in place; the
+                # whole image is shared by every whole-image query: drawn on a copy
+                image = draw(image, box != (0.0, 0.0, 1.0, 1.0))
             return MllmRequest(image=image, system_prompt=prompt.system, user_prompt=user_prompt, kind=kind,
                                image_key=key, context=context, options=options)
 
@@ -449,8 +451,8 @@ class ImageJob:
             s.prompts["composition"], len(members), group.phrase, member_names, hints)
         draw_fn = s.composition.draw_numbered_boxes
 
-        def draw(image):
-            return draw_fn(image, relative)
+        def draw(image, owned):
+            return draw_fn(image, relative, in_place=owned)
 
         task = self._mllm_task("composition", group.prefix, prompt, context, crop, draw=draw)
         task.payload = query

@@ -112,6 +112,80 @@ def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
     return box["value"]
 
 
+class _Helper:
+    """One long-lived daemon thread that runs the functions handed to it, one at a time.
+
+    Starting a thread per backend call or per prepared batch costs more CPU than a
+    zero-latency backend call itself; a helper is reused until a call it runs times out
+    (then it is abandoned: it finishes that call, drops the result and exits).
+    """
+
+    def __init__(self, name: str):
+        self._inbox: "queue.SimpleQueue" = queue.SimpleQueue()
+        self.abandoned = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            fn, box, done = item
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed over to the caller
+                box["error"] = exc
+            finally:
+                done.set()
+            if self.abandoned:
+                return
+
+    def submit(self, fn: Callable[[], Any]) -> tuple:
+        """Start ``fn``; returns ``(box, done)``: ``done`` is set once ``box`` holds ``value`` or ``error``."""
+        box: dict = {}
+        done = threading.Event()
+        self._inbox.put((fn, box, done))
+        return box, done
+
+    def close(self) -> None:
+        self.abandoned = True
+        self._inbox.put(None)
+
+
+class _Helpers:
+    """The helper threads of one worker thread: one for backend calls, one for preparing batches."""
+
+    def __init__(self, label: str):
+        self._label = label
+        self._call: Optional[_Helper] = None
+        self._prepare: Optional[_Helper] = None
+
+    def call(self, fn: Callable[[], Any], timeout_s: float) -> Any:
+        """``call_with_timeout`` on a reused thread."""
+        if self._call is None:
+            self._call = _Helper(f"gbc-{self._label}-call")
+        box, done = self._call.submit(fn)
+        if not done.wait(timeout_s):
+            self._call.abandoned = True  # it exits after this call; the next call gets a new one
+            self._call = None
+            raise CallTimeout(f"backend call did not finish within {timeout_s:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def prepare(self, fn: Callable[[], Any]) -> "_Prepared":
+        if self._prepare is None:
+            self._prepare = _Helper(f"gbc-{self._label}-prepare")
+        return _Prepared(*self._prepare.submit(fn))
+
+    def close(self) -> None:
+        for helper in (self._call, self._prepare):
+            if helper is not None:
+                helper.close()
+        self._call = self._prepare = None
+
+
 class BackendWorker:
     """Forms batches from pending tasks and calls ``call(requests) -> results`` for each.
 
@@ -142,6 +216,7 @@ class BackendWorker:
         self._counter = itertools.count()
         self._cond = threading.Condition()
         self._stopping = False
+        self._local = threading.local()  # each worker thread's helper threads
         self.stats = CallStats(batch_size=self.batch_size)
 
     # ------------------------------------------------------------------ engine side
@@ -204,6 +279,14 @@ class BackendWorker:
         return outcome, requests
 
     def run(self) -> None:
+        helpers = _Helpers(threading.current_thread().name.replace("gbc-", "", 1))
+        self._local.helpers = helpers
+        try:
+            self._serve(helpers)
+        finally:
+            helpers.close()
+
+    def _serve(self, helpers: "_Helpers") -> None:
         ahead: Optional[_Prepared] = None
         while True:
             if ahead is not None:
@@ -218,7 +301,7 @@ class BackendWorker:
             # full batch is already waiting: the backend then never waits for the CPU.
             full = self._take_full()
             if full is not None:
-                ahead = _Prepared(self._prepare, full)
+                ahead = helpers.prepare(lambda batch=full: self._prepare(batch))
             if requests:
                 self._run_batch(requests, outcome)
             self._events.put(outcome)
@@ -239,7 +322,11 @@ class BackendWorker:
     def _call_once(self, requests: List[Any]) -> List[Any]:
         start = time.perf_counter()
         try:
-            results = call_with_timeout(lambda: self._call(requests), self.policy.timeout_s)
+            helpers = getattr(self._local, "helpers", None)
+            if helpers is not None:
+                results = helpers.call(lambda: self._call(requests), self.policy.timeout_s)
+            else:
+                results = call_with_timeout(lambda: self._call(requests), self.policy.timeout_s)
             if not isinstance(results, list) or len(results) != len(requests):
                 got = len(results) if isinstance(results, list) else type(results).__name__
                 raise RuntimeError(f"backend returned {got} results for {len(requests)} requests")
@@ -291,17 +378,14 @@ class BackendWorker:
 
 
 class _Prepared:
-    """Builds a batch's requests in a helper thread; ``wait()`` returns ``(outcome, requests)``."""
+    """A batch being prepared by a helper thread; ``wait()`` returns ``(outcome, requests)``."""
 
-    def __init__(self, prepare: Callable[[List[Task]], tuple], batch: List[Task]):
-        self._result: Optional[tuple] = None
-        self._thread = threading.Thread(target=self._run, args=(prepare, batch), name="gbc-prepare", daemon=True)
-        self._thread.start()
-
-    def _run(self, prepare, batch) -> None:
-        self._result = prepare(batch)
+    def __init__(self, box: dict, done: threading.Event):
+        self._box = box
+        self._done = done
 
     def wait(self) -> tuple:
-        self._thread.join()
-        assert self._result is not None
-        return self._result
+        self._done.wait()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["value"]
