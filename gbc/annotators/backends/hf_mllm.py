@@ -187,6 +187,9 @@ class TransformersMllm:
             raise missing_model_error(self.argument, exc) from exc
         attn = best_attn_implementation(self.options.attn_implementation, device)
         kwargs = dict(common, **{dtype_kwarg(): dtype})
+        if device != "cpu" and importlib.util.find_spec("accelerate") is not None:
+            # weights go straight to the accelerator instead of through a CPU copy
+            kwargs["device_map"] = device
         try:
             model = AutoModelForImageTextToText.from_pretrained(self.argument, attn_implementation=attn, **kwargs)
         except ValueError as exc:
