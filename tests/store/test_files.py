@@ -290,3 +290,20 @@ def test_empty_inputs(tmp_path):
         path = tmp_path / f"e.{ext}"
         assert write_graphs(path, []) == 0
         assert list(read_graphs(path)) == []
+
+
+def test_parquet_written_by_other_tools_reads_back(tmp_path, reference_records):
+    # As the reference pipeline writes it (pandas/pyarrow infer the schema; caption scores
+    # become a struct whose fields are the model names).
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = json.loads(json.dumps(reference_records[:4]))
+    for rec in records:
+        for v in rec["vertices"]:
+            for d in v["descs"]:
+                d["clip_scores"] = {"scores": {"openai-l-patch14-336": 0.25, "dfn5b-h-patch14-378": 0.5},
+                                    "truncation": False}
+    path = tmp_path / "foreign.parquet"
+    pq.write_table(pa.Table.from_pylist(records), path)
+    assert [g.to_dict() for g in read_graphs(path)] == records
