@@ -28,8 +28,17 @@ def build_graph(job, mask_inside_threshold: float = 0.85) -> GbcGraph:
         return [Description.full_layout(t, label, vertex_label) for t, label in pairs]
 
     def span(texts: List[str], phrase: str) -> Optional[EdgeSpan]:
-        hits = text.find_mentions(texts, phrase)
-        return EdgeSpan(desc_index=hits[0][0], start=hits[0][1], end=hits[0][2]) if hits else None
+        # the first of text.find_mentions(texts, phrase), without finding all the others
+        phrase = phrase.strip()
+        if not phrase:
+            return None
+        pattern = text.mention_pattern(phrase)
+        for index, caption in enumerate(texts):
+            if caption:
+                m = pattern.search(caption)
+                if m is not None:
+                    return EdgeSpan(desc_index=index, start=m.start(), end=m.end())
+        return None
 
     def add_edge(source: str, label: str, target: str, texts: List[str]) -> None:
         edges.append(Edge(source=source, text=label, target=target, span=span(texts, label)))

@@ -27,6 +27,7 @@ boxes are not both removed by the containment step.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -156,6 +157,39 @@ def remove_containers(boxes: np.ndarray, threshold: float = 0.95) -> np.ndarray:
     return np.flatnonzero(~contains.any(axis=1))
 
 
+def _select_one(box, score, label: str, settings: DetectionSettings, crop_size_px, crop_rel_area: float):
+    """``select_boxes`` for a single box strictly inside the crop, on plain floats (the same
+    comparisons and products, so the same result); ``None`` leaves any other case to the
+    array code. Most phrases get one box, and numpy costs more than the rules for one."""
+    try:
+        if len(box) != 4:
+            return None
+        left, top, right, bottom = (float(v) for v in box)
+        s = float(score)
+    except (TypeError, ValueError):
+        return None
+    # strictly inside (0, 1): clipping changes nothing; NaN fails these tests too
+    if not (0.0 < left < 1.0 and 0.0 < top < 1.0 and 0.0 < right < 1.0 and 0.0 < bottom < 1.0) or not math.isfinite(s):
+        return None
+    rel_area = max(right - left, 0.0) * max(bottom - top, 0.0)
+    keep = rel_area > 0
+    if _on(settings.score_threshold):
+        keep = keep and s > settings.score_threshold
+    if _on(settings.min_abs_area_px):
+        keep = keep and rel_area * float(crop_size_px[0]) * float(crop_size_px[1]) > settings.min_abs_area_px
+    if _on(settings.min_rel_area):
+        keep = keep and rel_area * crop_rel_area > settings.min_rel_area
+    if _on(settings.max_rel_area):
+        keep = keep and rel_area < settings.max_rel_area
+    if not keep:
+        return []
+    # one box: NMS and container removal keep it; top-k keeps it when k >= 1
+    if label.strip().lower() == "single" and _on(settings.high_conf_tolerance):
+        if not s > s - settings.high_conf_tolerance:
+            return []
+    return [((left, top, right, bottom), s)]
+
+
 def select_boxes(
     boxes: Sequence[Sequence[float]],
     scores: Sequence[float],
@@ -178,6 +212,10 @@ def select_boxes(
     Returns:
         ``[((left, top, right, bottom), score), ...]`` relative to the crop.
     """
+    if len(boxes) == 1 and len(scores) == 1:
+        one = _select_one(boxes[0], scores[0], label, settings, crop_size_px, crop_rel_area)
+        if one is not None:
+            return one
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(b) != len(s):

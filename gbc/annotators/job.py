@@ -273,7 +273,10 @@ class ImageJob:
         W, H = self.size
         crop_px = (max(1, round((box[2] - box[0]) * W)), max(1, round((box[3] - box[1]) * H)))
         crop_rel = max((box[2] - box[0]) * (box[3] - box[1]), 1e-12)
-        outer = Bbox.from_xyxy(box)
+        # boxes found in the crop mapped to image coordinates (Bbox.to_global's arithmetic,
+        # one Bbox per box instead of two)
+        o_left, o_top = float(box[0]), float(box[1])
+        o_w, o_h = float(box[2]) - o_left, float(box[3]) - o_top
         found: List[Tuple[str, str, List[Bbox]]] = []
         raw: Dict[str, dict] = {}
         for phrase in phrases:
@@ -282,7 +285,11 @@ class ImageJob:
                 continue
             raw[phrase] = {"boxes": [list(map(float, b)) for b in det.boxes], "scores": [float(x) for x in det.scores]}
             kept = s.detection.select_boxes(list(det.boxes), list(det.scores), labels[phrase], settings, crop_px, crop_rel)
-            boxes = [Bbox.from_xyxy(_clamp(b), confidence=float(score)).to_global(outer) for b, score in kept]
+            boxes = []
+            for b, score in kept:
+                left, top, right, bottom = _clamp(b)
+                boxes.append(Bbox(left=o_left + left * o_w, top=o_top + top * o_h, right=o_left + right * o_w,
+                                  bottom=o_top + bottom * o_h, confidence=float(score)))
             if boxes:
                 found.append((phrase, labels[phrase], boxes))
         self.raw_detections.append({"vertex_id": node.vertex_id, "crop_box": list(box), "phrases": raw})
