@@ -57,6 +57,7 @@ class LimitsConfig(_Section):
     crop_margin: float = Field(0.05, ge=0, le=1, description="context added around an entity or composition crop sent to the MLLM, as a fraction of the box size per side")
     max_image_pixels: int = Field(178_956_970, ge=1, description="larger images are refused as possible decompression bombs (PIL's own default limit x2)")
     max_entities: int = Field(10, ge=1, description="at most this many tagged objects or features are read from one answer")
+    allocator_keep_mb: int = Field(32, ge=0, description="glibc only, whole process: freed memory up to this many MB is kept for reuse instead of being returned to the system and faulted in again (decoded images and crops are large, short-lived buffers); 0 leaves the allocator's settings alone")
 
 
 class DetectionConfig(_Section):
@@ -185,6 +186,7 @@ class AnnotateConfig(_Section):
         for section in ("mllm", "detector"):
             data.pop(section)
         data["limits"].pop("images_in_flight")
+        data["limits"].pop("allocator_keep_mb")
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

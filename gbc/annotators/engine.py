@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from gbc.annotators.config import AnnotateConfig
-from gbc.annotators.images import ImageLoadError, ImageSource, load_image
+from gbc.annotators.images import ImageLoadError, ImageSource, keep_freed_memory, load_image
 from gbc.annotators.job import ImageFailure, ImageJob, JobSettings
 from gbc.annotators.scheduler import BackendWorker, BatchOutcome, RetryPolicy, Task
 
@@ -105,6 +105,7 @@ class RecursiveAnnotator:
     ) -> RunSummary:
         """Annotate ``images`` (``ImageSource`` or paths) and commit each result to ``store``."""
         cfg = self.config
+        keep_freed_memory(cfg.limits.allocator_keep_mb)
         events: "queue.Queue" = queue.Queue()
         summary = RunSummary()
         start = time.perf_counter()
