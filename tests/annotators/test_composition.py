@@ -243,3 +243,35 @@ def test_draw_on_a_reference_image(reference_dir):
     with Image.open(path) as image:
         out = draw_numbered_boxes(image, [(0.1, 0.1, 0.4, 0.5), (0.5, 0.2, 0.9, 0.8)])
         assert out.size == image.size
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_spanning_tree_matches_networkx_kruskal_with_ties(seed):
+    # grid points give many equal distances: ties must be broken as networkx breaks them
+    import math
+
+    import networkx as nx
+
+    from gbc.annotators.composition import _spanning_tree
+
+    rng = random.Random(seed)
+    for _ in range(200):
+        n = rng.randint(0, 8)
+        points = [(rng.randint(0, 3) * 0.5, rng.randint(0, 3) * 0.25) if seed % 2 else (rng.random(), rng.random())
+                  for _ in range(n)]
+        graph = nx.Graph()
+        graph.add_nodes_from(range(n))
+        for i in range(n):
+            for j in range(i + 1, n):
+                graph.add_edge(i, j, weight=math.dist(points[i], points[j]))
+        tree = nx.minimum_spanning_tree(graph, algorithm="kruskal")
+        assert _spanning_tree(points) == {i: sorted(tree.neighbors(i)) for i in range(n)}
+
+
+def test_numbered_boxes_in_place_draw_the_same_pixels():
+    boxes = [(0.1, 0.1, 0.4, 0.5), (0.5, 0.2, 0.9, 0.8)]
+    image = Image.new("RGB", (200, 150), (90, 120, 60))
+    copy = draw_numbered_boxes(image, boxes)
+    assert image.getpixel((20, 15)) == (90, 120, 60)  # the input is untouched by default
+    drawn = draw_numbered_boxes(image, boxes, in_place=True)
+    assert drawn is image and drawn.tobytes() == copy.tobytes()

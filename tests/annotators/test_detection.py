@@ -179,3 +179,31 @@ def test_select_boxes_properties(items, label, crop_rel_area):
         assert (r - l) * (b - t) * crop_rel_area > d.min_rel_area
     if label == "single" and got:
         assert kept_scores[-1] > kept_scores[0] - d.high_conf_tolerance
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_box_fast_path_agrees_with_the_array_rules(seed, monkeypatch):
+    import dataclasses
+    import random
+
+    import gbc.annotators.detection as detection
+
+    base = DetectionSettings()
+    variants = [base, base.for_entity(),
+                dataclasses.replace(base, score_threshold=None, min_rel_area=None, min_abs_area_px=None,
+                                    high_conf_tolerance=1e-20, topk=None),
+                dataclasses.replace(base, high_conf_tolerance=0.0, max_rel_area=0.3, score_threshold=0.0)]
+    rng = random.Random(seed)
+    odd = [0.0, 1.0, -0.0, 1e-9, 1.5, -0.2, float("nan")]
+    cases = []
+    for _ in range(3000):
+        box = [rng.choice(odd) if rng.random() < 0.1 else rng.random() for _ in range(4)]
+        if rng.random() < 0.5:
+            box[2], box[3] = min(1.0, box[0] + rng.random() / 2), min(1.0, box[1] + rng.random() / 2)
+        score = rng.choice([0.35, float("nan"), float("inf")]) if rng.random() < 0.1 else rng.random()
+        cases.append(([box], [score], rng.choice(["single", "multiple", " Single "]), rng.choice(variants),
+                      (rng.randint(1, 1024), rng.randint(1, 1024)), rng.choice([1.0, rng.random()])))
+    fast = [select_boxes(*case) for case in cases]
+    monkeypatch.setattr(detection, "_select_one", lambda *args: None)  # array rules only
+    assert fast == [select_boxes(*case) for case in cases]
+    assert sum(bool(f) for f in fast) > 300  # the comparison covered kept boxes too

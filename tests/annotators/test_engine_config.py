@@ -63,6 +63,7 @@ def test_every_setting_is_documented():
 def test_fingerprint_ignores_throughput_settings():
     a = AnnotateConfig()
     assert a.fingerprint() == a.with_overrides({"limits.images_in_flight": 3, "mllm.batch_size": 4}).fingerprint()
+    assert a.fingerprint() == a.with_overrides({"limits.allocator_keep_mb": 0}).fingerprint()
     assert a.fingerprint() != a.with_overrides({"limits.max_depth": 1}).fingerprint()
 
 

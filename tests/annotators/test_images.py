@@ -148,3 +148,24 @@ def test_crop_region_never_empty():
     img = Image.new("RGB", (100, 50))
     assert crop_region(img, (0.2, 0.2, 0.6, 1.0)).size == (40, 40)
     assert crop_region(img, (0.999, 0.999, 0.999, 0.999)).size == (1, 1)
+
+
+def test_upright_jpeg_is_loaded_as_decoded(tmp_path):
+    # the image is used as decoded (no copy): same pixels as PIL's own decoding
+    path = tmp_path / "plain.jpg"
+    arr = np.random.default_rng(1).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, quality=90)
+    with Image.open(path) as ref:
+        ref.load()
+        expected = ref.tobytes()
+    got = load_image(str(path))
+    assert got.mode == "RGB" and got.size == (40, 30) and got.tobytes() == expected
+    got.putpixel((0, 0), (1, 2, 3))  # writable
+
+
+def test_keep_freed_memory_is_applied_once():
+    from gbc.annotators import images
+
+    assert images.keep_freed_memory(0) is False  # 0: allocator left alone
+    images.keep_freed_memory(32)  # True on glibc, False elsewhere
+    assert images.keep_freed_memory(32) is False  # already applied: the first call wins
