@@ -494,11 +494,23 @@ class GraphStore:
         self._write(lambda txn: self._put_in(txn, k, graph, provenance))
 
     def put_many(self, items: Iterable[Tuple], batch_size: int = DEFAULT_BATCH_SIZE) -> int:
-        """Store ``(key, graph)`` or ``(key, graph, provenance)`` items, ``batch_size`` per transaction."""
+        """Store ``(key, graph)`` or ``(key, graph, provenance)`` items, ``batch_size`` per transaction.
+
+        Each graph is serialised as soon as it arrives (while its objects are still in the CPU
+        caches, and so that the batch holds bytes rather than thousands of live objects); a
+        batch is compressed and written in one transaction, in key order. Every transaction is
+        committed durably, like ``put``: items of a batch that was not committed yet when an
+        error is raised are not written.
+        """
         total = 0
-        batch: List[Tuple] = []
+        batch: List[Tuple[bytes, bytes, int, Optional[bytes]]] = []
+        codec = self._codec
         for item in items:
-            batch.append(item)
+            key, graph = _encode_key(item[0]), item[1]
+            _check_graph(graph)
+            payload, mode = codec.graph_payload(graph)
+            provenance = item[2] if len(item) > 2 else None
+            batch.append((key, payload, mode, None if provenance is None else codec.encode_json(provenance)))
             if len(batch) >= batch_size:
                 total += self._put_batch(batch)
                 batch = []
@@ -506,16 +518,25 @@ class GraphStore:
             total += self._put_batch(batch)
         return total
 
-    def _put_batch(self, batch: List[Tuple]) -> int:
-        encoded = [(_encode_key(item[0]), item[1], item[2] if len(item) > 2 else None) for item in batch]
+    def _put_batch(self, batch: List[Tuple[bytes, bytes, int, Optional[bytes]]]) -> int:
         # Key order lets LMDB append to full pages instead of splitting them (stable: the
         # last of equal keys still wins).
-        encoded.sort(key=lambda e: e[0])
+        batch.sort(key=_first)
 
         def write(txn):
-            for k, graph, prov in encoded:
-                self._put_in(txn, k, graph, prov)
-            return len(encoded)
+            graphs, provenances = self._db(b"graphs"), self._db(b"provenance")
+            cur = txn.cursor(db=graphs)
+            last = bytes(cur.key()) if cur.last() else None
+            for key, payload, mode, provenance in batch:
+                value = self._pack_graph(key, payload, mode, txn)
+                if last is None or key > last:
+                    txn.put(key, value, db=graphs, append=True)
+                    last = key
+                else:
+                    txn.put(key, value, db=graphs)
+                if provenance is not None:
+                    txn.put(key, provenance, db=provenances)
+            return len(batch)
 
         return self._write(write)
 
@@ -654,6 +675,10 @@ def _put_sorted(txn, db, key: bytes, value: bytes) -> None:
         txn.put(key, value, db=db, append=True)
     else:
         txn.put(key, value, db=db)
+
+
+def _first(item: Tuple) -> Any:
+    return item[0]
 
 
 def _check_graph(graph: Any) -> None:
