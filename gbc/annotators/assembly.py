@@ -43,6 +43,14 @@ def build_graph(job, mask_inside_threshold: float = 0.85) -> GbcGraph:
     def add_edge(source: str, label: str, target: str, texts: List[str]) -> None:
         edges.append(Edge(source=source, text=label, target=target, span=span(texts, label)))
 
+    # Composition and relation queries are sent when a parent's children have answered, so
+    # their order in the job depends on timing (concurrent calls, latency); the graph takes
+    # them in canonical order: parents in minting order, a parent's groups in phrase order.
+    rank = {vid: i for i, vid in enumerate(job.order)}
+    group_pos = {(vid, g.prefix): k for vid in job.order for k, g in enumerate(job.nodes[vid].groups)}
+    compositions = sorted(job.compositions, key=lambda q: (rank[q.parent_id], group_pos.get((q.parent_id, q.vertex_id), -1)))
+    relations = sorted(job.relations, key=lambda q: rank[q.parent_id])
+
     # --- image and entity vertices
     for vid in job.order:
         node = job.nodes[vid]
@@ -54,7 +62,7 @@ def build_graph(job, mask_inside_threshold: float = 0.85) -> GbcGraph:
 
     # --- compositions with at least two members that exist
     comp_members: Dict[str, List[Tuple[int, str]]] = {}
-    for query in job.compositions:
+    for query in compositions:
         members = [(k, m) for k, m in enumerate(query.members, 1) if m in vertices]
         if len(members) < 2 or not query.descs or query.parent_id not in vertices or len(vertices) >= budget:
             continue
@@ -80,7 +88,7 @@ def build_graph(job, mask_inside_threshold: float = 0.85) -> GbcGraph:
                 add_edge(vid, group.phrase, target, texts)
 
     # --- composition -> member edges ("tree 1", "tree 2", ...)
-    for query in job.compositions:
+    for query in compositions:
         if query.vertex_id not in comp_members:
             continue
         texts = [d.text for d in vertices[query.vertex_id].descs]
@@ -88,7 +96,7 @@ def build_graph(job, mask_inside_threshold: float = 0.85) -> GbcGraph:
             add_edge(query.vertex_id, query.member_names[k - 1], member, texts)
 
     # --- relation vertices: one per set of >= 2 members named together
-    for query in job.relations:
+    for query in relations:
         parent = query.parent_id
         if parent not in vertices:
             continue

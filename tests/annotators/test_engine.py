@@ -358,3 +358,25 @@ def test_concurrent_calls_for_servers(tmp_path):
     _, reference = scripted_run(images, AnnotateConfig(), mllm_options={"max_batch_size": 4})
     for key, graph in store.graphs.items():
         assert graph.to_dict("full") == reference.graphs[key].to_dict("full")
+
+
+
+def test_graph_does_not_depend_on_the_order_stage2_queries_were_sent(tmp_path, monkeypatch):
+    # composition and relation queries start when children have answered, i.e. in an order
+    # set by timing when calls overlap; assembling the same job with that order reversed
+    # must give the same graph
+    real = RecursiveAnnotator._assemble
+    seen = []
+
+    def assemble(self, job):
+        graph = real(self, job)
+        job.compositions.reverse()
+        job.relations.reverse()
+        seen.append((graph.to_json(), real(self, job).to_json(), len(job.compositions) + len(job.relations)))
+        return graph
+
+    monkeypatch.setattr(RecursiveAnnotator, "_assemble", assemble)
+    scripted_run(make_images(tmp_path / "imgs", 4, seed=2))
+    assert len(seen) == 4 and all(n >= 2 for _, _, n in seen)
+    for forward, backward, _ in seen:
+        assert forward == backward
