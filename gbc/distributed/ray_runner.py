@@ -74,6 +74,9 @@ TASKS_IN_FLIGHT_PER_ACTOR = 2
 #: on a CPU-only run; the rest stays free for Ray Data's own tasks (a pool that takes every
 #: CPU can stall the pipeline).
 ACTOR_CPU_SHARE = 0.75
+#: Seconds to wait for every annotator actor to start (on a cluster that must first scale up,
+#: this includes getting the nodes) before the run fails with a timeout.
+ACTOR_START_TIMEOUT_S = 600
 #: Name of the folder of per-worker shards inside the output store folder.
 SHARDS_FOLDER = "shards"
 
@@ -282,8 +285,6 @@ def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_
                   modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed) -> Dict[str, Any]:
     import ray
 
-    from gbc.distributed.worker import ShardAnnotator
-
     owns_ray = _init_ray(address)
     try:
         if cpus_per_worker is None:
@@ -295,54 +296,69 @@ def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_
         remote = address not in (None, "", "local")
         _check_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus_per_worker, remote=remote)
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        shards.mkdir(parents=True, exist_ok=True)
-        # Small runs are cut finer so that every worker gets a share.
-        spread = workers * TASKS_IN_FLIGHT_PER_ACTOR * 2
-        batch_size = min(_images_per_batch(config), max(MIN_IMAGES_PER_BATCH, -(-len(todo) // spread)))
-        dataset = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), workers * 4)))
-        annotated = dataset.map_batches(
-            ShardAnnotator,
-            fn_constructor_kwargs={
-                "shards": str(shards), "config": config, "mllm_spec": mllm_spec,
-                "mllm_options": dict(mllm_options or {}), "detector_spec": detector_spec,
-                "detector_options": dict(detector_options or {}), "backend_modules": modules,
-                "retry_failed": retry_failed,
-            },
-            batch_size=batch_size,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=TASKS_IN_FLIGHT_PER_ACTOR),
-            num_cpus=cpus_per_worker,
-            num_gpus=gpus_per_worker or None,
-        )
-        counts: Dict[str, Any] = {"done": 0, "failed": 0, "missing": 0}
-        per_shard: Dict[str, int] = {}
-        engine_seconds = 0.0
-        started_at = time.time()
-        first_batch_at = None
-        bar = _progress(len(todo))
+        saved = (context.enable_progress_bars, context.wait_for_min_actors_s)
+        context.enable_progress_bars = False  # our own bar counts images
+        # Start every actor before the first batch: work spreads over all workers, and a pool
+        # that a remote cluster cannot hold fails with a clear timeout instead of waiting forever.
+        context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
         try:
-            # One pass over the rows: the pipeline runs once and results stream in as batches finish.
-            for row in annotated.iter_rows():
-                engine_seconds += float(row["batch_seconds"])
-                batch_started = float(row["batch_started"])
-                first_batch_at = batch_started if first_batch_at is None else min(first_batch_at, batch_started)
-                status = str(row["status"])
-                if status in ("done", "failed"):
-                    counts[status] += 1
-                else:
-                    counts["missing"] += 1
-                shard = str(row["shard"])
-                per_shard[shard] = per_shard.get(shard, 0) + 1
-                bar.update(1)
+            return _stream(ray, todo, shards, config, mllm_spec, mllm_options, detector_spec, detector_options,
+                           modules, workers, gpus_per_worker, cpus_per_worker, retry_failed)
         finally:
-            bar.close()
-        counts["per_shard"] = dict(sorted(per_shard.items()))
-        counts["engine_seconds"] = round(engine_seconds, 3)
-        # Actor start-up and scheduling: until the first batch started inside an actor (wall clocks
-        # of one machine, or of synchronised nodes).
-        counts["startup_seconds"] = round(max(0.0, (first_batch_at or started_at) - started_at), 3)
-        return counts
+            context.enable_progress_bars, context.wait_for_min_actors_s = saved
     finally:
         if owns_ray:
             ray.shutdown()
+
+
+def _stream(ray, todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
+            modules, workers, gpus_per_worker, cpus_per_worker, retry_failed) -> Dict[str, Any]:
+    from gbc.distributed.worker import ShardAnnotator
+
+    shards.mkdir(parents=True, exist_ok=True)
+    # Small runs are cut finer so that every worker gets a share.
+    spread = workers * TASKS_IN_FLIGHT_PER_ACTOR * 2
+    batch_size = min(_images_per_batch(config), max(MIN_IMAGES_PER_BATCH, -(-len(todo) // spread)))
+    dataset = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), workers * 4)))
+    annotated = dataset.map_batches(
+        ShardAnnotator,
+        fn_constructor_kwargs={
+            "shards": str(shards), "config": config, "mllm_spec": mllm_spec,
+            "mllm_options": dict(mllm_options or {}), "detector_spec": detector_spec,
+            "detector_options": dict(detector_options or {}), "backend_modules": modules,
+            "retry_failed": retry_failed,
+        },
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=TASKS_IN_FLIGHT_PER_ACTOR),
+        num_cpus=cpus_per_worker,
+        num_gpus=gpus_per_worker or None,
+    )
+    counts: Dict[str, Any] = {"done": 0, "failed": 0, "missing": 0}
+    per_shard: Dict[str, int] = {}
+    engine_seconds = 0.0
+    started_at = time.time()
+    first_batch_at = None
+    bar = _progress(len(todo))
+    try:
+        # One pass over the rows: the pipeline runs once and results stream in as batches finish.
+        for row in annotated.iter_rows():
+            engine_seconds += float(row["batch_seconds"])
+            batch_started = float(row["batch_started"])
+            first_batch_at = batch_started if first_batch_at is None else min(first_batch_at, batch_started)
+            status = str(row["status"])
+            if status in ("done", "failed"):
+                counts[status] += 1
+            else:
+                counts["missing"] += 1
+            shard = str(row["shard"])
+            per_shard[shard] = per_shard.get(shard, 0) + 1
+            bar.update(1)
+    finally:
+        bar.close()
+    counts["per_shard"] = dict(sorted(per_shard.items()))
+    counts["engine_seconds"] = round(engine_seconds, 3)
+    # Actor start-up and scheduling: until the first batch started inside an actor (wall clocks
+    # of one machine, or of synchronised nodes).
+    counts["startup_seconds"] = round(max(0.0, (first_batch_at or started_at) - started_at), 3)
+    return counts
