@@ -278,7 +278,8 @@ def _check_resources(resources: Mapping[str, float], workers: int, gpus: float, 
         raise ValueError(message + ": lower --workers, --gpus-per-worker or --cpus-per-worker")
     import logging
 
-    logging.getLogger("gbc.distributed").warning("%s: workers wait until the cluster has room", message)
+    logging.getLogger("gbc.distributed").warning(
+        "%s: the run fails unless the cluster grows within %d s", message, ACTOR_START_TIMEOUT_S)
 
 
 def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
