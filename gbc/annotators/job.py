@@ -369,11 +369,22 @@ class ImageJob:
         return seen
 
     def _find_duplicate(self, box: Bbox, phrase: str, blocked: set, thr: float) -> Optional[str]:
+        # Bbox.is_overlapped(box, node.bbox) with the same float operations, on plain floats:
+        # this runs for every new box against every vertex
+        left, top, right, bottom = box.left, box.top, box.right, box.bottom
+        area = max(0.0, right - left) * max(0.0, bottom - top)
         for vid in self.order:
             node = self.nodes[vid]
             if node.level == 0 or vid in blocked or (node.answered and not node.present):
                 continue
-            if box.is_overlapped(node.bbox, thr) and any(self.settings.same_object(phrase, n) for n in node.names):
+            other = node.bbox
+            w = min(right, other.right) - max(left, other.left)
+            h = min(bottom, other.bottom) - max(top, other.top)
+            inter = w * h if w > 0 and h > 0 else 0.0
+            other_area = max(0.0, other.right - other.left) * max(0.0, other.bottom - other.top)
+            r1 = inter / area if area > 0 else 1.0
+            r2 = inter / other_area if other_area > 0 else 1.0
+            if r1 > thr and r2 > thr and any(self.settings.same_object(phrase, n) for n in node.names):
                 return vid
         return None
 
