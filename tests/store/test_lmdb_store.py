@@ -476,3 +476,28 @@ def test_threads_share_one_store(store_path):
         assert errors == []
         assert len(store) == 80 and store.count("done") == 80
         assert seen == sorted(seen)
+
+
+@pytest.mark.parametrize("batch_size", [3, 10])  # the repeated key in two batches / in one batch
+def test_put_many_batches_keep_order_duplicates_and_provenance(store_path, batch_size):
+    with GraphStore(store_path, readonly=False, dict_train_samples=0) as store:
+        store.put("m.jpg", gbc10m_graph(0))
+        # a batch mixing keys before and after the existing one, a repeated key and provenance
+        items = [("z.jpg", gbc10m_graph(1)), ("a.jpg", gbc10m_graph(2), {"p": 2}), ("q.jpg", gbc10m_graph(3)),
+                 ("a.jpg", gbc10m_graph(4), {"p": 4}), ("m.jpg", gbc10m_graph(5))]
+        assert store.put_many(items, batch_size=batch_size) == 5
+
+        def failing():
+            yield "b.jpg", gbc10m_graph(6)
+            yield "c.jpg", gbc10m_graph(7)  # completes the first batch of 2: committed
+            yield "d.jpg", gbc10m_graph(8)
+            yield "e.jpg", "not a graph"
+
+        with pytest.raises(TypeError, match="expected a GbcGraph"):
+            store.put_many(failing(), batch_size=2)
+    with GraphStore(store_path) as store:
+        want = {"a.jpg": 4, "b.jpg": 6, "c.jpg": 7, "m.jpg": 5, "q.jpg": 3, "z.jpg": 1}
+        assert list(store.keys()) == sorted(want)
+        for key, seed in want.items():
+            assert store[key].to_dict() == gbc10m_graph(seed).to_dict()
+        assert store.get_provenance("a.jpg") == {"p": 4} and store.get_provenance("z.jpg") is None
