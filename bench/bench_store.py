@@ -83,6 +83,50 @@ def timed_read(iterable) -> tuple[int, float]:
     return n, n / max(CLOCK() - t, 1e-9)
 
 
+def stage_costs(lines) -> dict:
+    """CPU microseconds per graph of each stage of the store's write and read paths.
+
+    Each stage runs on a graph just parsed from its JSON line (warm in the CPU caches, as in
+    ``put_many``), timed one call at a time; the cost of the timer itself is subtracted.
+    """
+    from gbc.store.codec import _EMPTY_IN_EDGES, IN_EDGES_EXPLICIT, ValueCodec, _restore_in_edges, in_edges_mode
+
+    codec = ValueCodec()
+    sample = []
+    for line in lines[:1000]:
+        g = GbcGraph.model_validate_json(line).mark_filled_fields()
+        sample.append(g.model_dump_json(exclude_unset=True, exclude=_EMPTY_IN_EDGES).encode())
+    codec.add_dictionary(1, codec.train_dictionary(sample, 32 * 1024))
+    codec.use_dictionary(1)
+    names = ("timer", "mark_filled_fields", "in-edge check", "serialise (pydantic)", "compress (zstd+dict)",
+             "decompress", "validate (pydantic)", "rebuild in-edges")
+    acc = dict.fromkeys(names, 0.0)
+    clock = CLOCK
+
+    def timed(name, fn, *args, **kwargs):
+        t = clock()
+        out = fn(*args, **kwargs)
+        acc[name] += clock() - t
+        return out
+
+    for line in lines:
+        g = GbcGraph.model_validate_json(line)
+        timed("timer", int)
+        timed("mark_filled_fields", g.mark_filled_fields)
+        mode = timed("in-edge check", in_edges_mode, g)
+        if mode == IN_EDGES_EXPLICIT:
+            payload = timed("serialise (pydantic)", g.model_dump_json, exclude_unset=True).encode()
+        else:
+            payload = timed("serialise (pydantic)", g.model_dump_json, exclude_unset=True, exclude=_EMPTY_IN_EDGES).encode()
+        value = timed("compress (zstd+dict)", codec.pack, payload, mode)
+        back, mode = timed("decompress", codec.unpack, value)
+        g2 = timed("validate (pydantic)", GbcGraph.model_validate_json, back)
+        if mode != IN_EDGES_EXPLICIT:
+            timed("rebuild in-edges", _restore_in_edges, g2, mode)
+    overhead = acc.pop("timer")
+    return {k: max(v - overhead, 0.0) / len(lines) * 1e6 for k, v in acc.items()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000, help="number of graphs (default 100000)")
@@ -130,6 +174,7 @@ def main(argv=None) -> int:
                 if len(lines) >= min(n, 5_000):
                     break
         _, pydantic_only = timed_read(GbcGraph.model_validate_json(line) for line in lines)
+        stages = stage_costs(lines[:2_000])
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -143,6 +188,14 @@ def main(argv=None) -> int:
     print(f"baseline: GbcGraph.model_validate_json alone on in-memory JSONL lines: {pydantic_only:,.0f} graphs/s "
           f"(store read is x{s['read'] / pydantic_only:.2f} of it)")
     print(f"store read with invariant checks (read_graphs(validate=True)): {store_checked:,.0f} graphs/s")
+    print("per-graph CPU cost of each stage (us; the floor of each path):")
+    for name, us in stages.items():
+        print(f"  {name:<22} {us:7.1f}")
+    write_floor = sum(stages[k] for k in ("mark_filled_fields", "in-edge check", "serialise (pydantic)", "compress (zstd+dict)"))
+    read_floor = sum(stages[k] for k in ("decompress", "validate (pydantic)", "rebuild in-edges"))
+    print(f"  write stages {write_floor:.1f} us = at most {1e6 / write_floor:,.0f} graphs/s before LMDB; "
+          f"read stages {read_floor:.1f} us = at most {1e6 / read_floor:,.0f} graphs/s "
+          f"(pydantic validation alone: {1e6 / stages['validate (pydantic)']:,.0f}/s)")
     verdict = lambda ok: "met" if ok else "NOT met"  # noqa: E731
     print(f"aims: read >= {AIM_READ_PER_S:,}/s {verdict(s['read'] >= AIM_READ_PER_S)}, "
           f"write >= {AIM_WRITE_PER_S:,}/s {verdict(s['write'] >= AIM_WRITE_PER_S)}, "
