@@ -272,9 +272,13 @@ class ValueCodec:
         return self.pack(payload, mode)
 
     def decode_graph(self, value: bytes) -> GbcGraph:
-        payload, mode = self.unpack(value)
+        return self.decode_payload(*self.unpack(value))
+
+    def decode_payload(self, payload: bytes, mode: int) -> GbcGraph:
+        """The graph of an unpacked value (``unpack`` gives ``payload`` and ``mode``)."""
         try:
-            graph = GbcGraph.model_validate_json(payload)
+            # The validator itself: model_validate_json only adds a Python call around it.
+            graph = GbcGraph.__pydantic_validator__.validate_json(payload)
         except ValueError as exc:  # pydantic.ValidationError is a ValueError
             raise ValueDecodeError(f"not a valid graph: {one_line_error(exc)}") from None
         if mode != IN_EDGES_EXPLICIT:
