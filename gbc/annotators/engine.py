@@ -156,8 +156,11 @@ class RecursiveAnnotator:
                 on_progress(summary, self)
 
         def submit(tasks: List[Task]) -> None:
-            for task in tasks:
-                (det_worker if task.kind == "detect" else mllm_worker).submit(task)
+            if len(tasks) == 1:
+                (det_worker if tasks[0].kind == "detect" else mllm_worker).submit(tasks[0])
+                return
+            det_worker.submit_many([t for t in tasks if t.kind == "detect"])
+            mllm_worker.submit_many([t for t in tasks if t.kind != "detect"])
 
         def guarded(job: ImageJob, fn: Callable[[], Optional[List[Task]]]) -> None:
             if job.finished:

@@ -229,6 +229,16 @@ class BackendWorker:
             heapq.heappush(self._heap, (task.priority, next(self._counter), task))
             self._cond.notify()
 
+    def submit_many(self, tasks: Sequence[Task]) -> None:
+        """Queue several tasks at once: one lock round and one wake-up, so the worker does
+        not wake for the first task and send a partial batch while the rest are queued."""
+        if not tasks:
+            return
+        with self._cond:
+            for task in tasks:
+                heapq.heappush(self._heap, (task.priority, next(self._counter), task))
+            self._cond.notify(len(tasks))
+
     def pending(self) -> int:
         with self._cond:
             return len(self._heap)
