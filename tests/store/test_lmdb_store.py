@@ -501,3 +501,17 @@ def test_put_many_batches_keep_order_duplicates_and_provenance(store_path, batch
         for key, seed in want.items():
             assert store[key].to_dict() == gbc10m_graph(seed).to_dict()
         assert store.get_provenance("a.jpg") == {"p": 4} and store.get_provenance("z.jpg") is None
+
+
+def test_values_written_with_empty_in_edge_lists_still_decode(reference_records):
+    # Earlier values held "in_edges": [] for every vertex; values now leave the field out.
+    codec = ValueCodec()
+    for g in [gbc10m_graph(0)] + [GbcGraph.from_dict(r) for r in reference_records]:
+        payload, mode = codec.graph_payload(g)
+        assert mode != IN_EDGES_EXPLICIT and b'"in_edges"' not in payload
+        older = g.model_dump_json(exclude_unset=True, exclude={"vertices": {"__all__": {"in_edges": {"__all__"}}}})
+        assert older.count('"in_edges":[]') == g.n_vertices
+        for value in (codec.pack(payload, mode), codec.pack(older.encode(), mode)):
+            back = codec.decode_graph(value)
+            assert back.to_dict() == g.to_dict() and back == g
+            assert all("in_edges" in v.model_fields_set for v in back.vertices)
