@@ -138,6 +138,9 @@ class _Helper:
                 box["error"] = exc
             finally:
                 done.set()
+            # Drop this thread's references to the call (its requests and results) before
+            # waiting for the next one: an idle helper must not keep a finished image alive.
+            item = fn = box = done = None
             if self.abandoned:
                 return
 
