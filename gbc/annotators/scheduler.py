@@ -246,10 +246,19 @@ class BackendWorker:
         with self._cond:
             return len(self._heap)
 
+    #: How long ``stop`` waits for the worker threads to finish their current batch. A call
+    #: hung in a backend is bounded by its own timeout; the run does not wait for it here.
+    STOP_JOIN_S = 10.0
+
     def stop(self) -> None:
+        """Stop taking tasks and wait (bounded) for the worker threads to return, so that
+        nothing of the run (batches, images) stays referenced after it."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        for thread in self._threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(self.STOP_JOIN_S)
 
     # ------------------------------------------------------------------ worker side
     def _take(self) -> Optional[List[Task]]:
