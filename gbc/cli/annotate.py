@@ -52,12 +52,35 @@ class _EpilogCommand(click.Command):
         super().format_epilog(ctx, formatter)
 
 
+def _default_specs(config) -> dict:
+    """The default models for the backends not given: LLaVA-1.6 (Mistral-7B) on CUDA, a small
+    LLaVA-OneVision on CPU, Grounding DINO tiny for detection."""
+    try:
+        from gbc.annotators.backends.hf_detectors import default_detector_spec
+        from gbc.annotators.backends.hf_mllm import default_mllm_spec
+
+        overrides = {}
+        if not config.mllm.spec:
+            overrides["mllm.spec"] = default_mllm_spec(config.mllm.options.get("device"))
+        if not config.detector.spec:
+            overrides["detector.spec"] = default_detector_spec()
+    except ImportError as exc:
+        raise click.UsageError(
+            f"no --mllm/--detector given, and the default model backends need torch and transformers "
+            f"({exc.name} is missing): pip install 'gbc[models]', or pass --mllm SPEC --detector SPEC "
+            "(for a demo without models: --mllm scripted --detector scripted)"
+        ) from None
+    for name, spec in overrides.items():
+        click.echo(f"{name.split('.')[0]}: {spec} (default)", err=True)
+    return overrides
+
+
 @click.command(cls=_EpilogCommand)
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="LMDB store to write (created if needed; resumed if it exists).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML file of settings (see the list below).")
-@click.option("--mllm", "mllm_spec", help="MLLM backend spec (required here or as mllm.spec in --config).")
-@click.option("--detector", "detector_spec", help="Detector backend spec (required here or as detector.spec in --config).")
+@click.option("--mllm", "mllm_spec", help="MLLM backend spec (default: LLaVA-1.6 Mistral-7B on CUDA, LLaVA-OneVision 0.5B on CPU).")
+@click.option("--detector", "detector_spec", help="Detector backend spec (default: grounding-dino:IDEA-Research/grounding-dino-tiny).")
 @click.option("--mllm-option", multiple=True, metavar="K=V", help="MLLM backend option (repeatable).")
 @click.option("--detector-option", multiple=True, metavar="K=V", help="Detector backend option (repeatable).")
 @click.option("--max-depth", type=int, help="Deepest entity level (limits.max_depth; default 4).")
@@ -130,12 +153,8 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
         overrides["detector.options"] = {**config.detector.options, **_parse_pairs(detector_option, "--detector-option")}
     overrides.update(_parse_pairs(sets, "--set"))
     config = config.with_overrides(overrides)
-    missing = [flag for flag, spec in (("--mllm", config.mllm.spec), ("--detector", config.detector.spec)) if not spec]
-    if missing:
-        raise click.UsageError(
-            f"no backend given for {' and '.join(missing)}: pass {' and '.join(f'{m} SPEC' for m in missing)} or set "
-            "mllm.spec / detector.spec in --config (for a demo without models: --mllm scripted --detector scripted)"
-        )
+    if not config.mllm.spec or not config.detector.spec:
+        config = config.with_overrides(_default_specs(config))
     if limit is not None and limit < 0:
         raise click.BadParameter("must be >= 0", param_hint="--limit")
 

@@ -1,4 +1,4 @@
-"""`gbc annotate` through click: backends required, resume, retry-failed, shards, limit, summary, help."""
+"""`gbc annotate` through click: default backends, resume, retry-failed, shards, limit, summary, help."""
 
 import json
 
@@ -40,12 +40,19 @@ def statuses(path):
         return {k: r.status for k, r in store.statuses()}
 
 
-def test_backends_are_required(images, tmp_path):
-    result = invoke(images, "-o", tmp_path / "o.lmdb")
-    assert result.exit_code == 2
-    assert "no backend given for --mllm and --detector" in result.output and "scripted" in result.output
-    result = invoke(images, "-o", tmp_path / "o.lmdb", "--mllm", "scripted")
-    assert result.exit_code == 2 and "--detector SPEC" in result.output
+def test_default_backends_are_the_documented_models(images, tmp_path):
+    # --limit 0: the defaults are chosen and built (no weights are loaded), nothing is annotated
+    from gbc.annotators.backends.hf_mllm import default_mllm_spec, resolve_device
+
+    expected = "llava-v1.6-mistral-7b-hf" if resolve_device("auto").startswith("cuda") else "llava-onevision-qwen2-0.5b-ov-hf"
+    assert default_mllm_spec() == f"transformers:llava-hf/{expected}"
+    result = invoke(images, "-o", tmp_path / "o.lmdb", "--limit", "0")
+    assert result.exit_code == 0, result.output
+    assert f"mllm: transformers:llava-hf/{expected} (default)" in result.stderr
+    assert "detector: grounding-dino:IDEA-Research/grounding-dino-tiny (default)" in result.stderr
+    result = invoke(images, "-o", tmp_path / "p.lmdb", "--mllm", "scripted", "--limit", "0")
+    assert result.exit_code == 0, result.output
+    assert "mllm:" not in result.stderr and "detector: grounding-dino" in result.stderr
 
 
 @pytest.mark.parametrize(
