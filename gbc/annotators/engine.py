@@ -5,12 +5,16 @@ commits each graph to ``store`` as soon as its image is finished (images finish 
 A loader thread decodes images ahead of the engine, one worker thread per backend forms
 batches from the pending tasks of all in-flight images, and the engine thread turns answers
 into follow-up tasks, assembles finished graphs and commits them. Every image ends ``done`` or
-``failed`` (with a reason) in the store; the run itself only stops on store errors.
+``failed`` (with a reason) in the store; the run itself only stops on store errors, on a
+failing image list, and on a ``BackendUnavailable`` (a backend that cannot serve any request:
+model missing, server unreachable, bad credentials). Then ``run`` stops its threads and raises:
+images committed so far stay committed, images in flight get no status (a rerun resumes them).
 
 Example (with the rule-based demo backends)::
 
     from gbc.annotators.backends.registry import create_mllm, create_detector
-    from gbc.annotators.config import AnnotateConfig
+    from gbc.annotators.backends.base import BackendUnavailable
+from gbc.annotators.config import AnnotateConfig
     from gbc.annotators.engine import RecursiveAnnotator
     from gbc.annotators.images import discover_images
     import gbc
@@ -29,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
+from gbc.annotators.backends.base import BackendUnavailable
 from gbc.annotators.config import AnnotateConfig
 from gbc.annotators.images import ImageLoadError, ImageSource, keep_freed_memory, load_image
 from gbc.annotators.job import ImageFailure, ImageJob, JobSettings
@@ -103,7 +108,12 @@ class RecursiveAnnotator:
         store: Any,
         on_progress: Optional[Callable[[RunSummary, "RecursiveAnnotator"], None]] = None,
     ) -> RunSummary:
-        """Annotate ``images`` (``ImageSource`` or paths) and commit each result to ``store``."""
+        """Annotate ``images`` (``ImageSource`` or paths) and commit each result to ``store``.
+
+        Raises ``BackendUnavailable`` as soon as a backend reports that it cannot serve any
+        request; the images finished before stay in ``store`` and the summary of the work done
+        until then is attached to the exception as ``run_summary``.
+        """
         cfg = self.config
         keep_freed_memory(cfg.limits.allocator_keep_mb)
         events: "queue.Queue" = queue.Queue()
@@ -196,15 +206,25 @@ class RecursiveAnnotator:
                     guarded(job, job.start)
                     continue
                 self._handle_outcome(event, finish, guarded)
+        except BackendUnavailable as exc:
+            # the images still in flight get no status: a rerun picks them up
+            exc.run_summary = summary
+            raise
         finally:
             stop_loading.set()
             for worker in (mllm_worker, det_worker):
                 worker.stop()
             # wake a loader blocked on a slot so it sees stop_loading
             slots.release()
+            if loader.is_alive():
+                loader.join(self.LOADER_JOIN_S)
             summary.elapsed_s = time.perf_counter() - start
             summary.backends = {name: w.stats.to_dict() for name, w in self.workers.items()}
         return summary
+
+    #: How long ``run`` waits, when it ends early, for the loader thread to notice (it may be
+    #: decoding one image); it is a daemon thread, so a slow image list never blocks exit.
+    LOADER_JOIN_S = 10.0
 
     # ------------------------------------------------------------------ internals
     @staticmethod
@@ -236,6 +256,8 @@ class RecursiveAnnotator:
             finish(task.job, exc)
         if outcome.error is not None:
             err = outcome.error
+            if isinstance(err, BackendUnavailable):
+                raise err  # ends the run; the images of this batch are not failed for it
             reason = (f"{outcome.worker} call failed after {outcome.attempts} attempt(s): "
                       f"{type(err).__name__}: {err}")
             for task in outcome.tasks:

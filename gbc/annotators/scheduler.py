@@ -6,6 +6,9 @@ first, so images finish and leave the window), builds their requests (crops are 
 the worker, only when the batch is formed), calls the backend with retries, exponential
 backoff and a per-call timeout, and posts the outcome to the engine's event queue. MLLM and
 detector calls therefore overlap with each other and with the engine's own CPU work.
+
+A ``BackendUnavailable`` (the backend cannot serve any request) is neither retried nor split:
+the worker posts it and stops taking tasks, and the engine ends the run with it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence
+
+from gbc.annotators.backends.base import BackendUnavailable
 
 
 class CallTimeout(TimeoutError):
@@ -327,6 +332,13 @@ class BackendWorker:
             if requests:
                 self._run_batch(requests, outcome)
             self._events.put(outcome)
+            if isinstance(outcome.error, BackendUnavailable):
+                # every further call would fail the same way: take no more tasks (the engine
+                # stops the run when it sees this outcome)
+                with self._cond:
+                    self._stopping = True
+                    self._cond.notify_all()
+                return
 
     def _run_batch(self, requests: List[Any], outcome: BatchOutcome) -> None:
         results, error, attempts = self._call_retrying(requests)
@@ -334,11 +346,14 @@ class BackendWorker:
         if error is None:
             outcome.results = results
             return
-        if len(requests) > 1 and not isinstance(error, CallTimeout):
+        if len(requests) > 1 and not isinstance(error, (CallTimeout, BackendUnavailable)):
             # One bad request must not sink a whole batch of images: split the batch and try
             # each half once, down to single requests; only those that still fail carry the error.
-            outcome.results, outcome.errors = self._bisect(requests, error)
-            return
+            try:
+                outcome.results, outcome.errors = self._bisect(requests, error)
+                return
+            except BackendUnavailable as exc:  # the backend went away while splitting
+                error = exc
         outcome.error = error
 
     def _call_once(self, requests: List[Any]) -> List[Any]:
@@ -369,7 +384,8 @@ class BackendWorker:
                 return self._call_once(requests), None, attempt
             except Exception as exc:
                 with self._stats_lock:
-                    if attempt > len(delays):
+                    # retrying cannot bring back a backend that cannot serve any request
+                    if attempt > len(delays) or isinstance(exc, BackendUnavailable):
                         self.stats.failed_calls += 1
                         return None, exc, attempt
                     self.stats.retries += 1
@@ -384,6 +400,10 @@ class BackendWorker:
                 try:
                     results[lo:hi] = self._call_once(requests[lo:hi])
                     return
+                except BackendUnavailable:
+                    with self._stats_lock:
+                        self.stats.failed_calls += 1
+                    raise
                 except Exception as exc:
                     with self._stats_lock:
                         self.stats.failed_calls += 1

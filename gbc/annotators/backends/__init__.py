@@ -3,6 +3,7 @@
 from gbc.annotators.backends.base import (
     BackendError,
     BackendOptions,
+    BackendUnavailable,
     DetectionRequest,
     DetectorBackend,
     GenerationOptions,
@@ -15,6 +16,7 @@ from gbc.annotators.backends.registry import create_detector, create_mllm, regis
 __all__ = [
     "BackendError",
     "BackendOptions",
+    "BackendUnavailable",
     "DetectionRequest",
     "DetectorBackend",
     "GenerationOptions",

@@ -68,6 +68,16 @@ class BackendError(RuntimeError):
     """A backend failed in a way that retrying will not fix (bad spec, model not found, ...)."""
 
 
+class BackendUnavailable(BackendError):
+    """The backend cannot serve any request (model cannot be loaded, server unreachable after
+    retries, bad credentials); the run stops instead of failing images.
+
+    Raise it only for problems that concern every request alike; a problem with one request
+    (an unknown image key, a request the server rejects) stays a plain ``BackendError`` and
+    fails only that request's image.
+    """
+
+
 @runtime_checkable
 class MllmBackend(Protocol):
     name: ClassVar[str]

@@ -24,7 +24,7 @@ from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 from pydantic import Field
 
-from gbc.annotators.backends.base import BackendError, BackendOptions, DetectionRequest, PhraseDetections
+from gbc.annotators.backends.base import BackendError, BackendOptions, BackendUnavailable, DetectionRequest, PhraseDetections
 from gbc.annotators.backends.hf_mllm import dtype_kwarg, is_out_of_memory, missing_model_error, resolve_device, scale_image
 from gbc.annotators.backends.registry import register_detector
 
@@ -106,9 +106,21 @@ class _ZeroShotDetector:
         return backend
 
     def load(self) -> None:
-        """Load the processor and the weights (called by the first ``detect``)."""
+        """Load the processor and the weights (called by the first ``detect``).
+
+        Any failure is a ``BackendUnavailable``: without the model no request can be answered.
+        """
         if self.model is not None:
             return
+        try:
+            self._load()
+        except BackendUnavailable:
+            raise
+        except Exception as exc:  # wrong device, corrupt weights, out of memory while loading, ...
+            raise BackendUnavailable(
+                f"model {self.argument!r} cannot be loaded: {exc.__class__.__name__}: {exc}") from exc
+
+    def _load(self) -> None:
         import torch
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 from pydantic import Field
 
-from gbc.annotators.backends.base import BackendError, BackendOptions, MllmRequest
+from gbc.annotators.backends.base import BackendError, BackendOptions, BackendUnavailable, MllmRequest
 from gbc.annotators.backends.registry import register_mllm
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,14 @@ def dtype_kwarg() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
-def missing_model_error(argument: str, exc: BaseException) -> BackendError:
-    """One clear error for a model that is neither a local folder, cached nor downloadable."""
+def missing_model_error(argument: str, exc: BaseException) -> BackendUnavailable:
+    """One clear error for a model that is neither a local folder, cached nor downloadable.
+
+    It is a ``BackendUnavailable``: no request can be answered, so the run stops at once.
+    """
     if os.path.isabs(argument) or argument.startswith((".", "~")) or os.path.exists(argument):
-        return BackendError(f"model folder {argument!r} cannot be loaded: {exc}")
-    return BackendError(
+        return BackendUnavailable(f"model folder {argument!r} cannot be loaded: {exc}")
+    return BackendUnavailable(
         f"model {argument!r} is not in the Hugging Face cache and could not be downloaded ({exc.__class__.__name__}). "
         f"Fetch it first with `huggingface-cli download {argument}` (then run with HF_HUB_OFFLINE=1 if offline), "
         f"or give the path of a local folder saved with save_pretrained."
@@ -171,9 +174,21 @@ class TransformersMllm:
     # -- loading -------------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load processor and weights (called by the first ``generate``)."""
+        """Load processor and weights (called by the first ``generate``).
+
+        Any failure is a ``BackendUnavailable``: without the model no request can be answered.
+        """
         if self.model is not None:
             return
+        try:
+            self._load()
+        except BackendUnavailable:
+            raise
+        except Exception as exc:  # wrong device, corrupt weights, out of memory while loading, ...
+            raise BackendUnavailable(
+                f"model {self.argument!r} cannot be loaded: {exc.__class__.__name__}: {exc}") from exc
+
+    def _load(self) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         device = resolve_device(self.options.device)
@@ -213,7 +228,7 @@ class TransformersMllm:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         if getattr(self.processor, "chat_template", None) is None and getattr(tokenizer, "chat_template", None) is None:
-            raise BackendError(f"model {self.argument!r} has no chat template; the transformers backend needs one")
+            raise BackendUnavailable(f"model {self.argument!r} has no chat template; the transformers backend needs one")
 
     # -- prompts ---------------------------------------------------------------------------------
 

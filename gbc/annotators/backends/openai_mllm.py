@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from pydantic import Field
 
-from gbc.annotators.backends.base import BackendError, BackendOptions, MllmRequest
+from gbc.annotators.backends.base import BackendError, BackendOptions, BackendUnavailable, MllmRequest
 from gbc.annotators.backends.hf_mllm import scale_image
 from gbc.annotators.backends.registry import register_mllm
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: HTTP statuses worth retrying: rate limits and server-side failures
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+#: HTTP statuses that no request can get past (missing or rejected API key): the run stops
+CREDENTIAL_STATUSES = frozenset({401, 403})
 
 
 def split_argument(argument: str) -> tuple[str, Optional[str]]:
@@ -112,25 +114,38 @@ class OpenAiMllm:
             return self._client
 
     def _call(self, method: str, path: str, payload: Optional[dict] = None) -> dict:
-        """One API call with retries; a ``BackendError`` once retrying cannot help."""
+        """One API call with retries; a ``BackendError`` once retrying cannot help.
+
+        ``BackendUnavailable`` (the run stops) when the server could not be reached on any try
+        (connection refused, unknown host, connect timeout) or rejects the credentials
+        (401/403); other failures concern this request only.
+        """
         import httpx
 
         client = self._http()
         url = f"{self.base_url}{path}"
         last = ""
+        unreachable = False
         for attempt in range(self.options.max_retries + 1):
             headers = None
             try:
                 response = client.request(method, url, json=payload)
             except (httpx.TransportError,) as exc:  # connection refused/reset, timeouts
                 last = f"{exc.__class__.__name__}: {exc}"
+                # no connection at all (refused, DNS, connect timeout), unlike a read timeout
+                # or a reset, which the server may cause for one request only
+                unreachable = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
             else:
+                unreachable = False
                 if response.status_code < 400:
                     try:
                         return response.json()
                     except ValueError as exc:
                         raise BackendError(f"{url} answered with invalid JSON: {response.text[:200]!r}") from exc
                 last = f"HTTP {response.status_code}: {response.text[:300]}"
+                if response.status_code in CREDENTIAL_STATUSES:
+                    raise BackendUnavailable(
+                        f"{method} {url} was refused with {last}; check the API key in ${self.options.api_key_env}")
                 if response.status_code not in RETRY_STATUSES:
                     raise BackendError(f"{method} {url} failed with {last}")
                 headers = response.headers
@@ -138,7 +153,8 @@ class OpenAiMllm:
                 delay = retry_delay(headers, attempt, self.options.backoff_s, self.options.max_backoff_s)
                 log.warning("%s %s: %s; retry %d in %.1f s", method, url, last, attempt + 1, delay)
                 time.sleep(delay)
-        raise BackendError(
+        error = BackendUnavailable if unreachable else BackendError
+        raise error(
             f"{method} {url} failed after {self.options.max_retries + 1} tries ({last}); is the server running and reachable?"
         )
 
@@ -148,7 +164,7 @@ class OpenAiMllm:
             listing = self._call("GET", "/models")
             models = [m.get("id") for m in listing.get("data", []) if m.get("id")]
             if not models:
-                raise BackendError(f"{self.base_url}/models lists no model; name one: openai:{self.base_url}#<model>")
+                raise BackendUnavailable(f"{self.base_url}/models lists no model; name one: openai:{self.base_url}#<model>")
             self.model = models[0]
         return self.model
 

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from gbc.annotators.backends.base import BackendError, GenerationOptions, MllmRequest
+from gbc.annotators.backends.base import BackendError, BackendUnavailable, GenerationOptions, MllmRequest
 from gbc.annotators.backends.openai_mllm import retry_delay, split_argument
 from gbc.annotators.backends.registry import create_mllm
 
@@ -167,17 +167,29 @@ def test_rate_limits_and_server_errors_are_retried(server):
 def test_retries_run_out(server):
     server.script = [(500, {}, {"error": "boom"})] * 3
     backend = create_mllm(f"openai:{server.url}#m", {"max_retries": 2, **FAST})
-    with pytest.raises(BackendError, match=r"after 3 tries \(HTTP 500"):
+    with pytest.raises(BackendError, match=r"after 3 tries \(HTTP 500") as info:
         backend.generate([request()])
+    assert not isinstance(info.value, BackendUnavailable)  # the server answers: not a reason to stop the run
     backend.close()
 
 
 def test_client_errors_are_not_retried(server):
     server.script = [(400, {}, {"error": {"message": "model does not take images"}})]
     backend = create_mllm(f"openai:{server.url}#m", FAST)
-    with pytest.raises(BackendError, match="HTTP 400.*does not take images"):
+    with pytest.raises(BackendError, match="HTTP 400.*does not take images") as info:
         backend.generate([request()])
+    assert not isinstance(info.value, BackendUnavailable)  # one rejected request fails only its image
     assert len(server.chats()) == 1
+    backend.close()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_rejected_credentials_make_the_backend_unavailable(server, status):
+    server.script = [(status, {}, {"error": {"message": "invalid api key"}})]
+    backend = create_mllm(f"openai:{server.url}#m", {"api_key_env": "GBC_TEST_NO_SUCH_KEY", **FAST})
+    with pytest.raises(BackendUnavailable, match=rf"HTTP {status}.*invalid api key.*GBC_TEST_NO_SUCH_KEY"):
+        backend.generate([request()])
+    assert len(server.chats()) == 1  # not retried
     backend.close()
 
 
@@ -187,7 +199,7 @@ def test_unreachable_server_gives_a_clear_error_quickly():
         port = sock.getsockname()[1]
     backend = create_mllm(f"openai:http://127.0.0.1:{port}/v1#m", {"max_retries": 2, **FAST})
     start = time.monotonic()
-    with pytest.raises(BackendError, match=rf"127.0.0.1:{port}.*after 3 tries.*reachable"):
+    with pytest.raises(BackendUnavailable, match=rf"127.0.0.1:{port}.*after 3 tries.*reachable"):
         backend.generate([request()])
     assert time.monotonic() - start < 5
 
@@ -196,8 +208,9 @@ def test_timeouts_are_bounded(server):
     server.delay = 3.0
     backend = create_mllm(f"openai:{server.url}#m", {"timeout_s": 0.3, "max_retries": 1, **FAST})
     start = time.monotonic()
-    with pytest.raises(BackendError, match="ReadTimeout"):
+    with pytest.raises(BackendError, match="ReadTimeout") as info:
         backend.generate([request()])
+    assert not isinstance(info.value, BackendUnavailable)  # a slow answer concerns this request only
     assert time.monotonic() - start < 2.5
     backend.close()
 
