@@ -112,14 +112,16 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
 
     The run resumes by default: images already done or failed in OUTPUT are skipped, and
     each image is committed as soon as it is finished, so a killed run loses nothing that
-    was committed. Every image ends `done` or `failed` with a reason.
+    was committed. Every image ends `done` or `failed` with a reason. A backend that cannot
+    work at all (model not downloadable, server unreachable, key rejected) stops the run with
+    one error instead; nothing is marked failed for it, and a rerun resumes.
 
     \b
     Example:
       gbc annotate photos/ -o photos.lmdb --mllm transformers:llava-hf/llava-v1.6-mistral-7b-hf \\
           --detector grounding-dino:IDEA-Research/grounding-dino-tiny --max-depth 3
     """
-    from gbc.annotators.backends.base import BackendError
+    from gbc.annotators.backends.base import BackendError, BackendUnavailable
     from gbc.annotators.config import AnnotateConfig, ConfigError
 
     register_user_error(ConfigError)
@@ -207,6 +209,12 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
 
         try:
             summary = annotator.run(todo, store, on_progress=on_progress)
+        except BackendUnavailable as exc:
+            # the run stops (printed as one `Error:` line); keep a record of what it did before
+            partial = getattr(exc, "run_summary", None)
+            if partial is not None:
+                store.update_meta({"last_run": {**partial.to_dict(), "stopped": str(exc), "output": str(output)}})
+            raise
         finally:
             bar.close()
         result = summary.to_dict()

@@ -96,7 +96,7 @@ def missing_model_error(argument: str, exc: BaseException) -> BackendUnavailable
         return BackendUnavailable(f"model folder {argument!r} cannot be loaded: {exc}")
     return BackendUnavailable(
         f"model {argument!r} is not in the Hugging Face cache and could not be downloaded ({exc.__class__.__name__}). "
-        f"Fetch it first with `huggingface-cli download {argument}` (then run with HF_HUB_OFFLINE=1 if offline), "
+        f"Fetch it first with `hf download {argument}` (then run with HF_HUB_OFFLINE=1 if offline), "
         f"or give the path of a local folder saved with save_pretrained."
     )
 

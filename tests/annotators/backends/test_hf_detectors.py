@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from gbc.annotators.backends.base import BackendError, DetectionRequest
+from gbc.annotators.backends.base import BackendError, BackendUnavailable, DetectionRequest
 from gbc.annotators.backends.hf_detectors import (
     DEFAULT_DETECTOR,
     GroundingDinoDetector,
@@ -185,7 +185,7 @@ def test_unique_phrases_and_clip():
 
 def test_missing_model_and_bad_options():
     detector = create_detector("owlv2:no-such-org/no-such-owl")
-    with pytest.raises(BackendError, match="huggingface-cli download no-such-org/no-such-owl"):
+    with pytest.raises(BackendUnavailable, match="`hf download no-such-org/no-such-owl`"):
         detector.detect([DetectionRequest(image=picture((20, 20), 0), phrases=["cat"])])
     with pytest.raises(BackendError):
         create_detector("grounding-dino:x", {"box_threshold": 0.3})

@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from gbc.annotators.backends.base import BackendError, GenerationOptions, MllmRequest
+from gbc.annotators.backends.base import BackendError, BackendUnavailable, GenerationOptions, MllmRequest
 from gbc.annotators.backends.hf_mllm import (
     DEFAULT_CPU_MLLM,
     DEFAULT_CUDA_MLLM,
@@ -151,13 +151,13 @@ def test_scale_image(size, max_side, expected):
 
 def test_missing_hub_model_gives_one_clear_error():
     backend = create_mllm("transformers:no-such-org/no-such-model-xyz")
-    with pytest.raises(BackendError, match=r"huggingface-cli download no-such-org/no-such-model-xyz"):
+    with pytest.raises(BackendUnavailable, match=r"`hf download no-such-org/no-such-model-xyz`"):
         backend.generate(requests(1))
 
 
 def test_missing_local_folder_gives_a_clear_error(tmp_path):
     backend = create_mllm(f"transformers:{tmp_path / 'absent'}")
-    with pytest.raises(BackendError, match="absent"):
+    with pytest.raises(BackendUnavailable, match="absent"):
         backend.generate(requests(1))
 
 
