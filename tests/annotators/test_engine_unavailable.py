@@ -167,3 +167,24 @@ def test_committed_images_stay_and_a_rerun_finishes_the_rest(tmp_path, gates):
         assert (summary.done, summary.failed) == (len(todo), 0)
         assert store.count("done") == len(images) and store.count("failed") == 0
         assert {key: store.get(key).to_json() for key in done} == before
+
+
+def test_unreachable_openai_server_stops_the_run(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    images = make_images(tmp_path / "imgs", 3)
+    mllm = create_mllm(f"openai:http://127.0.0.1:{port}/v1#m", {"max_retries": 1, "backoff_s": 0.01})
+    config = AnnotateConfig().with_overrides(SLOW_RETRY)
+    store = MemoryStore()
+    start = time.monotonic()
+    try:
+        with pytest.raises(BackendUnavailable, match=rf"127.0.0.1:{port}.*reachable"):
+            RecursiveAnnotator(config, mllm, create_detector("scripted")).run(images, store)
+    finally:
+        mllm.close()
+    assert time.monotonic() - start < 3
+    assert store.records == {}
+    assert_no_engine_threads_left()
