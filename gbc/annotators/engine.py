@@ -13,8 +13,7 @@ images committed so far stay committed, images in flight get no status (a rerun 
 Example (with the rule-based demo backends)::
 
     from gbc.annotators.backends.registry import create_mllm, create_detector
-    from gbc.annotators.backends.base import BackendUnavailable
-from gbc.annotators.config import AnnotateConfig
+    from gbc.annotators.config import AnnotateConfig
     from gbc.annotators.engine import RecursiveAnnotator
     from gbc.annotators.images import discover_images
     import gbc
