@@ -1,0 +1,58 @@
+"""The README's command lines use commands and options that exist."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gbc.cli.main import COMMANDS, cli
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _code_blocks(text):
+    """(language, body) of each fenced code block, fences matched line by line."""
+    blocks, language, body = [], None, []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            if language is None:
+                language, body = stripped[3:].strip() or "text", []
+            else:
+                blocks.append((language, "\n".join(body)))
+                language = None
+        elif language is not None:
+            body.append(line)
+    return blocks
+
+
+def _command_lines():
+    lines = []
+    for language, block in _code_blocks(README.read_text()):
+        if language not in ("bash", "text"):
+            continue
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("gbc "):
+                lines.append(line)
+    return lines
+
+
+def test_every_command_is_documented():
+    used = {shlex.split(line)[1] for line in _command_lines()}
+    assert set(COMMANDS) <= used, sorted(set(COMMANDS) - used)
+
+
+@pytest.mark.parametrize("line", _command_lines())
+def test_readme_command_line_uses_real_options(line):
+    words = shlex.split(line.replace("$", ""))
+    name = words[1]
+    assert name in COMMANDS, f"README uses unknown command {name!r}"
+    help_text = CliRunner().invoke(cli, [name, "--help"]).output
+    for word in words[2:]:
+        if word.startswith("--"):
+            option = word.split("=")[0]
+            assert option in help_text, f"{line!r}: {option} is not an option of gbc {name}"
