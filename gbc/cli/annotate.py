@@ -100,6 +100,17 @@ def _default_specs(config) -> dict:
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Any setting by its dotted name (repeatable).")
 @click.option("--retry-failed", is_flag=True, help="Run again only the images that failed in the store.")
 @click.option("--shard", metavar="I/N", help="Annotate only shard I of N (0-based, stable hash of the image key).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run on Ray: alone, a local Ray instance; 'auto', the cluster of this machine; or a cluster "
+                   "ADDRESS (host:6379, ray://host:10001). One annotator actor per worker, each writing its own shard.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --ray: annotator actors (on GPU nodes, one per GPU).")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="With --ray: GPUs per actor (1: one actor per GPU; 0.5: two actors share a GPU).")
+@click.option("--cpus-per-worker", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --ray: CPUs per actor (default: 1 with GPUs, else a share of the cluster's CPUs).")
+@click.option("--no-merge", is_flag=True,
+              help="With --ray: leave the per-worker shards in OUTPUT/shards (read as one store; gbc merge later).")
 @click.option("--limit", type=int, help="Annotate at most N images (after skipping finished ones).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.option("--progress/--no-progress", "show_progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
@@ -107,7 +118,8 @@ def _default_specs(config) -> dict:
 def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option, detector_option, max_depth,
              max_vertices, mllm_batch_size, detector_batch_size, images_in_flight, max_image_side, min_crop_side,
              crop_margin, retries, timeout_s, no_entity, no_composition, no_relation, seed, sets, retry_failed,
-             shard, limit, as_json, show_progress):
+             shard, limit, as_json, show_progress, ray_address=None, workers=1, gpus_per_worker=0,
+             cpus_per_worker=None, no_merge=False):
     """Annotate IMAGES (folders, searched recursively, or files) into GBC graphs in the store OUTPUT.
 
     The run resumes by default: images already done or failed in OUTPUT are skipped, and
@@ -168,6 +180,11 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
 
         index, count = parse_shard(shard)
         sources = [s for s in sources if shard_of(s.key, count) == index]
+
+    if ray_address is not None:
+        _annotate_on_ray(sources, output, config, ray_address, workers, gpus_per_worker, cpus_per_worker,
+                         retry_failed, no_merge, limit, as_json)
+        return
 
     from gbc.annotators.backends.registry import create_detector, create_mllm
 
@@ -234,6 +251,48 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
         click.echo(json.dumps(result, indent=2, sort_keys=True))
     else:
         click.echo(_format_summary(result))
+
+
+def _annotate_on_ray(sources, output, config, address, workers, gpus_per_worker, cpus_per_worker,
+                     retry_failed, no_merge, limit, as_json) -> None:
+    """``--ray``: the same run on a Ray cluster (see ``gbc.distributed.ray_runner``)."""
+    from gbc.distributed.ray_runner import annotate_on_ray, finished_keys
+
+    found = len(sources)
+    if retry_failed:
+        # As in-process: only the images that failed before (in the output or its shards).
+        failed = finished_keys(output, retry_failed=False) - finished_keys(output, retry_failed=True)
+        sources = [s for s in sources if s.key in failed]
+    if limit is not None:
+        finished = finished_keys(output, retry_failed=retry_failed)
+        sources = [s for s in sources if s.key not in finished][:limit]
+    click.echo(f"{found} images found, {len(sources)} considered; annotating on Ray with {workers} worker(s)", err=True)
+    result = annotate_on_ray(
+        sources, output, config=config,
+        mllm_spec=config.mllm.spec, mllm_options=config.mllm.options,
+        detector_spec=config.detector.spec, detector_options=config.detector.options,
+        address=None if address == "local" else address, workers=workers, gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker, retry_failed=retry_failed, merge=not no_merge,
+    )
+    result.update({"found": found, "output": str(output), "mllm": config.mllm.spec, "detector": config.detector.spec,
+                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    if result["merged"]:
+        import gbc
+
+        with gbc.open_store(output, readonly=False) as store:
+            store.update_meta({"last_run": result, "config": config.model_dump(mode="json")})
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    click.echo(f"annotated {result['submitted']} images on Ray ({workers} worker(s)): {result['done']} done, "
+               f"{result['failed']} failed ({result['skipped']} skipped) in {result['seconds']:.1f} s, "
+               f"{result['images_per_s']:.2f} images/s")
+    if result["merged"]:
+        store = result["store"]
+        click.echo(f"store {output}: {store['done']} done, {store['failed']} failed")
+    elif result["shards"]:
+        click.echo(f"{len(result['shards'])} shard(s) left in {output}/shards (gbc.open_store reads them as one); "
+                   f"merge with: gbc merge {output}/shards -o {output}")
 
 
 def _count(store, status: str) -> int:
