@@ -68,7 +68,7 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         annotator = RecursiveAnnotator(config, create_mllm("scripted", options), create_detector("scripted", options))
         with GraphStore(root / "inproc.lmdb", readonly=False) as store:
-            summary = annotator.run(images, store)
+            annotator.run(images, store)
             done = store.count("done")
         inproc_s = time.perf_counter() - started
         print(f"in-process engine : {inproc_s:7.2f} s  {n / inproc_s:7.2f} img/s  (done {done}/{n})", flush=True)

@@ -44,7 +44,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Set, Tuple
 
 __all__ = ["MAX_WORKER_DEATHS_PER_IMAGE", "ShardAnnotator", "claim_slot"]
 

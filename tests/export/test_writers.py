@@ -219,7 +219,7 @@ def test_wds_graph_json_policy(dataset, tmp_path, policy, with_graph):
 
 
 def test_parquet_loads_with_hugging_face_datasets(dataset, tmp_path):
-    datasets = pytest.importorskip("datasets")  # not a dependency: checked where it is installed
+    import datasets  # in the test extra
     graphs, images = dataset
     out = tmp_path / "pq"
     s = export_graphs(keyed(graphs), out, ExportOptions(fmt="parquet", images_root=str(images), shard_size=5))

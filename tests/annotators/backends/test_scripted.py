@@ -85,7 +85,7 @@ def test_image_statistics_reads_the_colour():
 
 
 def test_answers_parse_back_with_the_engine_parsers():
-    parsers = pytest.importorskip("gbc.annotators.parsers")
+    from gbc.annotators import parsers
     mllm = create_mllm("scripted:3")
     for i, colour in enumerate(COLOURS):
         image_text, entity_text, deep_text, comp_text, rel_text = mllm.generate([
@@ -111,7 +111,7 @@ def test_answers_parse_back_with_the_engine_parsers():
 
 
 def test_odd_answers_do_not_break_the_parsers():
-    parsers = pytest.importorskip("gbc.annotators.parsers")
+    from gbc.annotators import parsers
     normal = create_mllm("scripted:4")
     odd = create_mllm("scripted:4", {"odd_rate": 1.0})
     reqs = [_req("image", f"k{i}.jpg", c) for i, c in enumerate(COLOURS)] + _requests()
@@ -221,8 +221,6 @@ class _Store:
 
 
 def _engine_sources(tmp_path, n):
-    for module in ("gbc.annotators.engine", "gbc.annotators.detection", "gbc.annotators.composition"):
-        pytest.importorskip(module)
     from gbc.annotators.images import ImageSource
 
     sources = []
