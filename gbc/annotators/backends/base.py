@@ -99,3 +99,18 @@ class DetectorBackend(Protocol):
         """For each request, a mapping phrase -> raw detections (phrases with no box may be absent)."""
 
     def close(self) -> None: ...
+
+
+def load_or_unavailable(argument: str, load) -> None:
+    """Run ``load()``; any failure becomes ``BackendUnavailable`` naming the model.
+
+    Without its model a backend can answer no request, so the run must stop rather than fail
+    every image (wrong device, corrupt weights, out of memory while loading, ...).
+    """
+    try:
+        load()
+    except BackendUnavailable:
+        raise
+    except Exception as exc:
+        raise BackendUnavailable(f"model {argument!r} cannot be loaded: {exc.__class__.__name__}: {exc}") from exc
+

@@ -24,7 +24,13 @@ from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 from pydantic import Field
 
-from gbc.annotators.backends.base import BackendError, BackendOptions, BackendUnavailable, DetectionRequest, PhraseDetections
+from gbc.annotators.backends.base import (
+    BackendError,
+    BackendOptions,
+    DetectionRequest,
+    PhraseDetections,
+    load_or_unavailable,
+)
 from gbc.annotators.backends.hf_mllm import dtype_kwarg, is_out_of_memory, missing_model_error, resolve_device, scale_image
 from gbc.annotators.backends.registry import register_detector
 
@@ -110,15 +116,8 @@ class _ZeroShotDetector:
 
         Any failure is a ``BackendUnavailable``: without the model no request can be answered.
         """
-        if self.model is not None:
-            return
-        try:
-            self._load()
-        except BackendUnavailable:
-            raise
-        except Exception as exc:  # wrong device, corrupt weights, out of memory while loading, ...
-            raise BackendUnavailable(
-                f"model {self.argument!r} cannot be loaded: {exc.__class__.__name__}: {exc}") from exc
+        if self.model is None:
+            load_or_unavailable(self.argument, self._load)
 
     def _load(self) -> None:
         import torch

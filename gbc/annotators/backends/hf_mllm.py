@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 from pydantic import Field
 
-from gbc.annotators.backends.base import BackendError, BackendOptions, BackendUnavailable, MllmRequest
+from gbc.annotators.backends.base import BackendError, BackendOptions, BackendUnavailable, MllmRequest, load_or_unavailable
 from gbc.annotators.backends.registry import register_mllm
 
 log = logging.getLogger(__name__)
@@ -178,15 +178,8 @@ class TransformersMllm:
 
         Any failure is a ``BackendUnavailable``: without the model no request can be answered.
         """
-        if self.model is not None:
-            return
-        try:
-            self._load()
-        except BackendUnavailable:
-            raise
-        except Exception as exc:  # wrong device, corrupt weights, out of memory while loading, ...
-            raise BackendUnavailable(
-                f"model {self.argument!r} cannot be loaded: {exc.__class__.__name__}: {exc}") from exc
+        if self.model is None:
+            load_or_unavailable(self.argument, self._load)
 
     def _load(self) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
