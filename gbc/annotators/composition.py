@@ -109,33 +109,28 @@ def _pick_root(criterion: str, centres: Sequence[tuple[float, float]]) -> int:
     raise ValueError(f"unknown root criterion {criterion!r}; known: {list(ROOT_CRITERIA)}")
 
 
+def _axis_position(centre: float, centres, start: float, end: float, names: tuple[str, str]) -> Optional[str]:
+    """Where a box lies along one axis: ``<low>most``/``<high>most`` (extreme centre, in that
+    half), ``<low>``/``<high>`` (touching that margin, in that half), ``center`` or None."""
+    low_name, high_name = names
+    if centre == min(centres) and end < 0.5:
+        return low_name + "most"
+    if centre == max(centres) and start > 0.5:
+        return high_name + "most"
+    if start < POSITION_MARGIN and end < 0.5:
+        return low_name
+    if end > 1 - POSITION_MARGIN and start > 0.5:
+        return high_name
+    if CENTER_BAND[0] < centre < CENTER_BAND[1]:
+        return "center"
+    return None
+
+
 def _position_hint(name: str, box: tuple[float, float, float, float], centres_rel, index: int) -> Optional[str]:
     left, top, right, bottom = box
     cx, cy = centres_rel[index]
-    xs = [c[0] for c in centres_rel]
-    ys = [c[1] for c in centres_rel]
-    low, high = CENTER_BAND
-    horizontal = vertical = None
-    if cx == min(xs) and right < 0.5:
-        horizontal = "leftmost"
-    elif cx == max(xs) and left > 0.5:
-        horizontal = "rightmost"
-    elif left < POSITION_MARGIN and right < 0.5:
-        horizontal = "left"
-    elif right > 1 - POSITION_MARGIN and left > 0.5:
-        horizontal = "right"
-    elif low < cx < high:
-        horizontal = "center"
-    if cy == min(ys) and bottom < 0.5:
-        vertical = "topmost"
-    elif cy == max(ys) and top > 0.5:
-        vertical = "bottommost"
-    elif top < POSITION_MARGIN and bottom < 0.5:
-        vertical = "top"
-    elif bottom > 1 - POSITION_MARGIN and top > 0.5:
-        vertical = "bottom"
-    elif low < cy < high:
-        vertical = "center"
+    horizontal = _axis_position(cx, [c[0] for c in centres_rel], left, right, ("left", "right"))
+    vertical = _axis_position(cy, [c[1] for c in centres_rel], top, bottom, ("top", "bottom"))
     side = {"leftmost": "left", "left": "left", "rightmost": "right", "right": "right"}.get(horizontal or "")
     level = {"topmost": "top", "top": "top", "bottommost": "bottom", "bottom": "bottom"}.get(vertical or "")
     extreme = horizontal in ("leftmost", "rightmost") or vertical in ("topmost", "bottommost")
