@@ -133,16 +133,46 @@ class _Fitter:
         return chunks
 
 
+#: ``(desc label, vertex label)`` -> caption type; labels come from a small vocabulary, so
+#: each type string is formatted once per process rather than once per row.
+_CAPTION_TYPES: Dict[Tuple[str, str], str] = {}
+
+
+def _caption_type(desc_label: str, vertex_label: str) -> str:
+    ctype = _CAPTION_TYPES.get((desc_label, vertex_label))
+    if ctype is None:
+        ctype = f"{desc_label}-{vertex_label}"
+        if len(_CAPTION_TYPES) < 4096:  # bounded: labels are free text in hand-made graphs
+            _CAPTION_TYPES[(desc_label, vertex_label)] = ctype
+    return ctype
+
+
 def _vertex_rows(vertices: Iterable[Vertex], flt: CaptionFilter, fitter: _Fitter, with_box: bool) -> List[CaptionRow]:
-    rows = []
+    # The hot loop of a text-only export (~18 captions per graph): the label filter and the
+    # fitter's short-text fast path are inlined here to save a method call per caption.
+    rows: List[CaptionRow] = []
+    append = rows.append
+    excluded = flt.exclude_desc_labels
+    wanted = flt.desc_labels
+    limit = fitter.limit
+    fit = fitter.fit
     for v in vertices:
-        box = v.bbox.to_xyxy() if with_box and v.label != "image" else None
+        vlabel = v.label
+        box = v.bbox.to_xyxy() if with_box and vlabel != "image" else None
+        vid = v.vertex_id
         for d in v.descs:
-            if not flt.keeps_desc(d.label):
+            dlabel = d.label
+            if dlabel in excluded or (wanted is not None and dlabel not in wanted):
                 continue
-            ctype = f"{d.label}-{v.label}"
-            for chunk in fitter.fit(d.text):
-                rows.append(CaptionRow(chunk, ctype, v.vertex_id, v.label, d.label, box))
+            ctype = _caption_type(dlabel, vlabel)
+            text = d.text.strip()
+            # The same test as _Fitter.fit's fast path, written out (same expression, so the
+            # same floating-point result at the boundary).
+            if text and (limit is None or (text.isascii() and len(text) * 1.1 + 3 <= limit)):
+                append(CaptionRow(text, ctype, vid, vlabel, dlabel, box))
+                continue
+            for chunk in fit(text):
+                append(CaptionRow(chunk, ctype, vid, vlabel, dlabel, box))
     return rows
 
 

@@ -59,9 +59,22 @@ def _estimate_word(word: str) -> int:
     return 1 + math.ceil((n - _SHORT_WORD) / _LETTERS_PER_EXTRA_TOKEN)
 
 
-@functools.lru_cache(maxsize=1 << 18)
+#: Distinct whitespace-separated chunks whose estimated cost is remembered (new chunks are
+#: still counted once the table is full, just not stored).
+ESTIMATE_CACHE_SIZE = 1 << 18
+# A plain dict read through ``map(dict.__getitem__, ...)`` costs a fraction of an
+# ``lru_cache`` hit (no key building, no recency bookkeeping); most chunks of any caption
+# are common words already in the table.
+_CHUNK_COSTS: Dict[str, int] = {}
+
+
 def _estimate_chunk(chunk: str) -> int:
-    return sum(map(_estimate_word, _WORD_RE.findall(chunk)))
+    cost = _CHUNK_COSTS.get(chunk)
+    if cost is None:
+        cost = sum(map(_estimate_word, _WORD_RE.findall(chunk)))
+        if len(_CHUNK_COSTS) < ESTIMATE_CACHE_SIZE:
+            _CHUNK_COSTS[chunk] = cost
+    return cost
 
 
 def estimate_clip_tokens(text: str) -> int:
@@ -72,7 +85,11 @@ def estimate_clip_tokens(text: str) -> int:
     """
     # Tokens never span whitespace, so the cost is a sum over whitespace-separated chunks;
     # caching chunk costs makes repeated words (most of any caption) nearly free.
-    body = sum(map(_estimate_chunk, text.split()))
+    chunks = text.split()
+    try:
+        body = sum(map(_CHUNK_COSTS.__getitem__, chunks))
+    except KeyError:  # some chunk not seen yet: count (and remember) them one by one
+        body = sum(map(_estimate_chunk, chunks))
     return 2 + math.ceil(body * _ESTIMATE_MARGIN)
 
 
