@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
-from gbc.export.tokens import CLIP_MAX_TOKENS, clip_token_counter, split_to_fit
+from gbc.export.tokens import CLIP_MAX_TOKENS, clip_token_counter, split_long, split_to_fit
 from gbc.schemas import GbcGraph, Vertex
 
 #: Description labels left out unless asked for: the composition geometry hints
@@ -155,7 +155,7 @@ def _vertex_rows(vertices: Iterable[Vertex], flt: CaptionFilter, fitter: _Fitter
     excluded = flt.exclude_desc_labels
     wanted = flt.desc_labels
     limit = fitter.limit
-    fit = fitter.fit
+    count = fitter.count
     for v in vertices:
         vlabel = v.label
         box = v.bbox.to_xyxy() if with_box and vlabel != "image" else None
@@ -166,12 +166,17 @@ def _vertex_rows(vertices: Iterable[Vertex], flt: CaptionFilter, fitter: _Fitter
                 continue
             ctype = _caption_type(dlabel, vlabel)
             text = d.text.strip()
-            # The same test as _Fitter.fit's fast path, written out (same expression, so the
-            # same floating-point result at the boundary).
-            if text and (limit is None or (text.isascii() and len(text) * 1.1 + 3 <= limit)):
+            if not text:
+                continue
+            # _Fitter.fit written out: the short-text fast path (the same expression, so the
+            # same floating-point result at the boundary), then one count for a text that fits
+            # whole (most captions), and sentence packing only for the rest.
+            if limit is None or (text.isascii() and len(text) * 1.1 + 3 <= limit) or count(text) <= limit:
                 append(CaptionRow(text, ctype, vid, vlabel, dlabel, box))
                 continue
-            for chunk in fit(text):
+            chunks, dropped = split_long(text, count, limit)
+            fitter.dropped += dropped
+            for chunk in chunks:
                 append(CaptionRow(chunk, ctype, vid, vlabel, dlabel, box))
     return rows
 

@@ -254,6 +254,11 @@ def split_to_fit(text: str, count: Callable[[str], int], max_tokens: int = CLIP_
     """
     if count(text) <= max_tokens:
         return [text], 0
+    return split_long(text, count, max_tokens)
+
+
+def split_long(text: str, count: Callable[[str], int], max_tokens: int = CLIP_MAX_TOKENS) -> Tuple[List[str], int]:
+    """``split_to_fit`` for a text already known not to fit whole (its count is not taken again)."""
     chunks: List[str] = []
     dropped = 0
     current: List[str] = []

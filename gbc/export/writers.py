@@ -205,6 +205,8 @@ class _ShardedWriter:
         self.shard = -1
         self.index = options.shard_size  # forces opening shard 0 on the first sample
         self.files: List[str] = []
+        # _sample_key's layout as one %-format, built once (a key is made per row).
+        self._key_format = "%%05d%%0%dd" % len(_sample_key(0, 0, options.shard_size)[5:])
 
     def _next_key(self) -> str:
         if self.index >= self.options.shard_size:
@@ -213,7 +215,7 @@ class _ShardedWriter:
             self.shard += 1
             self.index = 0
             self._open_shard()
-        key = _sample_key(self.shard, self.index, self.options.shard_size)
+        key = self._key_format % (self.shard, self.index)
         self.index += 1
         return key
 
