@@ -75,6 +75,8 @@ class CaptionFilter:
 
     def kept_vertices(self, graph: GbcGraph) -> List[Vertex]:
         """The graph's vertices that pass the label, box-size and depth filters, in graph order."""
+        if self.vertex_labels is None and self.min_box_size <= 0 and self.max_depth is None:
+            return list(graph.vertices)  # the default filter keeps every vertex
         depths = graph.depths() if self.max_depth is not None else None
         out = []
         for v in graph.vertices:

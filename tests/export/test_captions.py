@@ -155,3 +155,28 @@ def test_filter_rejects_bad_settings(kwargs):
 def test_unknown_strategy_is_a_value_error():
     with pytest.raises(ValueError, match="unknown caption strategy"):
         get_strategy("nope")
+
+
+@pytest.mark.parametrize("limit", [None, 0, 5, 20, 40, 77, 200])
+def test_gbc_captions_rows_match_fitting_each_caption_alone(limit):
+    # The caption loop inlines the fitter; its rows and drop counts must be those of
+    # split_to_fit applied caption by caption.
+    from gbc.export.tokens import estimate_clip_tokens, split_to_fit
+
+    flt = CaptionFilter(max_tokens=limit, exact_tokens=False)
+    for seed in range(6):
+        graph = synthetic_graph(seed)
+        batch = STRATEGIES["gbc-captions"](graph, flt)
+        expected, dropped = [], 0
+        for v in graph.vertices:
+            for d in v.descs:
+                if d.label == "hardcode" or not d.text.strip():
+                    continue
+                if limit:
+                    chunks, n = split_to_fit(d.text.strip(), estimate_clip_tokens, limit)
+                else:
+                    chunks, n = [d.text.strip()], 0
+                expected += [(c, f"{d.label}-{v.label}") for c in chunks]
+                dropped += n
+        assert [(r.text, r.caption_type) for r in batch.rows] == expected
+        assert batch.dropped_sentences == dropped
