@@ -409,9 +409,29 @@ class ParquetWriter(_ShardedWriter):
         self._writer.close()
         self.files.append(str(self._path))
 
+    def _flush_full_groups(self) -> None:
+        # Row groups of exactly PARQUET_ROW_GROUP rows, as when flushing row by row.
+        while len(self._rows) >= PARQUET_ROW_GROUP:
+            rest = self._rows[PARQUET_ROW_GROUP:]
+            del self._rows[PARQUET_ROW_GROUP:]
+            self._flush()
+            self._rows = rest
+
     def write_graph(self, g: _Graph, rows: List[CaptionRow], images: List[Optional[EncodedImage]]) -> None:
         image_key = g.key
         image_path = str(g.source) if g.source is not None else g.recorded_path()
+        start = self.index
+        if self.shard >= 0 and start + len(rows) <= self.options.shard_size and images and images[0] is None:
+            # Text-only graph that fits in the open shard: keys made in one go, rows added at once.
+            fmt, shard = self._key_format, self.shard
+            self.index = start + len(rows)
+            self._rows.extend([
+                (fmt % (shard, i), image_key, row.text, row.caption_type, row.vertex_id, row.vertex_label,
+                 row.desc_label, *(row.bbox or (0.0, 0.0, 1.0, 1.0)), image_path, None, None, None)
+                for i, row in enumerate(rows, start)
+            ])
+            self._flush_full_groups()
+            return
         for row, image in zip(rows, images):
             key = self._next_key()  # may close the shard and open the next one
             left, top, right, bottom = row.bbox or (0.0, 0.0, 1.0, 1.0)
