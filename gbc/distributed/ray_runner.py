@@ -17,6 +17,11 @@ How a run goes
 Failures
 --------
 - An image that cannot be annotated is data: the engine commits it as ``failed``.
+- A backend that cannot serve any request (``BackendUnavailable``: model not loadable,
+  server unreachable, key rejected) stops the whole run at once: the pipeline is torn down
+  (the exception is not retried and no actor is restarted for it), nothing is marked failed,
+  the images committed so far stay in their shards (not merged; a rerun resumes), and the
+  driver raises ``BackendUnavailable`` with the backend's own message.
 - A worker process that dies (killed, out of memory, a crash in native code) is restarted
   by Ray (Ray Data's actor pools restart actors and resend their unfinished batches). Each
   engine run is journaled in the shard folder, so the next actor knows which images were in
@@ -55,10 +60,11 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
-from gbc.distributed.worker import DEATHS_LOG
+from gbc.distributed.worker import DEATHS_LOG, STOP_FILE, read_stop
 
 __all__ = ["annotate_on_ray", "finished_keys", "shards_dir"]
 
@@ -236,6 +242,8 @@ def annotate_on_ray(
 
     if todo:
         ray_started = time.perf_counter()
+        # The reason an earlier run stopped is no reason to stop this one.
+        (shards / STOP_FILE).unlink(missing_ok=True)
         if retry_failed:
             # Images failed for killing their workers get a fresh count of worker deaths.
             (shards / DEATHS_LOG).unlink(missing_ok=True)
@@ -282,6 +290,33 @@ def _check_resources(resources: Mapping[str, float], workers: int, gpus: float, 
         "%s: the run fails unless the cluster grows within %d s", message, ACTOR_START_TIMEOUT_S)
 
 
+def _backend_unavailable(exc: BaseException):
+    """The ``BackendUnavailable`` raised in an actor, found inside Ray's wrappers of ``exc``; else None."""
+    from gbc.annotators.backends.base import BackendUnavailable
+
+    try:
+        from ray.exceptions import RayError
+    except ImportError:  # pragma: no cover - ray is imported before this is called
+        RayError = ()
+    seen: Set[int] = set()
+    todo: List[Any] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        # A RayTaskError may itself subclass the cause's class (as_instanceof_cause): skip it,
+        # its message holds the remote traceback.
+        if isinstance(current, BackendUnavailable) and not isinstance(current, RayError):
+            try:
+                fresh = type(current)(*current.args)
+            except Exception:
+                fresh = BackendUnavailable(str(current))
+            return fresh
+        todo.extend([getattr(current, "cause", None), current.__cause__, current.__context__])
+    return None
+
+
 def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
                   modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed) -> Dict[str, Any]:
     import ray
@@ -302,18 +337,40 @@ def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_
         # Start every actor before the first batch: work spreads over all workers, and a pool
         # that a remote cluster cannot hold fails with a clear timeout instead of waiting forever.
         context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+        unavailable = None
+        run_id = uuid.uuid4().hex
         try:
             return _stream(ray, todo, shards, config, mllm_spec, mllm_options, detector_spec, detector_options,
-                           modules, workers, gpus_per_worker, cpus_per_worker, retry_failed)
+                           modules, workers, gpus_per_worker, cpus_per_worker, retry_failed, run_id)
+        except Exception as exc:
+            # Ray wraps the actor's exception (RayTaskError, UserCodeException), drops its
+            # cause and adds remote tracebacks: the caller gets the backend's own exception
+            # and message, recorded by the actor (or found in the chain, when Ray keeps it).
+            unavailable = read_stop(shards, run_id) or _backend_unavailable(exc)
+            if unavailable is None:
+                raise
         finally:
             context.enable_progress_bars, context.wait_for_min_actors_s = saved
+        # Raised outside the except block: as its __context__, Ray's exception would keep the
+        # pipeline's frames, and with them its actor handles, alive. The failed pipeline's
+        # objects form reference cycles: collect them now, so that its actors end and free
+        # their CPUs and GPUs for the next run in this process.
+        import gc
+
+        gc.collect()
+        # The actors were stopped by the driver, not killed by their images: their in-flight
+        # files must not count as worker deaths in the next run (their stop record stays; it
+        # names this run and is ignored by the next).
+        for path in list(shards.glob("*.inflight")) + list(shards.glob("*.inflight.tmp")):
+            path.unlink(missing_ok=True)
+        raise unavailable
     finally:
         if owns_ray:
             ray.shutdown()
 
 
 def _stream(ray, todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
-            modules, workers, gpus_per_worker, cpus_per_worker, retry_failed) -> Dict[str, Any]:
+            modules, workers, gpus_per_worker, cpus_per_worker, retry_failed, run_id) -> Dict[str, Any]:
     from gbc.distributed.worker import ShardAnnotator
 
     shards.mkdir(parents=True, exist_ok=True)
@@ -327,7 +384,7 @@ def _stream(ray, todo, shards: Path, config, mllm_spec, mllm_options, detector_s
             "shards": str(shards), "config": config, "mllm_spec": mllm_spec,
             "mllm_options": dict(mllm_options or {}), "detector_spec": detector_spec,
             "detector_options": dict(detector_options or {}), "backend_modules": modules,
-            "retry_failed": retry_failed,
+            "retry_failed": retry_failed, "run_id": run_id,
         },
         batch_size=batch_size,
         batch_format="numpy",

@@ -16,6 +16,10 @@ Files in the shard folder (``OUT/shards``)
 ``deaths.log``
     One line ``key<TAB>shard`` per orphaned key: an image that was being annotated when a
     worker process died, and the shard where it may already have been committed.
+``stopped.json``
+    Written by the actor whose backend raised ``BackendUnavailable`` (``{"type", "message"}``):
+    the run stops. Ray loses the original exception inside its wrappers, so the driver reads
+    the reason here; the other actors find it before their next batch and stop too.
 
 What a redone batch does
 ------------------------
@@ -46,12 +50,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Set, Tuple
 
-__all__ = ["MAX_WORKER_DEATHS_PER_IMAGE", "ShardAnnotator", "claim_slot"]
+__all__ = ["MAX_WORKER_DEATHS_PER_IMAGE", "STOP_FILE", "ShardAnnotator", "claim_slot", "read_stop", "write_stop"]
 
 #: An image in flight when a worker process died this many times is committed as failed.
 MAX_WORKER_DEATHS_PER_IMAGE = 2
 #: File of orphaned keys, in the shard folder.
 DEATHS_LOG = "deaths.log"
+#: File telling why the run stopped (a backend became unavailable), in the shard folder.
+STOP_FILE = "stopped.json"
 
 
 def _has_store(path: Path) -> bool:
@@ -124,17 +130,41 @@ def read_deaths(folder: Path) -> Tuple[Counter, Dict[str, Set[str]]]:
     return counts, shards
 
 
+def write_stop(folder: Path, run_id: str, exc: BaseException) -> None:
+    """Record in ``folder`` that the run ``run_id`` stops because of ``exc`` (atomically replaced)."""
+    tmp = folder / f"{STOP_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"run": run_id, "type": type(exc).__name__, "message": str(exc)}), encoding="utf-8")
+    os.replace(tmp, folder / STOP_FILE)
+
+
+def read_stop(folder: Path, run_id: str):
+    """The ``BackendUnavailable`` recorded in ``folder`` for the run ``run_id``, or None.
+
+    A record of another run (an actor of an earlier run that ended late) is ignored.
+    """
+    from gbc.annotators.backends.base import BackendUnavailable
+
+    try:
+        record = json.loads((folder / STOP_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None  # ValueError: not JSON, i.e. not written by write_stop (which replaces atomically)
+    if record.get("run") != run_id:
+        return None
+    return BackendUnavailable(str(record.get("message", "")))
+
+
 class ShardAnnotator:
     """Ray Data callable class: builds its backends once, annotates batches into its own shard.
 
     ``shards``: the shard folder; the other arguments are those of ``annotate_on_ray``.
     ``backend_modules`` are imported first so that user-registered backends exist here too.
     ``retry_failed``: a ``failed`` record found in a shard does not count as finished.
+    ``run_id``: tells this run's ``stopped.json`` from a late one of an earlier run.
     """
 
     def __init__(self, shards: str, config, mllm_spec: str, mllm_options: Mapping[str, Any],
                  detector_spec: str, detector_options: Mapping[str, Any], backend_modules: Sequence[str],
-                 retry_failed: bool = False):
+                 retry_failed: bool = False, run_id: str = ""):
         for module in backend_modules:
             importlib.import_module(module)
         from gbc.annotators.backends import create_detector, create_mllm
@@ -150,6 +180,7 @@ class ShardAnnotator:
         self._annotator = RecursiveAnnotator(config, self._mllm, self._detector)
         self._store = None  # opened on the first batch, in this process
         self._retry_failed = retry_failed
+        self._run_id = run_id
         # A predecessor in this slot that died left its in-flight file: record it before any batch.
         self._adopt_orphans()
 
@@ -197,8 +228,12 @@ class ShardAnnotator:
                                    "host": socket.gethostname(), "pid": os.getpid()}),
                        encoding="utf-8")
         os.replace(tmp, self._inflight)
-        self._annotator.run(sources, store)
-        self._inflight.unlink()
+        try:
+            self._annotator.run(sources, store)
+        finally:
+            # An exception (e.g. BackendUnavailable, which stops the run) is no worker death:
+            # its keys must not count against the images. Only a dead process leaves the file.
+            self._inflight.unlink(missing_ok=True)
 
     def _committed_in(self, keys: List[str], shard_names: Dict[str, Set[str]]) -> Dict[str, str]:
         """Status of orphaned keys already committed in the shards where they were in flight."""
@@ -229,6 +264,18 @@ class ShardAnnotator:
 
     # ------------------------------------------------------------------ one batch
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, List[Any]]:
+        from gbc.annotators.backends.base import BackendUnavailable
+
+        stopped = read_stop(self._folder, self._run_id)
+        if stopped is not None:
+            raise stopped  # another actor's backend became unavailable: the run is over
+        try:
+            return self._annotate(batch)
+        except BackendUnavailable as exc:
+            write_stop(self._folder, self._run_id, exc)
+            raise
+
+    def _annotate(self, batch: Dict[str, Any]) -> Dict[str, List[Any]]:
         from gbc.annotators.images import ImageSource
 
         keys = [str(k) for k in batch["key"]]

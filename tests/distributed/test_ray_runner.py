@@ -167,3 +167,32 @@ def test_gbc_annotate_with_ray(ray_local, images, tmp_path):
     assert statuses(out)["img00.png"] == "done"
     again = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert json.loads(again.stdout)["submitted"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_an_unavailable_backend_stops_the_whole_run_with_its_message(ray_local, images, tmp_path):
+    import time
+
+    import unavailable_backend  # registers "unavailable-at" in this process too
+    from gbc.annotators.backends.base import BackendUnavailable
+
+    good = [image for image in images if image.key != "broken.png"]
+    out, log = tmp_path / "out.lmdb", tmp_path / "calls.log"
+    options = {"unavailable_on": "img09.png", "log": str(log)}
+    started = time.perf_counter()
+    with pytest.raises(BackendUnavailable) as caught:
+        run(good, out, mllm="unavailable-at", mllm_options=options, workers=2)
+    elapsed = time.perf_counter() - started
+    # The original exception, not Ray's wrapper around it, with the backend's own message.
+    assert type(caught.value) is BackendUnavailable
+    assert str(caught.value) == unavailable_backend.MESSAGE
+    # Stopped at once: the failing image was tried once, by one actor, not retried or restarted.
+    calls = [line.split() for line in log.read_text().splitlines()]
+    assert [key for _, key in calls].count("img09.png") == 1
+    assert elapsed < 60
+    # Nothing failed; what was committed before the stop stays in the shards (not merged).
+    shards = sorted((out / "shards").glob("*.lmdb"))
+    committed = {k: s for shard in shards for k, s in statuses(shard).items()}
+    assert set(committed.values()) <= {"done"} and "img09.png" not in committed
+    assert not list((out / "shards").glob("*.inflight"))
+    assert not (out / "shards" / "deaths.log").exists()
