@@ -153,24 +153,52 @@ class GraphStore:
             self._check_not_truncated(shared.env)
             if not shared.dbs:
                 if self.readonly:
+                    missing = []
                     for name in _SUBDBS:
                         # Without an explicit txn: handles opened in a read txn die with it.
                         try:
                             shared.dbs[name] = self._retry_resized(lambda n=name: shared.env.open_db(n, create=False))
                         except lmdb.NotFoundError:
-                            raise StoreCorruptError(
-                                f"{str(self.path)!r} is not a complete graph store: sub-database {name.decode()!r} is missing"
-                            ) from None
+                            missing.append(name)
+                    if len(missing) == len(_SUBDBS):
+                        # Sub-databases are created in one transaction: none yet is a store
+                        # being created (or an empty LMDB), not a damaged one.
+                        shared.dbs.clear()
+                        raise StoreError(f"no graph store at {str(self.path)!r} yet: it holds no sub-database (being created?)")
+                    if missing:
+                        shared.dbs.clear()
+                        raise StoreCorruptError(
+                            f"{str(self.path)!r} is not a complete graph store: sub-database {missing[0].decode()!r} is missing"
+                        )
                 else:
                     with shared.write_lock:
-                        for name in _SUBDBS:
-                            shared.dbs[name] = self._with_growth(lambda n=name: shared.env.open_db(n, create=True))
+                        self._with_growth(lambda: self._create_subdbs(shared))
             self._check_meta()
         except BaseException:
             _envs.release_env(self._key, shared)
             self._shared = None
             raise
         self._load_writer_dictionary()
+
+    def _create_subdbs(self, shared) -> None:
+        """Open (creating when missing) every sub-database, and write the meta of a new store,
+        in ONE write transaction: a reader in another process sees no store or a complete one."""
+        import msgspec as _msgspec
+
+        from gbc import __version__
+
+        handles = {}
+        with shared.env.begin(write=True) as txn:
+            for name in _SUBDBS:
+                handles[name] = shared.env.open_db(name, txn=txn, create=True)
+            if txn.stat(handles[b"meta"])["entries"] == 0:
+                now = time.time()
+                first = {"format_version": STORE_FORMAT_VERSION, "created": now,
+                         "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+                         "gbc_version": __version__}
+                for k, v in first.items():
+                    txn.put(_encode_key(k), _msgspec.json.encode(v), db=handles[b"meta"])
+        shared.dbs.update(handles)  # handles opened in a committed write txn stay valid
 
     def _check_not_truncated(self, env) -> None:
         # Reading a page past the end of a truncated file would kill the process (SIGBUS).
