@@ -12,32 +12,46 @@ from gbc.annotators.backends.registry import register_mllm
 from gbc.annotators.backends.scripted import ScriptedMllm
 
 
-@register_mllm
-class CrashOnceMllm(ScriptedMllm):
-    name = "crash-once"
+class ImageLoggingMllm(ScriptedMllm):
+    """Scripted answers; every image-level request is logged to ``log`` as a ``pid key`` line
+    and handed to ``on_image_request`` first (the hook of the test backends)."""
 
     class Options(ScriptedMllm.Options):
-        crash_on: str = ""
-        marker: str = ""
         log: str = ""
 
+    def on_image_request(self, request) -> None:
+        pass
+
     def generate(self, requests):
-        opts = self.options
         for request in requests:
             if request.kind != "image":
                 continue
-            if opts.log:
-                fd = os.open(opts.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if self.options.log:
+                fd = os.open(self.options.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
                 try:
                     os.write(fd, f"{os.getpid()} {request.image_key}\n".encode())
                 finally:
                     os.close(fd)
-            if opts.crash_on and request.image_key == opts.crash_on:
-                if opts.marker:
-                    try:
-                        fd = os.open(opts.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                    except FileExistsError:
-                        continue
-                    os.close(fd)
-                os._exit(17)
+            self.on_image_request(request)
         return super().generate(requests)
+
+
+@register_mllm
+class CrashOnceMllm(ImageLoggingMllm):
+    name = "crash-once"
+
+    class Options(ImageLoggingMllm.Options):
+        crash_on: str = ""
+        marker: str = ""
+
+    def on_image_request(self, request) -> None:
+        opts = self.options
+        if not opts.crash_on or request.image_key != opts.crash_on:
+            return
+        if opts.marker:
+            try:
+                fd = os.open(opts.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return
+            os.close(fd)
+        os._exit(17)

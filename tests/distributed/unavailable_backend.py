@@ -5,34 +5,21 @@
 would), in whichever actor sees that image. Every image-level request is logged to ``log``
 (one ``pid key`` line each), so a test can tell how often the failing image was tried.
 """
-import os
+from crashing_backend import ImageLoggingMllm
 
 from gbc.annotators.backends.base import BackendUnavailable
 from gbc.annotators.backends.registry import register_mllm
-from gbc.annotators.backends.scripted import ScriptedMllm
 
 MESSAGE = "test server 127.0.0.1:9 refused the connection (unavailable-at)"
 
 
 @register_mllm
-class UnavailableAtMllm(ScriptedMllm):
+class UnavailableAtMllm(ImageLoggingMllm):
     name = "unavailable-at"
 
-    class Options(ScriptedMllm.Options):
+    class Options(ImageLoggingMllm.Options):
         unavailable_on: str = ""
-        log: str = ""
 
-    def generate(self, requests):
-        opts = self.options
-        for request in requests:
-            if request.kind != "image":
-                continue
-            if opts.log:
-                fd = os.open(opts.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    os.write(fd, f"{os.getpid()} {request.image_key}\n".encode())
-                finally:
-                    os.close(fd)
-            if request.image_key == opts.unavailable_on:
-                raise BackendUnavailable(MESSAGE)
-        return super().generate(requests)
+    def on_image_request(self, request) -> None:
+        if request.image_key == self.options.unavailable_on:
+            raise BackendUnavailable(MESSAGE)
