@@ -143,8 +143,6 @@ class GraphStore:
 
     def _open(self) -> None:
         """Open (or re-open after fork) this process's environment and check the store."""
-        import lmdb
-
         self._shared = _envs.acquire_env(self._key, self.readonly, self._map_size, self._max_readers)
         self._pid = os.getpid()
         self._generation = _envs.GENERATION
@@ -153,13 +151,14 @@ class GraphStore:
             self._check_not_truncated(shared.env)
             if not shared.dbs:
                 if self.readonly:
-                    missing = []
-                    for name in _SUBDBS:
-                        # Without an explicit txn: handles opened in a read txn die with it.
-                        try:
+                    # Which sub-databases exist is read from ONE snapshot of the main database:
+                    # opening them one by one (each in its own read transaction) could straddle
+                    # the creating writer's commit and see a half-made store that is not one.
+                    missing = self._retry_resized(lambda: self._missing_subdbs(shared.env))
+                    if not missing:
+                        for name in _SUBDBS:
+                            # Without an explicit txn: handles opened in a read txn die with it.
                             shared.dbs[name] = self._retry_resized(lambda n=name: shared.env.open_db(n, create=False))
-                        except lmdb.NotFoundError:
-                            missing.append(name)
                     if len(missing) == len(_SUBDBS):
                         # Sub-databases are created in one transaction: none yet is a store
                         # being created (or an empty LMDB), not a damaged one.
@@ -179,6 +178,11 @@ class GraphStore:
             self._shared = None
             raise
         self._load_writer_dictionary()
+
+    @staticmethod
+    def _missing_subdbs(env) -> list:
+        with env.begin() as txn:
+            return [name for name in _SUBDBS if txn.get(name) is None]
 
     def _create_subdbs(self, shared) -> None:
         """Open (creating when missing) every sub-database, and write the meta of a new store,
