@@ -6,6 +6,11 @@ from typing import Iterable, Optional
 
 from pydantic import BaseModel, ConfigDict
 
+#: How far outside [0, 1] a coordinate may lie and still count as inside. Detectors return
+#: boxes a float error beyond the image edge (released graphs hold ``top`` of -6.7e-06 and
+#: ``right`` of 1.0000004); such values are accepted and kept exactly as written.
+BOX_TOLERANCE = 1e-4
+
 
 class Bbox(BaseModel):
     """An axis-aligned box ``left, top, right, bottom`` relative to the image size.
@@ -91,8 +96,8 @@ class Bbox(BaseModel):
         return r1 > threshold and r2 > threshold
 
     def is_valid(self) -> bool:
-        """Coordinates within [0, 1] (with a tiny tolerance) and not inverted."""
-        eps = 1e-6
+        """Coordinates within [0, 1] (give or take ``BOX_TOLERANCE``) and not inverted."""
+        eps = BOX_TOLERANCE
         return (
             -eps <= self.left <= self.right <= 1 + eps
             and -eps <= self.top <= self.bottom <= 1 + eps

@@ -1,7 +1,7 @@
 """Reading and writing graphs as ``.jsonl``, ``.json``, ``.parquet`` or a ``.lmdb`` store.
 
-Everything streams: a JSONL file is read line by line, a JSON array with an incremental
-decoder over chunks, a Parquet file by record batches, a store in short transactions; a
+Everything streams: a JSONL file is read line by line, a ``.json`` file (an array, or graph
+objects one after another) with an incremental decoder over chunks, a Parquet file by record batches, a store in short transactions; a
 10 GB file is never held in memory. Writers accept any iterable of graphs.
 
 Writing keeps the released layouts: a graph read from any of these formats and written to
@@ -139,70 +139,108 @@ def _read_jsonl(path: Path) -> Iterator:
             yield where, parse_graph_record(line, where)
 
 
+class _JsonText:
+    """The text of a ``.json`` file read chunk by chunk: ``buf[pos:]`` is what is left to
+    decode, ``line`` the line number at ``pos``."""
+
+    def __init__(self, f: IO[str]):
+        self.f = f
+        self.buf, self.pos, self.line, self.eof = "", 0, 1, False
+        self.chunk = JSON_CHUNK_CHARS
+
+    def advance(self, end: int) -> None:
+        self.line += self.buf.count("\n", self.pos, end)
+        self.pos = end
+
+    def skip_ws(self) -> bool:
+        """Skip whitespace (reading more as needed); False at the end of the file."""
+        while True:
+            self.advance(_skip_ws(self.buf, self.pos))
+            if self.pos < len(self.buf):
+                return True
+            if self.eof:
+                return False
+            self.read_more()
+
+    def read_more(self) -> None:
+        # Drop what was consumed and read a chunk, bigger each time an item still does not
+        # fit, so a huge item is not re-parsed once per small chunk.
+        more = self.f.read(self.chunk)
+        self.chunk *= 2
+        self.eof = not more
+        self.buf, self.pos = self.buf[self.pos:] + more, 0
+
+    def decode(self, decoder: json.JSONDecoder, where: str) -> Any:
+        """The JSON value at ``pos`` (which is not whitespace), reading more text as needed."""
+        while True:
+            try:
+                obj, end = decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                if self.eof:
+                    raise GraphFormatError(f"{where}: invalid JSON (truncated or damaged): {exc.msg}") from None
+                if len(self.buf) - self.pos > MAX_JSON_ITEM_CHARS:
+                    raise GraphFormatError(
+                        f"{where}: invalid JSON, or an item larger than {MAX_JSON_ITEM_CHARS} characters"
+                    ) from None
+                self.read_more()
+                continue
+            self.advance(end)
+            self.chunk = JSON_CHUNK_CHARS
+            return obj
+
+
 def _read_json_array(path: Path) -> Iterator:
-    """Items of a top-level JSON array (or a single top-level object), decoded chunk by chunk."""
+    """Items of a top-level JSON array, or top-level graph objects one after another (a single
+    graph, JSON Lines saved as ``.json``, pretty-printed graphs back to back), decoded chunk by
+    chunk. Every record is read; text that is neither is an error, never skipped."""
     decoder = json.JSONDecoder()
     with open(path, "r", encoding="utf-8") as f:
-        buf = f.read(JSON_CHUNK_CHARS)
-        pos = _skip_ws(buf, 0)
-        eof = False
-        while pos >= len(buf) and not eof:
-            more = f.read(JSON_CHUNK_CHARS)
-            eof = not more
-            buf, pos = buf[pos:] + more, 0
-            pos = _skip_ws(buf, 0)
-        if pos >= len(buf):
+        text = _JsonText(f)
+        if not text.skip_ws():
             return  # an empty file holds no graph
-        if buf[pos] == "{":  # a single graph
-            buf += f.read()
-            try:
-                obj, _ = decoder.raw_decode(buf, pos)
-            except json.JSONDecodeError as exc:
-                raise GraphFormatError(f"{path}: invalid JSON: {exc}") from None
-            yield f"{path}", parse_graph_record(obj, str(path))
+        first = text.buf[text.pos]
+        if first == "{":
+            yield from _json_objects(path, text, decoder)
             return
-        if buf[pos] != "[":
-            raise GraphFormatError(f"{path}: expected a JSON array of graphs, found {buf[pos]!r}")
-        pos += 1
+        if first != "[":
+            raise GraphFormatError(f"{path}: expected a JSON array of graphs, found {first!r}")
+        text.advance(text.pos + 1)
         index = 0
-        chunk = JSON_CHUNK_CHARS
-        expect_item = True
         while True:
-            pos = _skip_ws(buf, pos)
-            if pos < len(buf):
-                c = buf[pos]
-                if c == "]" and (expect_item is False or index == 0):
-                    return
-                if c == "," and not expect_item:
-                    pos, expect_item = pos + 1, True
-                    continue
-                if expect_item:
-                    try:
-                        obj, end = decoder.raw_decode(buf, pos)
-                    except json.JSONDecodeError as exc:
-                        if eof:
-                            raise GraphFormatError(f"{path}, item {index}: invalid JSON (truncated or damaged): {exc.msg}") from None
-                        obj = None
-                    if obj is not None:
-                        where = f"{path}, item {index}"
-                        yield where, parse_graph_record(obj, where)
-                        index, pos, expect_item = index + 1, end, False
-                        chunk = JSON_CHUNK_CHARS
-                        continue
-                else:
-                    raise GraphFormatError(f"{path}, after item {index - 1}: expected ',' or ']', found {c!r}")
-            if eof:
+            if not text.skip_ws():
                 raise GraphFormatError(f"{path}: the JSON array is truncated after {index} item(s)")
-            if len(buf) - pos > MAX_JSON_ITEM_CHARS:
-                raise GraphFormatError(
-                    f"{path}, item {index}: invalid JSON, or an item larger than {MAX_JSON_ITEM_CHARS} characters"
-                )
-            # Need more text: drop what was consumed, read a chunk (bigger each time an item
-            # still does not fit, so a huge item is not re-parsed once per small chunk).
-            more = f.read(chunk)
-            chunk *= 2
-            eof = not more
-            buf, pos = buf[pos:] + more, 0
+            c = text.buf[text.pos]
+            if c == "]" and index == 0:
+                text.advance(text.pos + 1)
+                break
+            where = f"{path}, item {index}"
+            obj = text.decode(decoder, where)
+            yield where, parse_graph_record(obj, where)
+            index += 1
+            if not text.skip_ws():
+                raise GraphFormatError(f"{path}: the JSON array is truncated after {index} item(s)")
+            c = text.buf[text.pos]
+            text.advance(text.pos + 1)
+            if c == "]":
+                break
+            if c != ",":
+                raise GraphFormatError(f"{path}, after item {index - 1}: expected ',' or ']', found {c!r}")
+        if text.skip_ws():
+            raise GraphFormatError(
+                f"{path}, line {text.line}: unexpected text after the JSON array "
+                f"(found {text.buf[text.pos]!r}); one array of graphs per .json file"
+            )
+
+
+def _json_objects(path: Path, text: _JsonText, decoder: json.JSONDecoder) -> Iterator:
+    """Top-level graph objects one after another, each named by the line it starts on."""
+    while text.skip_ws():
+        where = f"{path}, line {text.line}"
+        c = text.buf[text.pos]
+        if c != "{":
+            raise GraphFormatError(f"{where}: expected a graph (a JSON object), found {c!r}")
+        obj = text.decode(decoder, where)
+        yield where, parse_graph_record(obj, where)
 
 
 def _skip_ws(buf: str, pos: int) -> int:
