@@ -17,9 +17,9 @@ Loading graphs::
         print(graph.short_caption, len(graph.vertices))
 """
 
-__version__ = "0.1.0"
-
-from gbc.schemas import Bbox, Description, Edge, GbcGraph, Vertex  # noqa: E402
+from gbc._version import __version__
+from gbc.errors import GbcError
+from gbc.schemas import Bbox, Description, Edge, GbcGraph, Vertex
 
 
 def read_graphs(path, **kwargs):
@@ -42,20 +42,16 @@ def open_store(path, readonly=True, **kwargs):
     Read-only, a store with unmerged shards (``path/shards/*.lmdb``, left by a distributed
     run) or a folder of ``*.lmdb`` stores opens as one view of all of them (``MultiStore``).
     """
-    if readonly and not kwargs:
-        from gbc.distributed.merge import find_shards, open_multi_store
+    from gbc.store.shards import open_store as _open
 
-        if find_shards(path):
-            return open_multi_store(path)
-    from gbc.store.lmdb_store import GraphStore
-
-    return GraphStore(path, readonly=readonly, **kwargs)
+    return _open(path, readonly=readonly, **kwargs)
 
 
 __all__ = [
     "Bbox",
     "Description",
     "Edge",
+    "GbcError",
     "GbcGraph",
     "Vertex",
     "__version__",

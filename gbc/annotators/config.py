@@ -22,10 +22,12 @@ from typing import Any, Dict, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gbc.errors import GbcError
+
 QUERY_KINDS = ("image", "entity", "composition", "relation")
 
 
-class ConfigError(ValueError):
+class ConfigError(GbcError, ValueError):
     """A configuration file or override that cannot be used (unknown key, bad value)."""
 
 

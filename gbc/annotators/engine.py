@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
+from gbc.errors import GbcError
 from gbc.annotators.backends.base import BackendUnavailable
 from gbc.annotators.config import AnnotateConfig
 from gbc.annotators.images import ImageLoadError, ImageSource, keep_freed_memory, load_image
@@ -310,7 +311,7 @@ class RecursiveAnnotator:
         }
 
 
-class _BackendFailure(Exception):
+class _BackendFailure(GbcError):
     def __init__(self, reason: str, error_type: str):
         super().__init__(reason)
         self.reason = reason
@@ -322,8 +323,8 @@ class _LoaderFailure:
         self.error = error
 
 
-class _InternalGraphError(Exception):
-    pass
+class _InternalGraphError(GbcError):
+    """The engine assembled a graph that fails validation: recorded as the image's failure."""
 
 
 class _Blank:

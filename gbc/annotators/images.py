@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, List, Sequence, Tuple, Union
 
+from gbc.errors import GbcError
+
 #: Extensions of the image files found in folders (compared case-insensitively).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
@@ -28,7 +30,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".
 DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(GbcError, ValueError):
     """The file is not an image that can be annotated; ``reason`` says why."""
 
     def __init__(self, reason: str, error_type: str = "ImageLoadError"):

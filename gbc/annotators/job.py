@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from gbc.errors import GbcError
 from gbc.annotators.backends.base import DetectionRequest, GenerationOptions, MllmRequest
 from gbc.annotators.images import crop_region, scale_to_fit
 from gbc.annotators.scheduler import Task
@@ -23,7 +24,7 @@ from gbc.schemas.bbox import Bbox, union_bboxes
 Box = Tuple[float, float, float, float]
 
 
-class ImageFailure(Exception):
+class ImageFailure(GbcError):
     """The image cannot get a graph; ``reason`` is recorded in the store."""
 
     def __init__(self, reason: str, error_type: str = "NoUsableAnswer"):

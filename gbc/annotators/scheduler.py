@@ -21,10 +21,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence
 
+from gbc.errors import GbcError
 from gbc.annotators.backends.base import BackendUnavailable
 
 
-class CallTimeout(TimeoutError):
+class CallTimeout(GbcError, TimeoutError):
     """A backend call took longer than its ``timeout_s``."""
 
 

@@ -190,10 +190,10 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
     mllm = create_mllm(config.mllm.spec, config.mllm.options)
     detector = create_detector(config.detector.spec, config.detector.options)
 
-    import gbc
+    from gbc.store.shards import open_store
     from gbc.annotators.engine import RecursiveAnnotator
 
-    store = gbc.open_store(output, readonly=False)
+    store = open_store(output, readonly=False)
     try:
         done = set(store.keys(status="done"))
         failed = set(store.keys(status="failed"))
@@ -276,9 +276,9 @@ def _annotate_on_ray(sources, output, config, address, workers, gpus_per_worker,
     result.update({"found": found, "output": str(output), "mllm": config.mllm.spec, "detector": config.detector.spec,
                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     if result["merged"]:
-        import gbc
+        from gbc.store.shards import open_store
 
-        with gbc.open_store(output, readonly=False) as store:
+        with open_store(output, readonly=False) as store:
             store.update_meta({"last_run": result, "config": config.model_dump(mode="json")})
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))

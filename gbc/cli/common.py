@@ -8,10 +8,13 @@ from typing import Callable, Tuple, Type
 
 import click
 
-#: Exceptions that describe bad input rather than a bug; they become a one-line message and
+from gbc.errors import GbcError
+
+#: Exceptions that describe bad input rather than a bug (every ``GbcError``, and the built-in
+#: ones that file and value problems raise); they become a one-line message and
 #: exit code 1 (or 2 for usage errors) instead of a traceback. Modules may extend this tuple
 #: through ``register_user_error``.
-_USER_ERRORS: Tuple[Type[BaseException], ...] = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError)
+_USER_ERRORS: Tuple[Type[BaseException], ...] = (GbcError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError)
 
 
 def register_user_error(exc_type: Type[BaseException]) -> None:

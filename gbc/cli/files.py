@@ -39,7 +39,7 @@ def _source_format(path: Path) -> str:
         return detect_format(path)
     except GraphFormatError:
         if path.is_dir():
-            from gbc.distributed.merge import find_shards
+            from gbc.store.shards import find_shards
 
             if find_shards(path):
                 return STORE_FORMAT
@@ -75,9 +75,9 @@ class GraphSource:
         self.validate = validate
         self.store = None
         if self.is_store:
-            import gbc
+            from gbc.store.shards import open_store
 
-            self.store = gbc.open_store(self.path, readonly=True)
+            self.store = open_store(self.path, readonly=True)
 
     @property
     def is_store(self) -> bool:
@@ -97,9 +97,9 @@ class GraphSource:
 
     # ------------------------------------------------------------------ reading
     def _file_graphs(self) -> Iterator[GbcGraph]:
-        import gbc
+        from gbc.store.files import read_graphs
 
-        return gbc.read_graphs(self.path, validate=self.validate)
+        return read_graphs(self.path, validate=self.validate)
 
     def graphs(self) -> Iterator[Tuple[str, GbcGraph]]:
         """``(key, graph)`` for every graph (the ``done`` images of a store)."""
@@ -257,9 +257,9 @@ def convert_graphs(src: Path, dst: Path, layout: str = "auto", validate: bool = 
                     items = ((k, GbcGraph.from_dict(g.to_dict(layout))) for k, g in items)
                 written = _write_store(tmp, items, failed_from=source.store)
             else:
-                import gbc
+                from gbc.store.files import write_graphs
 
-                written = gbc.write_graphs(tmp, (graph for _, graph in items), layout=layout)
+                written = write_graphs(tmp, (graph for _, graph in items), layout=layout)
             if dst.exists():
                 _remove(dst)
             os.replace(tmp, dst)
@@ -273,9 +273,9 @@ def convert_graphs(src: Path, dst: Path, layout: str = "auto", validate: bool = 
 
 def _write_store(path: Path, items, failed_from=None) -> int:
     """Write ``(key, graph)`` items into a new store; copy the failed records of ``failed_from``."""
-    import gbc
+    from gbc.store.shards import open_store
 
-    store = gbc.open_store(path, readonly=False)
+    store = open_store(path, readonly=False)
     try:
         n = store.put_many(items)
         if failed_from is not None:

@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-import gbc
+from gbc._version import __version__
 
 # command name -> "module:attribute" of a click command
 COMMANDS = {
@@ -59,7 +59,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(gbc.__version__, prog_name="gbc")
+@click.version_option(__version__, prog_name="gbc")
 def cli():
     """gbc: graph-based captioning of images.
 

@@ -12,7 +12,7 @@ from gbc.cli.common import handle_errors, progress
 
 def _expand(paths):
     """Stores as given; a folder that is not a store stands for the stores inside it."""
-    from gbc.distributed.merge import find_shards
+    from gbc.store.shards import find_shards
 
     sources = []
     for raw in paths:

@@ -19,9 +19,9 @@ def find_graph(path: Path, key: str) -> Tuple[str, GbcGraph]:
     if not path.exists():
         raise FileNotFoundError(f"no such file or store: {path}")
     if path.is_dir() or path.suffix == ".lmdb":
-        import gbc
+        from gbc.store.shards import open_store
 
-        store = gbc.open_store(str(path))
+        store = open_store(str(path))
         try:
             if key in store:
                 return key, store[key]

@@ -1,4 +1,4 @@
-"""Merging store shards into one store, and reading several shards as one.
+"""Merging store shards into one store (the read-only view over several stores is ``gbc.store.shards``).
 
 A key's records across the sources are resolved as follows:
 
@@ -41,13 +41,15 @@ Example::
 
 from __future__ import annotations
 
-import heapq
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-__all__ = ["ON_CONFLICT", "MergeConflictError", "merge_stores", "find_shards", "MultiStore"]
+from gbc.errors import GbcError
+from gbc.store.shards import MultiStore, find_shards, group_statuses, is_store, open_multi_store, status_name
+
+__all__ = ["ON_CONFLICT", "MergeConflictError", "merge_stores", "find_shards", "MultiStore", "open_multi_store"]
 
 #: Accepted values of ``on_conflict``.
 ON_CONFLICT = ("error", "keep-first", "keep-last", "skip-identical")
@@ -61,7 +63,7 @@ COPY_BATCH = 256
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class MergeConflictError(ValueError):
+class MergeConflictError(GbcError, ValueError):
     """Two sources hold different ``done`` graphs for the same key and no policy was chosen."""
 
     def __init__(self, keys: List[str], count: int):
@@ -75,20 +77,6 @@ class MergeConflictError(ValueError):
         self.count = count
 
 
-def find_shards(path: PathLike) -> List[Path]:
-    """The shard stores of ``path``: ``path/shards/*.lmdb`` (a run's unmerged shards) or,
-    for a folder that is not itself a store, the ``*.lmdb`` stores directly inside it."""
-    path = Path(path)
-    found = sorted(p for p in (path / "shards").glob("*.lmdb") if p.is_dir()) if (path / "shards").is_dir() else []
-    if not found and path.is_dir() and not _is_store(path):
-        found = sorted(p for p in path.glob("*.lmdb") if p.is_dir())
-    return found
-
-
-def _is_store(path: Path) -> bool:
-    return (path / "data.mdb").exists()
-
-
 def _open(path: PathLike, readonly: bool):
     # The plain store: gbc.open_store would turn a store with shards into a view of them.
     from gbc.store.lmdb_store import GraphStore
@@ -96,42 +84,9 @@ def _open(path: PathLike, readonly: bool):
     return GraphStore(os.fspath(path), readonly=readonly)
 
 
-def _status_name(record) -> str:
-    return getattr(record, "status", record)
-
-
 def _same_graph(a, b) -> bool:
     # The lossless layout: exactly the fields that were read or set, whatever their origin.
     return a.to_dict() == b.to_dict()
-
-
-def _sorted_statuses(store, label: str) -> Iterator[Tuple[str, Any]]:
-    """``store.statuses()`` checked to come in key order (LMDB order), which the k-way merge needs."""
-    previous = None
-    for key, record in store.statuses():
-        if previous is not None and key <= previous:
-            raise RuntimeError(f"{label}: statuses are not in increasing key order ({previous!r} then {key!r})")
-        previous = key
-        yield key, record
-
-
-def _grouped(stores: Sequence[Tuple[int, Any, str]]) -> Iterator[Tuple[str, List[Tuple[int, Any]]]]:
-    """All sources' records, grouped by key in key order: (key, [(source index, record), ...])."""
-    def tagged(index, store, label):
-        for key, record in _sorted_statuses(store, label):
-            yield key, index, record
-
-    streams = [tagged(index, store, label) for index, store, label in stores]
-    merged = heapq.merge(*streams, key=lambda item: (item[0], item[1]))
-    group_key, group = None, []
-    for key, index, record in merged:
-        if key != group_key and group:
-            yield group_key, group
-            group = []
-        group_key = key
-        group.append((index, record))
-    if group:
-        yield group_key, group
 
 
 class _Plan:
@@ -145,7 +100,7 @@ class _Plan:
 
         ``records`` are in source order; index 0 may be the existing output store.
         """
-        done = [index for index, record in records if _status_name(record) == "done"]
+        done = [index for index, record in records if status_name(record) == "done"]
         if not done:
             failed = [index for index, _ in records]
             return (failed[0] if self.on_conflict == "keep-first" else failed[-1]), False, False
@@ -194,7 +149,7 @@ def merge_stores(
     for source in sources:
         if not source.exists():
             raise FileNotFoundError(f"shard store not found: {source}")
-        if not _is_store(source):
+        if not is_store(source):
             raise ValueError(f"not a graph store (no data.mdb): {source}")
         resolved = source.resolve()
         if resolved == out.resolve():
@@ -206,7 +161,7 @@ def merge_stores(
 
     # Pass 1 (read-only): decide every key held by more than one store, and find conflicts,
     # so that "error" refuses before writing anything.
-    plan = _plan_pass(sources, out if _is_store(out) else None, on_conflict, progress)
+    plan = _plan_pass(sources, out if is_store(out) else None, on_conflict, progress)
     if plan.conflicts and on_conflict == "error":
         raise MergeConflictError(plan.conflicts[:MAX_KEYS_LISTED], len(plan.conflicts))
 
@@ -290,7 +245,7 @@ def _plan_pass(sources: List[Path], out: Optional[Path], on_conflict: str,
             stores.append(_open(source, readonly=True))
         labelled = [(i + 1, store, str(path)) for i, (store, path) in enumerate(zip(stores, sources))]
         pending = 0
-        for key, records in _grouped(labelled):
+        for key, records in group_statuses(labelled):
             plan.keys += 1
             pending += 1
             if progress is not None and pending >= 1000:
@@ -322,7 +277,7 @@ def _plan_pass(sources: List[Path], out: Optional[Path], on_conflict: str,
 
 
 def _write_record(target, key: str, record, graph, provenance) -> None:
-    if _status_name(record) == "done":
+    if status_name(record) == "done":
         target.commit_image(key, graph, provenance=provenance, attempts=getattr(record, "attempts", 1) or 1)
     else:
         target.mark_failed(
@@ -335,136 +290,5 @@ def _write_record(target, key: str, record, graph, provenance) -> None:
 
 
 def _copy(source, target, key: str, record) -> None:
-    graph = source[key] if _status_name(record) == "done" else None
+    graph = source[key] if status_name(record) == "done" else None
     _write_record(target, key, record, graph, source.get_provenance(key))
-
-
-class MultiStore:
-    """A read-only view of several stores as one (e.g. a run's unmerged shards).
-
-    It reads like a ``GraphStore``: ``len``, ``in``, ``[key]``, ``get``, ``keys(status=None)``,
-    ``items()``, ``status(key)``, ``statuses()``, ``get_provenance(key)``, ``meta``. Records
-    of one key in several stores resolve as in :func:`merge_stores`: ``done`` beats
-    ``failed``; of two ``done`` graphs the first store's is shown (``keep-first``); of two
-    ``failed`` records the last. Iteration walks all stores in key order at once, so memory
-    does not grow with the number of images.
-
-    >>> view = MultiStore(["out.lmdb", *find_shards("out.lmdb")])   # doctest: +SKIP
-    >>> len(view), view.keys(status="failed")                         # doctest: +SKIP
-    """
-
-    readonly = True
-
-    def __init__(self, paths: Iterable[PathLike]):
-        self.paths = [Path(p) for p in paths]
-        if not self.paths:
-            raise ValueError("MultiStore needs at least one store")
-        self._stores = []
-        try:
-            for path in self.paths:
-                if not _is_store(path):
-                    raise FileNotFoundError(f"graph store not found: {path}")
-                self._stores.append(_open(path, readonly=True))
-        except BaseException:
-            self.close()
-            raise
-
-    # ----------------------------------------------------------------- lookups
-    def _records(self, key: str) -> List[Tuple[int, Any]]:
-        return [(i, r) for i, r in ((i, s.status(key)) for i, s in enumerate(self._stores)) if r is not None]
-
-    @staticmethod
-    def _resolve(records: List[Tuple[int, Any]]) -> Optional[Tuple[int, Any]]:
-        if not records:
-            return None
-        for index, record in records:
-            if _status_name(record) == "done":
-                return index, record
-        return records[-1]
-
-    def status(self, key: str):
-        """The resolved status record of ``key``, or ``None`` when no store holds it."""
-        found = self._resolve(self._records(key))
-        return found[1] if found else None
-
-    def __getitem__(self, key: str):
-        found = self._resolve(self._records(key))
-        if found is None or _status_name(found[1]) != "done":
-            raise KeyError(key)
-        return self._stores[found[0]][key]
-
-    def get(self, key: str, default=None):
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def __contains__(self, key) -> bool:
-        return any(key in store for store in self._stores)
-
-    def get_provenance(self, key: str):
-        found = self._resolve(self._records(key))
-        return self._stores[found[0]].get_provenance(key) if found else None
-
-    # ----------------------------------------------------------------- iteration
-    def statuses(self) -> Iterator[Tuple[str, Any]]:
-        """(key, resolved record) for every key of every store, in key order."""
-        labelled = [(i, store, str(path)) for i, (store, path) in enumerate(zip(self._stores, self.paths))]
-        for key, records in _grouped(labelled):
-            yield key, self._resolve(records)[1]
-
-    def keys(self, status: Optional[str] = None) -> Iterator[str]:
-        """Keys with a graph (``status=None`` or ``"done"``) or with a ``"failed"`` record."""
-        wanted = "done" if status is None else status
-        if wanted not in ("done", "failed"):
-            raise ValueError(f"status must be None, 'done' or 'failed'; got {status!r}")
-        return (key for key, record in self.statuses() if _status_name(record) == wanted)
-
-    def __iter__(self) -> Iterator[str]:
-        return self.keys()
-
-    def items(self) -> Iterator[Tuple[str, Any]]:
-        for key, record in self.statuses():
-            if _status_name(record) == "done":
-                yield key, self[key]
-
-    def values(self) -> Iterator[Any]:
-        return (graph for _, graph in self.items())
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self.keys())
-
-    def count(self, status: Optional[str] = None) -> int:
-        """Number of graphs (``status=None``) or of images with that resolved status."""
-        return sum(1 for _ in self.keys(status=status))
-
-    @property
-    def meta(self) -> Dict[str, Any]:
-        """The first store's metadata, with the list of stores under ``"stores"``."""
-        meta = dict(self._stores[0].meta or {})
-        meta["stores"] = [str(p) for p in self.paths]
-        return meta
-
-    # ----------------------------------------------------------------- lifecycle
-    def close(self) -> None:
-        stores, self._stores = self._stores, []
-        for store in stores:
-            store.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"MultiStore({[str(p) for p in self.paths]!r})"
-
-
-def open_multi_store(path: PathLike) -> "MultiStore":
-    """Read a store together with its unmerged shards (``path/shards/*.lmdb``), or a folder of stores."""
-    path = Path(path)
-    stores = ([path] if _is_store(path) else []) + find_shards(path)
-    if not stores:
-        raise FileNotFoundError(f"no graph store or shards at {path}")
-    return MultiStore(stores)

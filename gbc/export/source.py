@@ -32,15 +32,16 @@ def open_source(path: Union[str, Path], validate: bool = False) -> Tuple[Iterato
     Graphs are not validated by default: an export is a view and needs only parseable
     records (``validate=True`` checks every graph's invariants, about twice as slow).
     """
-    import gbc
+    from gbc.store.files import read_graphs
+    from gbc.store.shards import open_store
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or store: {path}")
     if path.is_dir() or path.suffix == ".lmdb":
-        store = gbc.open_store(str(path))
+        store = open_store(str(path))
         return _store_items(store, validate), len(store)
-    return keyed(gbc.read_graphs(str(path), validate=validate)), None
+    return keyed(read_graphs(str(path), validate=validate)), None
 
 
 def _store_items(store, validate: bool) -> Iterator[KeyedGraph]:

@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Literal, Optional, Seque
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from gbc.errors import GbcError
 from gbc.schemas.bbox import Bbox
 from gbc.schemas.description import Description
 
@@ -26,7 +27,7 @@ _GBC10M_GRAPH_FIELDS = ("vertices", "img_url", "img_path", "original_caption", "
 _DEFAULTED_VERTEX_LISTS = ("descs", "in_edges", "out_edges")
 
 
-class GraphValidationError(ValueError):
+class GraphValidationError(GbcError, ValueError):
     """Raised by ``GbcGraph.validate(strict=True)``; ``problems`` lists every violation."""
 
     def __init__(self, problems: Sequence[str], name: str = "graph"):

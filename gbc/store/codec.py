@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import msgspec
 
+from gbc.errors import GbcError
 from gbc.schemas.graph import Edge, GbcGraph
 
 #: Version of the value layout written by this module; decoders accept every version up to it.
@@ -59,7 +60,7 @@ _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 
 
-class ValueDecodeError(ValueError):
+class ValueDecodeError(GbcError, ValueError):
     """A stored value cannot be decoded (damaged bytes, unknown version, invalid graph)."""
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Dict, Iterable, Iterator, Union
 
 from gbc.schemas.graph import GbcGraph
-from gbc.store.codec import one_line_error
+from gbc.store.records import GraphFormatError, parse_graph_record
 
 PathLike = Union[str, os.PathLike]
 
@@ -35,10 +35,6 @@ STORE_WRITE_BATCH = 1000
 
 _FORMATS = ("jsonl", "json", "parquet", "lmdb")
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson")
-
-
-class GraphFormatError(ValueError):
-    """A graph file cannot be read or written: unknown format, missing file, damaged or invalid record."""
 
 
 def detect_format(path: PathLike) -> str:
@@ -114,20 +110,6 @@ def _open_binary(path: Path) -> IO[bytes]:
         raw = open(path, "rb")
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
     return open(path, "rb")
-
-
-def parse_graph_record(data: Union[bytes, str, Dict[str, Any]], where: str) -> GbcGraph:
-    """Validate one record (JSON text or a dict); errors name ``where`` and the first problem."""
-    try:
-        if isinstance(data, (bytes, bytearray, str)):
-            return GbcGraph.model_validate_json(data)
-        return GbcGraph.model_validate(data)
-    except ValueError as exc:
-        errors = exc.errors() if hasattr(exc, "errors") else []
-        if errors and errors[0].get("type") == "json_invalid":
-            msg = errors[0].get("msg", "")
-            raise GraphFormatError(f"{where}: invalid JSON (truncated or damaged record): {msg}") from None
-        raise GraphFormatError(f"{where}: not a valid graph: {one_line_error(exc)}") from None
 
 
 def _read_jsonl(path: Path) -> Iterator:

@@ -16,11 +16,13 @@ import os
 import threading
 from typing import Any, Dict, List
 
+from gbc.errors import GbcError
+
 #: Sub-databases of a store.
 SUBDBS = (b"graphs", b"status", b"meta", b"provenance", b"dicts")
 
 
-class StoreError(ValueError):
+class StoreError(GbcError, ValueError):
     """Any error about a graph store (bad path, read-only store, key too long, ...)."""
 
 

@@ -189,7 +189,7 @@ class GraphStore:
         in ONE write transaction: a reader in another process sees no store or a complete one."""
         import msgspec as _msgspec
 
-        from gbc import __version__
+        from gbc._version import __version__
 
         handles = {}
         with shared.env.begin(write=True) as txn:
@@ -217,7 +217,7 @@ class GraphStore:
     def _check_meta(self) -> None:
         meta = self._read_meta()
         if not meta and not self.readonly:
-            from gbc import __version__
+            from gbc._version import __version__
 
             now = time.time()
             self.update_meta(

@@ -22,6 +22,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import msgspec
 
+from gbc.store.records import GraphFormatError, parse_graph_record
+
 #: Graphs per record batch when writing (one row group each) and when reading.
 PARQUET_BATCH_ROWS = 1000
 #: Column holding the exact JSON of records that do not fit the file's columns.
@@ -225,8 +227,6 @@ def _maps_to_dicts(rec: Dict[str, Any]) -> None:
 
 def read_parquet_graphs(path: Path, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator[Tuple[str, Any]]:
     """``(where, GbcGraph)`` for each row of a Parquet file, reading ``batch_rows`` rows at a time."""
-    from gbc.store.files import GraphFormatError, parse_graph_record
-
     pa, pq = _require_pyarrow()
     try:
         pf = pq.ParquetFile(str(path))

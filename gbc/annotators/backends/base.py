@@ -12,6 +12,8 @@ from typing import Any, ClassVar, Dict, List, Optional, Protocol, Sequence, Tupl
 
 from pydantic import BaseModel, ConfigDict
 
+from gbc.errors import GbcError
+
 
 class BackendOptions(BaseModel):
     """Base of every backend's options; unknown keys are errors."""
@@ -64,7 +66,7 @@ class PhraseDetections:
     scores: List[float] = field(default_factory=list)
 
 
-class BackendError(RuntimeError):
+class BackendError(GbcError, RuntimeError):
     """A backend failed in a way that retrying will not fix (bad spec, model not found, ...)."""
 
 

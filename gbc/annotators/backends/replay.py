@@ -65,10 +65,10 @@ def _child_id(parent: str, name: str) -> str:
 
 
 def _read_graph_file(path: Path) -> List[GbcGraph]:
-    import gbc
+    from gbc.store.files import read_graphs
 
     try:
-        return list(gbc.read_graphs(str(path)))
+        return list(read_graphs(str(path)))
     except Exception as exc:  # the reader's own error, with the backend and the path in front
         raise BackendError(f"replay: cannot read graphs from {path}: {type(exc).__name__}: {exc}") from exc
 

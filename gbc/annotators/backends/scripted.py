@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pydantic import Field, field_validator
 
+from gbc.errors import GbcError
 from gbc.annotators.backends.base import (
     BackendError,
     BackendOptions,
@@ -99,7 +100,7 @@ _RELATIONS = [
 _ODD_KINDS = ("markdown", "truncated", "untagged", "empty", "noise")
 
 
-class ScriptedFailure(RuntimeError):
+class ScriptedFailure(GbcError, RuntimeError):
     """Raised by a scripted backend for requests selected by ``fail_rate`` / ``fail_on``."""
 
 

@@ -1,0 +1,33 @@
+"""One graph record from a file: parsing it, and the error a damaged or invalid record raises.
+
+Kept apart from the format readers (``files``, ``parquet_io``) so that each of them depends on
+this module and none on another.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Union
+
+from gbc.errors import GbcError
+from gbc.schemas.graph import GbcGraph
+from gbc.store.codec import one_line_error
+
+__all__ = ["GraphFormatError", "parse_graph_record"]
+
+
+class GraphFormatError(GbcError, ValueError):
+    """A graph file cannot be read or written: unknown format, missing file, damaged or invalid record."""
+
+
+def parse_graph_record(data: Union[bytes, str, Dict[str, Any]], where: str) -> GbcGraph:
+    """Validate one record (JSON text or a dict); errors name ``where`` and the first problem."""
+    try:
+        if isinstance(data, (bytes, bytearray, str)):
+            return GbcGraph.model_validate_json(data)
+        return GbcGraph.model_validate(data)
+    except ValueError as exc:
+        errors = exc.errors() if hasattr(exc, "errors") else []
+        if errors and errors[0].get("type") == "json_invalid":
+            msg = errors[0].get("msg", "")
+            raise GraphFormatError(f"{where}: invalid JSON (truncated or damaged record): {msg}") from None
+        raise GraphFormatError(f"{where}: not a valid graph: {one_line_error(exc)}") from None

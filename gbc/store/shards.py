@@ -1,0 +1,215 @@
+"""Several stores read as one: shard discovery and the read-only ``MultiStore`` view.
+
+A distributed run leaves one store per worker under ``OUT/shards/*.lmdb`` until they are
+merged; a folder of ``*.lmdb`` stores is read the same way. :func:`open_store` opens a path as
+whatever it holds: a plain store, or a view over a store and its shards.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+__all__ = ["MultiStore", "find_shards", "group_statuses", "is_store", "open_multi_store", "open_store", "status_name"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def find_shards(path: PathLike) -> List[Path]:
+    """The shard stores of ``path``: ``path/shards/*.lmdb`` (a run's unmerged shards) or,
+    for a folder that is not itself a store, the ``*.lmdb`` stores directly inside it."""
+    path = Path(path)
+    found = sorted(p for p in (path / "shards").glob("*.lmdb") if p.is_dir()) if (path / "shards").is_dir() else []
+    if not found and path.is_dir() and not is_store(path):
+        found = sorted(p for p in path.glob("*.lmdb") if p.is_dir())
+    return found
+
+
+def is_store(path: Path) -> bool:
+    return (path / "data.mdb").exists()
+
+
+def status_name(record) -> str:
+    return getattr(record, "status", record)
+
+
+def _sorted_statuses(store, label: str) -> Iterator[Tuple[str, Any]]:
+    """``store.statuses()`` checked to come in key order (LMDB order), which the k-way merge needs."""
+    previous = None
+    for key, record in store.statuses():
+        if previous is not None and key <= previous:
+            raise RuntimeError(f"{label}: statuses are not in increasing key order ({previous!r} then {key!r})")
+        previous = key
+        yield key, record
+
+
+def group_statuses(stores: Sequence[Tuple[int, Any, str]]) -> Iterator[Tuple[str, List[Tuple[int, Any]]]]:
+    """All sources' records, grouped by key in key order: (key, [(source index, record), ...])."""
+    def tagged(index, store, label):
+        for key, record in _sorted_statuses(store, label):
+            yield key, index, record
+
+    streams = [tagged(index, store, label) for index, store, label in stores]
+    merged = heapq.merge(*streams, key=lambda item: (item[0], item[1]))
+    group_key, group = None, []
+    for key, index, record in merged:
+        if key != group_key and group:
+            yield group_key, group
+            group = []
+        group_key = key
+        group.append((index, record))
+    if group:
+        yield group_key, group
+
+
+def _open_plain(path: PathLike):
+    # The plain store: open_store would turn a store with shards into a view of them.
+    from gbc.store.lmdb_store import GraphStore
+
+    return GraphStore(os.fspath(path), readonly=True)
+
+
+class MultiStore:
+    """A read-only view of several stores as one (e.g. a run's unmerged shards).
+
+    It reads like a ``GraphStore``: ``len``, ``in``, ``[key]``, ``get``, ``keys(status=None)``,
+    ``items()``, ``status(key)``, ``statuses()``, ``get_provenance(key)``, ``meta``. Records
+    of one key in several stores resolve as in :func:`merge_stores`: ``done`` beats
+    ``failed``; of two ``done`` graphs the first store's is shown (``keep-first``); of two
+    ``failed`` records the last. Iteration walks all stores in key order at once, so memory
+    does not grow with the number of images.
+
+    >>> view = MultiStore(["out.lmdb", *find_shards("out.lmdb")])   # doctest: +SKIP
+    >>> len(view), view.keys(status="failed")                         # doctest: +SKIP
+    """
+
+    readonly = True
+
+    def __init__(self, paths: Iterable[PathLike]):
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise ValueError("MultiStore needs at least one store")
+        self._stores = []
+        try:
+            for path in self.paths:
+                if not is_store(path):
+                    raise FileNotFoundError(f"graph store not found: {path}")
+                self._stores.append(_open_plain(path))
+        except BaseException:
+            self.close()
+            raise
+
+    # ----------------------------------------------------------------- lookups
+    def _records(self, key: str) -> List[Tuple[int, Any]]:
+        return [(i, r) for i, r in ((i, s.status(key)) for i, s in enumerate(self._stores)) if r is not None]
+
+    @staticmethod
+    def _resolve(records: List[Tuple[int, Any]]) -> Optional[Tuple[int, Any]]:
+        if not records:
+            return None
+        for index, record in records:
+            if status_name(record) == "done":
+                return index, record
+        return records[-1]
+
+    def status(self, key: str):
+        """The resolved status record of ``key``, or ``None`` when no store holds it."""
+        found = self._resolve(self._records(key))
+        return found[1] if found else None
+
+    def __getitem__(self, key: str):
+        found = self._resolve(self._records(key))
+        if found is None or status_name(found[1]) != "done":
+            raise KeyError(key)
+        return self._stores[found[0]][key]
+
+    def get(self, key: str, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key) -> bool:
+        return any(key in store for store in self._stores)
+
+    def get_provenance(self, key: str):
+        found = self._resolve(self._records(key))
+        return self._stores[found[0]].get_provenance(key) if found else None
+
+    # ----------------------------------------------------------------- iteration
+    def statuses(self) -> Iterator[Tuple[str, Any]]:
+        """(key, resolved record) for every key of every store, in key order."""
+        labelled = [(i, store, str(path)) for i, (store, path) in enumerate(zip(self._stores, self.paths))]
+        for key, records in group_statuses(labelled):
+            yield key, self._resolve(records)[1]
+
+    def keys(self, status: Optional[str] = None) -> Iterator[str]:
+        """Keys with a graph (``status=None`` or ``"done"``) or with a ``"failed"`` record."""
+        wanted = "done" if status is None else status
+        if wanted not in ("done", "failed"):
+            raise ValueError(f"status must be None, 'done' or 'failed'; got {status!r}")
+        return (key for key, record in self.statuses() if status_name(record) == wanted)
+
+    def __iter__(self) -> Iterator[str]:
+        return self.keys()
+
+    def items(self) -> Iterator[Tuple[str, Any]]:
+        for key, record in self.statuses():
+            if status_name(record) == "done":
+                yield key, self[key]
+
+    def values(self) -> Iterator[Any]:
+        return (graph for _, graph in self.items())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.keys())
+
+    def count(self, status: Optional[str] = None) -> int:
+        """Number of graphs (``status=None``) or of images with that resolved status."""
+        return sum(1 for _ in self.keys(status=status))
+
+    @property
+    def meta(self) -> Dict[str, Any]:
+        """The first store's metadata, with the list of stores under ``"stores"``."""
+        meta = dict(self._stores[0].meta or {})
+        meta["stores"] = [str(p) for p in self.paths]
+        return meta
+
+    # ----------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        stores, self._stores = self._stores, []
+        for store in stores:
+            store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MultiStore({[str(p) for p in self.paths]!r})"
+
+
+def open_multi_store(path: PathLike) -> "MultiStore":
+    """Read a store together with its unmerged shards (``path/shards/*.lmdb``), or a folder of stores."""
+    path = Path(path)
+    stores = ([path] if is_store(path) else []) + find_shards(path)
+    if not stores:
+        raise FileNotFoundError(f"no graph store or shards at {path}")
+    return MultiStore(stores)
+
+
+def open_store(path: PathLike, readonly: bool = True, **kwargs):
+    """Open an LMDB graph store; read-only by default (a mapping from image key to ``GbcGraph``).
+
+    Read-only, a store with unmerged shards (``path/shards/*.lmdb``, left by a distributed
+    run) or a folder of ``*.lmdb`` stores opens as one view of all of them (``MultiStore``).
+    """
+    if readonly and not kwargs and find_shards(path):
+        return open_multi_store(path)
+    from gbc.store.lmdb_store import GraphStore
+
+    return GraphStore(path, readonly=readonly, **kwargs)
