@@ -22,7 +22,7 @@ from typing import Any, Dict, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gbc.errors import GbcError
+from gbc.errors import GbcError, describe_validation_error
 
 QUERY_KINDS = ("image", "entity", "composition", "relation")
 
@@ -194,14 +194,7 @@ class AnnotateConfig(_Section):
 
 
 def _explain(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown setting {where!r}")
-        else:
-            parts.append(f"{where}: {err['msg']}")
-    return "invalid configuration: " + "; ".join(parts)
+    return "invalid configuration: " + describe_validation_error(exc, subject="config", unknown="unknown setting {where!r}")
 
 
 def describe_settings(config: Optional[BaseModel] = None, prefix: str = "") -> Dict[str, tuple]:

@@ -20,6 +20,7 @@ from gbc.annotators.backends.base import DetectionRequest, GenerationOptions, Ml
 from gbc.annotators.images import crop_region, scale_to_fit
 from gbc.annotators.scheduler import Task
 from gbc.schemas.bbox import Bbox, union_bboxes
+from gbc.schemas.graph import child_id
 
 Box = Tuple[float, float, float, float]
 
@@ -31,11 +32,6 @@ class ImageFailure(GbcError):
         super().__init__(reason)
         self.reason = reason
         self.error_type = error_type
-
-
-def child_id(parent_id: str, name: str) -> str:
-    """Id grammar of the released graphs: ``name`` under the image, ``parent_name`` below."""
-    return name if parent_id == "" else f"{parent_id}_{name}"
 
 
 def stable_int(*parts: Any) -> int:

@@ -41,6 +41,11 @@ def handle_errors(func: Callable) -> Callable:
     return wrapper
 
 
+def one_line(text) -> str:
+    """Any text (a reason, a caption, an error) squeezed onto one line for tabular output."""
+    return " ".join(str(text).split())
+
+
 def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disable=None):
     """A tqdm progress bar on stderr, hidden when stderr is not a terminal unless forced."""
     from tqdm import tqdm

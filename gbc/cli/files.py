@@ -16,8 +16,9 @@ from typing import Iterator, List, Optional, Tuple
 
 import click
 
-from gbc.cli.common import handle_errors, progress
+from gbc.cli.common import handle_errors, one_line, progress
 from gbc.schemas.graph import GbcGraph
+from gbc.store.records import graph_key
 
 #: The value of ``gbc.store.files.detect_format`` for an LMDB store.
 STORE_FORMAT = "lmdb"
@@ -108,7 +109,7 @@ class GraphSource:
                 yield key, self._checked(key, graph)
             return
         for i, graph in enumerate(self._file_graphs()):
-            yield file_key(graph, i), graph
+            yield graph_key(graph, i), graph
 
     def _checked(self, key: str, graph: GbcGraph) -> GbcGraph:
         if self.validate:
@@ -125,7 +126,7 @@ class GraphSource:
         if status not in (None, "done"):
             return
         for i, graph in enumerate(self._file_graphs()):
-            yield Entry(file_key(graph, i), index=i)
+            yield Entry(graph_key(graph, i), index=i)
 
     @property
     def n_failed(self) -> Optional[int]:
@@ -149,7 +150,7 @@ class GraphSource:
             record = self.store.status(key)
             if record is not None and record.status == "failed":
                 why = f"{record.error_type}: {record.reason}" if record.error_type else (record.reason or "no reason")
-                raise click.ClickException(f"image {key!r} failed ({_one_line(why)}); it has no graph")
+                raise click.ClickException(f"image {key!r} failed ({one_line(why)}); it has no graph")
             matches = [k for k in self.store.keys() if _basename(k) == key]
             return self._one(key, matches, lambda k: (k, self._checked(k, self.store[k])))
         by_name: List[Tuple[str, GbcGraph]] = []
@@ -157,7 +158,7 @@ class GraphSource:
         n = 0
         for i, graph in enumerate(self._file_graphs()):
             n += 1
-            k = file_key(graph, i)
+            k = graph_key(graph, i)
             if k == key:
                 return k, graph
             if key.isdigit() and int(key) == i:
@@ -201,15 +202,6 @@ def _store_entries(store) -> Iterator[Entry]:
         else:
             yield Entry(key)
             key = next(keys, None)
-
-
-def file_key(graph: GbcGraph, index: int) -> str:
-    """The key of a graph read from a file: its image key, else ``#<index>``."""
-    return graph.image_key or f"#{index}"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def _basename(key: str) -> str:

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 
 import click
 
-from gbc.cli.common import handle_errors
+from gbc.cli.common import handle_errors, one_line
 from gbc.cli.files import GraphSource
 from gbc.schemas.graph import GbcGraph, Vertex
 
@@ -51,17 +51,13 @@ def ls(path: Path, status: Optional[str], as_json: bool, no_validate: bool):
                                               if e.reason or e.error_type else [])
             else:
                 fields = [str(e.index), e.key]
-            click.echo("\t".join(_one_line(f) for f in fields))
+            click.echo("\t".join(one_line(f) for f in fields))
 
 
 def _entry_dict(e, is_store: bool) -> Dict:
     if is_store:
         return {"key": e.key, "status": e.status, "reason": e.reason, "error_type": e.error_type}
     return {"index": e.index, "key": e.key, "status": e.status}
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def _echo_json_array(items) -> None:

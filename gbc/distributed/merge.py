@@ -57,8 +57,6 @@ ON_CONFLICT = ("error", "keep-first", "keep-last", "skip-identical")
 #: How many conflicting keys an error message or a summary lists (the count is always exact).
 MAX_KEYS_LISTED = 20
 
-#: Graphs copied per write transaction when the store offers batched writes.
-COPY_BATCH = 256
 
 PathLike = Union[str, "os.PathLike[str]"]
 

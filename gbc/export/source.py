@@ -6,13 +6,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional, Tuple, Union
 
 from gbc.schemas import GbcGraph
+from gbc.store.records import graph_key
 
 KeyedGraph = Tuple[str, GbcGraph]
-
-
-def graph_key(graph: GbcGraph, index: int) -> str:
-    """The key of a graph read from a file: its image path, else its URL, else ``#<index>``."""
-    return graph.image_key or f"#{index}"
 
 
 def keyed(graphs: Iterable[Union[GbcGraph, KeyedGraph]]) -> Iterator[KeyedGraph]:

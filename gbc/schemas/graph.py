@@ -27,6 +27,11 @@ _GBC10M_GRAPH_FIELDS = ("vertices", "img_url", "img_path", "original_caption", "
 _DEFAULTED_VERTEX_LISTS = ("descs", "in_edges", "out_edges")
 
 
+def child_id(parent_id: str, name: str) -> str:
+    """Id grammar of the released graphs: ``name`` under the image, ``parent_name`` below."""
+    return name if parent_id == "" else f"{parent_id}_{name}"
+
+
 class GraphValidationError(GbcError, ValueError):
     """Raised by ``GbcGraph.validate(strict=True)``; ``problems`` lists every violation."""
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import msgspec
 
-from gbc.errors import GbcError
+from gbc.errors import GbcError, describe_validation_error
 from gbc.schemas.graph import Edge, GbcGraph
 
 #: Version of the value layout written by this module; decoders accept every version up to it.
@@ -284,7 +284,7 @@ class ValueCodec:
             # The validator itself: model_validate_json only adds a Python call around it.
             graph = GbcGraph.__pydantic_validator__.validate_json(payload)
         except ValueError as exc:  # pydantic.ValidationError is a ValueError
-            raise ValueDecodeError(f"not a valid graph: {one_line_error(exc)}") from None
+            raise ValueDecodeError(f"not a valid graph: {describe_validation_error(exc, limit=1)}") from None
         if mode != IN_EDGES_EXPLICIT:
             _restore_in_edges(graph, mode)
         return graph
@@ -299,19 +299,3 @@ class ValueCodec:
             return _json_decode(payload)
         except msgspec.DecodeError as exc:
             raise ValueDecodeError(f"damaged JSON ({exc})") from None
-
-
-def one_line_error(exc: BaseException) -> str:
-    """The first error of a pydantic ``ValidationError`` (or any exception) on one line."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        try:
-            items = errors()
-        except Exception:  # not a pydantic error after all; fall back to its text
-            items = None
-        if items:
-            first = items[0]
-            loc = ".".join(str(p) for p in first.get("loc", ())) or "record"
-            more = f" (and {len(items) - 1} more error(s))" if len(items) > 1 else ""
-            return f"{loc}: {first.get('msg', '')}{more}"
-    return " ".join(str(exc).split())

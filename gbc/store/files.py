@@ -33,7 +33,6 @@ MAX_JSON_ITEM_CHARS = 256 << 20
 #: Graphs per transaction when writing a store.
 STORE_WRITE_BATCH = 1000
 
-_FORMATS = ("jsonl", "json", "parquet", "lmdb")
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson")
 
 

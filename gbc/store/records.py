@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, Union
 
-from gbc.errors import GbcError
+from gbc.errors import GbcError, describe_validation_error
 from gbc.schemas.graph import GbcGraph
-from gbc.store.codec import one_line_error
 
-__all__ = ["GraphFormatError", "parse_graph_record"]
+__all__ = ["GraphFormatError", "graph_key", "parse_graph_record"]
 
 
 class GraphFormatError(GbcError, ValueError):
@@ -30,4 +29,9 @@ def parse_graph_record(data: Union[bytes, str, Dict[str, Any]], where: str) -> G
         if errors and errors[0].get("type") == "json_invalid":
             msg = errors[0].get("msg", "")
             raise GraphFormatError(f"{where}: invalid JSON (truncated or damaged record): {msg}") from None
-        raise GraphFormatError(f"{where}: not a valid graph: {one_line_error(exc)}") from None
+        raise GraphFormatError(f"{where}: not a valid graph: {describe_validation_error(exc, limit=1)}") from None
+
+
+def graph_key(graph: GbcGraph, index: int) -> str:
+    """The key of a graph read from a file: its image path, else its URL, else ``#<index>``."""
+    return graph.image_key or f"#{index}"

@@ -7,6 +7,17 @@ Built-in backends register the same way third-party ones do::
         name = "mine"
         class Options(BackendOptions): ...
         def __init__(self, argument: str, options: Options): ...
+
+A package adds backends without any change here by declaring an entry point in the group
+``gbc.backends`` that names the module (or class) holding such decorated classes, e.g. in its
+``setup.cfg``::
+
+    [options.entry_points]
+    gbc.backends =
+        mine = my_package.gbc_backends
+
+Entry points are loaded on the first lookup, in every process that looks a backend up (Ray
+workers included), so a spec names a third-party backend exactly like a built-in one.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import importlib
 from typing import Any, Dict, Mapping, Optional, Type
 
 from gbc.annotators.backends.base import BackendError
+from gbc.errors import describe_validation_error
 
 _MLLMS: Dict[str, Type] = {}
 _DETECTORS: Dict[str, Type] = {}
@@ -28,7 +40,11 @@ _BUILTIN_MODULES = (
     "gbc.annotators.backends.openai_mllm",
     "gbc.annotators.backends.hf_detectors",
 )
+#: Entry-point group through which other packages register backends.
+ENTRY_POINT_GROUP = "gbc.backends"
 _loaded = False
+#: Plugins that failed to load: entry-point name -> one-line reason (shown when a spec is unknown).
+_plugin_errors: Dict[str, str] = {}
 
 
 def register_mllm(cls: Type) -> Type:
@@ -52,6 +68,21 @@ def _load_builtins() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise
+    _load_plugins()
+
+
+def _load_plugins() -> None:
+    """Import every ``gbc.backends`` entry point; their decorated classes register themselves.
+
+    A plugin that cannot be imported does not stop the others: its error is kept and named
+    when a spec matches no backend (it may be the one the user wanted)."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken third-party package must not break the built-ins
+            _plugin_errors[ep.name] = f"{ep.value}: {type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 def _split(spec: str) -> tuple[str, str]:
@@ -65,25 +96,13 @@ def _create(kind: str, table: Dict[str, Type], spec: str, options: Optional[Mapp
     cls = table.get(name)
     if cls is None:
         known = ", ".join(sorted(table)) or "none"
-        raise BackendError(f"unknown {kind} backend {name!r} in spec {spec!r}; registered: {known}")
+        broken = "".join(f"; plugin {n!r} failed to load ({why})" for n, why in sorted(_plugin_errors.items()))
+        raise BackendError(f"unknown {kind} backend {name!r} in spec {spec!r}; registered: {known}{broken}")
     try:
         opts = cls.Options(**dict(options or {}))
     except Exception as exc:  # pydantic.ValidationError
-        raise BackendError(f"invalid options for {kind} backend {name!r}: {_one_line(exc)}") from exc
+        raise BackendError(f"invalid options for {kind} backend {name!r}: {describe_validation_error(exc, subject='options', unknown='{where}: unknown option')}") from exc
     return cls(argument, opts)
-
-
-def _one_line(exc: Exception) -> str:
-    """A validation error as one line (``option: message; ...``), for command-line errors."""
-    errors = getattr(exc, "errors", None)
-    if not callable(errors):
-        return str(exc)
-    parts = []
-    for err in errors():
-        where = ".".join(str(p) for p in err.get("loc", ())) or "options"
-        message = "unknown option" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
-        parts.append(f"{where}: {message}")
-    return "; ".join(parts)
 
 
 def create_mllm(spec: str, options: Optional[Mapping[str, Any]] = None):

@@ -47,6 +47,7 @@ from gbc.annotators.backends.base import (
 )
 from gbc.annotators.backends.registry import register_detector, register_mllm
 from gbc.schemas import Bbox, GbcGraph, Vertex
+from gbc.schemas.graph import child_id
 
 _NUMBERED = re.compile(r"^(?P<prefix>.+)_(?P<index>\d+)$")
 
@@ -58,10 +59,6 @@ PLACEHOLDER_SIDES = (0.4, 0.25, 0.15, 0.1, 0.05, 0.02, 0.004)
 
 def _basename(key: str) -> str:
     return key.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
-
-
-def _child_id(parent: str, name: str) -> str:
-    return name if parent == "" else f"{parent}_{name}"
 
 
 def _read_graph_file(path: Path) -> List[GbcGraph]:
@@ -353,7 +350,7 @@ class ReplayDetector(_ReplayBase):
 
     @staticmethod
     def _boxes(rec: RecordedImage, parent: str, phrase: str, targets: List[str], crop: Bbox) -> PhraseDetections:
-        prefix = _child_id(parent, phrase)
+        prefix = child_id(parent, phrase)
         numbered: Dict[int, Vertex] = {}
         others: List[Vertex] = []
         for t in targets:

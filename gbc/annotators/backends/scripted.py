@@ -88,7 +88,6 @@ _PARTS: Dict[str, List[Tuple[str, str]]] = {
 }
 _GENERIC_PARTS: List[Tuple[str, str]] = [("surface", "single"), ("edge", "single"), ("pattern", "single")]
 
-_COLOURS = ["red", "orange", "yellow", "green", "blue", "purple", "grey", "brown", "white", "black"]
 _TEXTURES = ["smooth", "weathered", "glossy", "rough", "soft", "worn", "bright", "muted"]
 _PLACES = ["near the centre", "towards the left", "towards the right", "in the background", "in the foreground"]
 _RELATIONS = [
