@@ -24,6 +24,7 @@ COMMANDS = {
     "show": "gbc.cli.inspect:show",
     "stats": "gbc.cli.inspect:stats",
     "validate": "gbc.cli.inspect:validate",
+    "view": "gbc.cli.view:view",
 }
 
 SHORT_HELP = {
@@ -37,6 +38,7 @@ SHORT_HELP = {
     "show": "Print one graph as a readable tree.",
     "stats": "Summary statistics of a set of graphs (as in the GBC paper).",
     "validate": "Check every graph's invariants; non-zero exit when one is invalid.",
+    "view": "Browse, search and inspect graphs in a local web page.",
 }
 
 

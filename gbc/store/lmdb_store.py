@@ -484,6 +484,40 @@ class GraphStore:
                     raise StoreCorruptError(f"graph {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
                 yield key, graph
 
+    def key_page(self, table: Literal["graphs", "status"] = "graphs", after: Optional[str] = None,
+                 before: Optional[str] = None, limit: int = 50) -> List[str]:
+        """Up to ``limit`` keys of ``table`` in key order: the first ones strictly after ``after``
+        (from the start when None), or with ``before`` the last ones strictly before it. One
+        cursor walk of ``limit`` rows: paging a store of millions never lists every key."""
+        dbname = {"graphs": b"graphs", "status": b"status"}[table]
+
+        def walk(txn):
+            cur = txn.cursor(db=self._db(dbname))
+            keys: List[bytes] = []
+            if before is not None:
+                # set_range lands on the first key >= before; the one before it is the start.
+                ok = cur.prev() if cur.set_range(_encode_key(before)) else cur.last()
+                while ok and len(keys) < limit:
+                    keys.append(cur.key())
+                    ok = cur.prev()
+                keys.reverse()
+                return keys
+            ok = cur.set_range(_encode_key(after)) if after is not None else cur.first()
+            if ok and after is not None and cur.key() == _encode_key(after):
+                ok = cur.next()
+            while ok and len(keys) < limit:
+                keys.append(cur.key())
+                ok = cur.next()
+            return keys
+
+        return [_decode_key(k) for k in self._read(walk)]
+
+    @property
+    def last_txn(self) -> int:
+        """Id of the last committed write transaction (of any process): changes whenever the store does."""
+        with _envs.GATE:
+            return int(self._env().info()["last_txnid"])
+
     def keys(self, status: Optional[StatusName] = None) -> Iterator[str]:
         """Image keys in order: of stored graphs, or of images whose status is ``status``."""
         if status is None:
