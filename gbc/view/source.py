@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from gbc.schemas.graph import GbcGraph
 from gbc.store.files import detect_format
+from gbc.store.shards import find_shards, is_store
 
 
 @dataclass
@@ -34,26 +35,13 @@ class Entry:
 Record = Tuple[str, Optional[Any], Optional[GbcGraph]]
 
 
-def _store_paths(path: Path) -> List[Path]:
-    """The store at ``path`` and its unmerged shards (``path/shards/*.lmdb``), or the stores in a folder."""
-    own = [path] if (path / "data.mdb").exists() else []
-    shards_dir = path / "shards" if (path / "shards").is_dir() else None
-    if shards_dir is not None:
-        shards = sorted(p for p in shards_dir.glob("*.lmdb") if (p / "data.mdb").exists())
-    elif not own:
-        shards = sorted(p for p in path.glob("*.lmdb") if (p / "data.mdb").exists())
-    else:
-        shards = []
-    return own + shards
-
-
 def describe_source(path: os.PathLike) -> Tuple[str, List[Path]]:
     """``("store", [store paths])`` or ``("file", [path])`` for ``path``; a clear error otherwise."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or store: {path}")
     if path.is_dir():
-        stores = _store_paths(path)
+        stores = ([path] if is_store(path) else []) + find_shards(path)
         if not stores:
             raise FileNotFoundError(f"{path} is neither a graph store nor a folder of store shards")
         return "store", stores
