@@ -30,7 +30,7 @@ from gbc.schemas.graph import VERTEX_LABELS
 from gbc.view.catalog import Filters, default_catalog_path
 from gbc.view.images import ThumbnailCache, image_response_body, image_roots, resolve_image
 from gbc.view.indexing import CatalogManager
-from gbc.view.payload import entry_payload, graph_payload
+from gbc.view.payload import entry_payload, graph_payload, search_words, snippet
 from gbc.view.source import Entry, describe_source, open_source
 
 STATIC = Path(__file__).parent / "static"
@@ -226,10 +226,8 @@ def create_app(src, images_root=None, catalog_path=None, background: bool = True
         limit = _limit(request)
         entries, more = viewer.page(after, before, limit)
         catalog = viewer.index.catalog()
-        items = []
-        for e in entries:
-            row = catalog.row(e.key) if catalog is not None else None
-            items.append(entry_payload(e, row))
+        rows = catalog.rows([e.key for e in entries]) if catalog is not None else {}
+        items = [entry_payload(e, rows.get(e.key)) for e in entries]
         if before is not None:
             has_previous, has_next = more, True
         else:
@@ -295,8 +293,14 @@ def create_app(src, images_root=None, catalog_path=None, background: bool = True
             return _json({"index": state, "items": [], "count": 0, "exact": exact})
         page = catalog.search(filters, after_id=_int(request, "after"), before_id=_int(request, "before"),
                               limit=_limit(request))
-        items = [dict(entry_payload(Entry(r["key"], r["status"], r["reason"], r["error_type"]), r),
-                      id=r["id"], clip_min=r["clip_min"], tox_max=r["tox_max"]) for r in page.rows]
+        words = search_words(filters.text)
+        items = []
+        for r in page.rows:
+            item = dict(entry_payload(Entry(r["key"], r["status"], r["reason"], r["error_type"]), r),
+                        id=r["id"], clip_min=r["clip_min"], tox_max=r["tox_max"])
+            found = viewer.graph(r["key"]) if words and r["status"] == "done" else None
+            item["snippet"] = snippet(found, words, filters.caption_label) if found is not None else None
+            items.append(item)
         return _json({"index": state, "items": items, "count": page.count, "count_capped": page.count_capped,
                       "has_next": page.has_more, "has_previous": page.has_previous, "exact": exact})
 

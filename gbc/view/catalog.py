@@ -305,6 +305,15 @@ class Catalog:
             found = conn.execute(f"SELECT {_ROW_FIELDS} FROM graphs g WHERE g.key = ?", (key,)).fetchone()
         return _row_dict(found) if found else None
 
+    def rows(self, keys: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+        """``key -> row`` for those of ``keys`` in the catalog (one query)."""
+        if not keys:
+            return {}
+        marks = ", ".join("?" * len(keys))
+        with self._closing() as conn:
+            found = conn.execute(f"SELECT {_ROW_FIELDS} FROM graphs g WHERE g.key IN ({marks})", list(keys)).fetchall()
+        return {row["key"]: row for row in map(_row_dict, found)}
+
     def body(self, key: str) -> Optional[GbcGraph]:
         """The graph recorded for ``key`` (graph files only)."""
         with self._closing() as conn:

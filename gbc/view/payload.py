@@ -7,6 +7,7 @@ never builds markup from text: every segment becomes a text node.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from gbc.annotators.text import find_mentions
@@ -93,6 +94,49 @@ def graph_payload(key: str, graph: GbcGraph) -> Dict[str, Any]:
         "colours": {label: colour_hex(label) for label in LABEL_COLOURS},
         "vertices": vertices,
     }
+
+
+#: Characters of context shown on each side of a search hit.
+SNIPPET_CONTEXT = 70
+
+
+def search_words(text: str) -> List[str]:
+    """The words and phrases of a search, lower-cased, without quotes or prefix stars."""
+    found = []
+    for i, piece in enumerate(text.split('"')):
+        parts = [piece] if i % 2 else piece.split()
+        found += [p.strip().rstrip("*").lower() for p in parts if any(ch.isalnum() for ch in p)]
+    return found
+
+
+def snippet(graph: GbcGraph, words: List[str], caption_label: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """The first caption holding one of ``words`` (of ``caption_label`` when given), cut around the
+    first hit, as segments with the hits marked."""
+    if not words:
+        return None
+    pattern = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    matcher = re.compile(rf"(?<!\w)(?:{pattern})", re.IGNORECASE)
+    for v in graph.vertices:
+        for d in v.descs:
+            if caption_label and d.label != caption_label:
+                continue
+            first = matcher.search(d.text)
+            if first is None:
+                continue
+            start = max(0, first.start() - SNIPPET_CONTEXT)
+            end = min(len(d.text), first.end() + SNIPPET_CONTEXT)
+            piece = d.text[start:end]
+            segments, pos = [], 0
+            for m in matcher.finditer(piece):
+                if m.start() > pos:
+                    segments.append({"text": piece[pos:m.start()]})
+                segments.append({"text": m.group(0), "hit": True})
+                pos = m.end()
+            if pos < len(piece):
+                segments.append({"text": piece[pos:]})
+            return {"vertex": v.vertex_id, "label": d.label, "segments": segments,
+                    "cut_start": start > 0, "cut_end": end < len(d.text)}
+    return None
 
 
 def entry_payload(entry, row: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:

@@ -153,6 +153,15 @@ def test_search_words_phrase_prefix_and_key(client):
     assert search(client, q="picture")["count"] == 5
 
 
+def test_search_results_carry_a_snippet_of_the_matching_caption(client):
+    item = search(client, q="grazing zebra")["items"][0]
+    assert item["snippet"]["vertex"] == "" and item["snippet"]["label"] == "short"
+    assert item["snippet"]["segments"] == [{"text": "A striped "}, {"text": "zebra", "hit": True}, {"text": " "},
+                                           {"text": "grazing", "hit": True}, {"text": " on the savanna."}]
+    detail = search(client, q="brown", caption_label="detail")["items"][0]["snippet"]
+    assert detail["label"] == "detail" and detail["vertex"] == "dog"
+
+
 def test_search_pages_through_matches(client):
     first = search(client, q="picture", limit=3)
     assert len(first["items"]) == 3 and first["has_next"] and not first["has_previous"]

@@ -113,14 +113,21 @@ function rowNode(item, index) {
   const reason = item.status === "failed"
     ? el("span", { class: "reason" }, (item.error_type ? item.error_type + ": " : "") + (item.reason || "no reason recorded"))
     : null;
+  let snippet = null;
+  if (item.snippet) {
+    snippet = el("span", { class: "snippet" }, el("span", { class: "muted" }, item.snippet.label + ": "),
+      item.snippet.cut_start ? "…" : null,
+      ...item.snippet.segments.map((seg) => (seg.hit ? el("mark", {}, seg.text) : seg.text)),
+      item.snippet.cut_end ? "…" : null);
+  }
   return el("li", { class: "row", "data-index": index, "data-key": item.key },
-    el("a", { href: graphHref(item.key), class: "row-link" },
+    el("a", { href: graphHref(item.key, item.snippet ? item.snippet.vertex : undefined), class: "row-link" },
       thumb,
       el("span", { class: "row-text" },
         el("span", { class: "key" }, item.key),
         el("span", { class: "status " + item.status }, item.status),
         el("span", { class: "counts" }, counts),
-        reason)));
+        reason, snippet)));
 }
 
 function selectRow(index) {
@@ -246,9 +253,18 @@ function vertexById(id) {
   return state.graph ? state.graph.graph.vertices.find((v) => v.id === id) : null;
 }
 
+function neighbours(id) {
+  const v = vertexById(id);
+  if (!v) return new Set();
+  return new Set([...v.parents.map((e) => e.source), ...v.children.map((e) => e.target)]);
+}
+
 function highlight(id, cls) {
+  // as in `gbc render --vertex`: the selected vertex, its parents and children stand out
+  const near = cls === "selected" ? neighbours(id) : new Set();
   for (const node of document.querySelectorAll("[data-vid]")) {
     node.classList.toggle(cls, id !== null && node.dataset.vid === id);
+    if (cls === "selected") node.classList.toggle("near", id !== null && node.dataset.vid !== id && near.has(node.dataset.vid));
   }
   const view = document.getElementById("graph-view");
   if (view) view.classList.toggle("has-" + cls, id !== null);
