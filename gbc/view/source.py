@@ -215,10 +215,11 @@ class FileSource:
         """Graphs in file order, named by their image key (``#<position>`` when they have none);
         a key seen before gets `` #<position>`` appended so every graph stays reachable."""
         from gbc.store.files import read_graphs
+        from gbc.store.records import graph_key
 
         seen = set()
         for i, graph in enumerate(read_graphs(self.path, validate=False)):
-            key = graph.image_key or f"#{i}"
+            key = graph_key(graph, i)
             if key in seen:
                 key = f"{key} #{i}"
             seen.add(key)
