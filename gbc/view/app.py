@@ -162,6 +162,10 @@ class Viewer:
 def _closing_lifespan(viewer: "Viewer"):
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        # Start the index build and walk the code of a first page before the first visitor
+        # comes, so that the first page is as quick as the next ones.
+        viewer.index.refresh(force=True)
+        viewer.page(None, None, 1)
         try:
             yield
         finally:
