@@ -20,8 +20,7 @@ from gbc.view.catalog import fts_query
 from view_graphs import ODD_KEYS, XSS, small_graph
 
 
-@pytest.fixture()
-def world(tmp_path):
+def make_world(tmp_path):
     """A store with odd keys, a failed image, an XSS caption, scores, and images (some outside the root)."""
     images = tmp_path / "images"
     images.mkdir()
@@ -45,12 +44,28 @@ def world(tmp_path):
     return {"store": store_path, "images": images, "tmp": tmp_path}
 
 
-@pytest.fixture()
-def client(world):
+def open_client(world):
     app = create_app(world["store"], images_root=world["images"], catalog_path=world["tmp"] / "cat.sqlite", background=False,
                      stats_plot=False)
-    with TestClient(app, base_url="http://127.0.0.1") as c:
+    return TestClient(app, base_url="http://127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Shared by the tests that only read (the viewer writes nothing to it: test_read_only checks)."""
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def client(world):
+    with open_client(world) as c:
         yield c
+
+
+@pytest.fixture()
+def own_world(tmp_path):
+    """A world of its own, for tests that change the store."""
+    return make_world(tmp_path)
 
 
 def all_keys(store_path):
@@ -284,18 +299,24 @@ def test_stats(client):
     assert body["stats"]["graphs"] == 12 and body["stats"]["failed"] == 1
 
 
-def test_provenance(world, tmp_path):
-    with GraphStore(world["store"], readonly=False) as s:
+def test_provenance(own_world, tmp_path):
+    with GraphStore(own_world["store"], readonly=False) as s:
         s.commit_image("prov.jpg", small_graph("good.png", "x"), provenance={"answers": [XSS]})
-    app = create_app(world["store"], catalog_path=tmp_path / "c.sqlite", background=False, stats_plot=False)
+    app = create_app(own_world["store"], catalog_path=tmp_path / "c.sqlite", background=False, stats_plot=False)
     with TestClient(app, base_url="http://127.0.0.1") as c:
         body = c.get("/api/provenance", params={"key": "prov.jpg"})
         assert body.json()["provenance"] == {"answers": [XSS]} and b"<img" not in body.content
 
 
 # ---------------------------------------------------------------------------- the catalog follows the store
-def test_index_is_rebuilt_when_the_store_changes(world, client, monkeypatch):
+def test_index_is_rebuilt_when_the_store_changes(own_world, monkeypatch):
     monkeypatch.setattr(indexing, "CHECK_INTERVAL", 0.0)
+    world = own_world
+    with open_client(world) as client:
+        check_rebuild(world, client)
+
+
+def check_rebuild(world, client):
     assert search(client, q="giraffe")["items"] == []
     # another process writes (as an annotation run would while the page is open)
     graph_json = small_graph("good.png", "A tall giraffe.").to_json().decode()
@@ -306,7 +327,8 @@ def test_index_is_rebuilt_when_the_store_changes(world, client, monkeypatch):
     assert client.get("/api/stats").json()["stats"]["graphs"] == 13
 
 
-def test_catalog_beside_the_store_by_default_with_a_stats_plot(world):
+def test_catalog_beside_the_store_by_default_with_a_stats_plot(own_world):
+    world = own_world
     app = create_app(world["store"], background=False)
     with TestClient(app, base_url="http://127.0.0.1") as c:
         assert c.get("/api/search", params={"q": "zebra"}).json()["count"] == 1
