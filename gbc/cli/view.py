@@ -55,6 +55,8 @@ def view(src: Path, host: str, port: int, images_root: Optional[Path], open_brow
         click.echo(f"Warning: listening on {host}: anyone who can reach this address can read these graphs "
                    "(the viewer has no authentication). Prefer an SSH tunnel to 127.0.0.1.", err=True)
         hosts = ["*"]
+    elif host not in LOOPBACK:
+        hosts = sorted(LOOPBACK) + [host]  # another loopback address, e.g. 127.0.0.2
     app = create_app(src, images_root=images_root, allowed_hosts=hosts)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)

@@ -19,7 +19,6 @@ from typing import Any, Dict, Optional, Sequence
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -47,7 +46,7 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
-LOCAL_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+LOCAL_HOSTS = ["127.0.0.1", "localhost", "::1"]
 
 
 class SafeJSONResponse(JSONResponse):
@@ -98,6 +97,30 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def request_host(headers) -> str:
+    """The host name of a Host header, without the port (``[::1]:8000`` -> ``::1``)."""
+    host = headers.get("host", "").strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else ""
+    return host.split(":", 1)[0]
+
+
+class HostCheck:
+    """Answers 400 to requests whose Host is not one of ``allowed`` (``*``: any)."""
+
+    def __init__(self, app, allowed: Sequence[str]):
+        self.app = app
+        self.allowed = {h.strip("[]").lower() for h in allowed}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and "*" not in self.allowed:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            if request_host(headers) not in self.allowed:
+                response = Response("Invalid host header", status_code=400, media_type="text/plain")
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class Viewer:
@@ -336,8 +359,7 @@ def create_app(src, images_root=None, catalog_path=None, background: bool = True
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
     hosts = list(allowed_hosts) if allowed_hosts else LOCAL_HOSTS
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders),
-                                              Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders), Middleware(HostCheck, allowed=hosts)],
                     lifespan=_closing_lifespan(viewer))
     app.state.viewer = viewer
     return app

@@ -291,7 +291,10 @@ def test_read_only(client, world, method):
 
 def test_other_hosts_are_refused(client):
     assert client.get("/api/info", headers={"host": "evil.example"}).status_code == 400
-    assert client.get("/api/info", headers={"host": "localhost:8000"}).status_code == 200
+    assert client.get("/api/info", headers={"host": "evil.example:8000"}).status_code == 400
+    assert client.get("/api/info", headers={"host": "[::2]:8000"}).status_code == 400
+    for host in ("localhost:8000", "127.0.0.1", "[::1]:8000"):
+        assert client.get("/api/info", headers={"host": host}).status_code == 200, host
 
 
 def test_stats(client):
