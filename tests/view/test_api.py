@@ -370,3 +370,21 @@ def test_store_shards_read_as_one(tmp_path):
     with TestClient(app, base_url="http://127.0.0.1") as c:
         assert [i["key"] for i in c.get("/api/list", params={"limit": 4}).json()["items"]] == ["k0", "k1", "k2", "k3"]
         assert search(c, q="shard")["count"] == 6
+
+
+def test_images_found_under_the_roots_the_store_recorded(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (8, 6)).save(photos / "cat.png")
+    store_path = tmp_path / "elsewhere" / "run.lmdb"
+    with GraphStore(store_path, readonly=False) as s:
+        s.commit_image("cat.png", small_graph("cat.png", "A cat."))
+        s.update_meta({"image_roots": [str(photos)]})
+    app = create_app(store_path, catalog_path=tmp_path / "c.sqlite", background=False, stats_plot=False)
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        assert c.get("/api/image", params={"key": "cat.png"}).status_code == 200
+    # --images-root wins over what the store recorded
+    app = create_app(store_path, images_root=tmp_path / "elsewhere", catalog_path=tmp_path / "c.sqlite",
+                     background=False, stats_plot=False)
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        assert c.get("/api/image", params={"key": "cat.png"}).status_code == 404
