@@ -174,6 +174,7 @@ def test_reference_graphs_in_a_browser(browser, page, reference_dir, tmp_path):
         page.press("#quick-q", "Enter")
         page.wait_for_selector("#result-count")
         assert page.locator("#rows li.row").count() == 1
+        assert "null" not in page.locator("#main").text_content()
         page.click("#rows li.row a")
         expect(page.locator("#graph-key")).to_have_text(owner)
         assert word in page.locator("#details").text_content().lower() or page.locator("svg.boxes rect.box").count() > 0

@@ -64,7 +64,7 @@ function main() { return document.getElementById("main"); }
 
 function show(...nodes) {
   const m = main();
-  m.replaceChildren(...nodes);
+  m.replaceChildren(...nodes.filter((node) => node !== null && node !== undefined));
   window.scrollTo(0, 0);
 }
 
