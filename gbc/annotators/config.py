@@ -58,6 +58,8 @@ class LimitsConfig(_Section):
     min_crop_side: int = Field(128, ge=1, description="crops whose shortest side is smaller are scaled up to it (capped by max_image_side)")
     crop_margin: float = Field(0.05, ge=0, le=1, description="context added around an entity or composition crop sent to the MLLM, as a fraction of the box size per side")
     max_image_pixels: int = Field(178_956_970, ge=1, description="larger images are refused as possible decompression bombs (PIL's own default limit x2)")
+    pixels_in_flight: int = Field(200_000_000, ge=1, description="decoded pixels of the images in flight at most (memory bound besides the image count; an image larger than this is annotated alone); an RGB pixel takes 3 bytes")
+    max_decoded_side: int = Field(3072, ge=0, description="images whose longest side is larger are held at a reduced size of at least this side (JPEGs decoded at 1/2, 1/4 or 1/8 scale, other formats reduced after decoding); crops are cut from it; 0 keeps the full size")
     max_entities: int = Field(10, ge=1, description="at most this many tagged objects or features are read from one answer")
     allocator_keep_mb: int = Field(32, ge=0, description="glibc only, whole process: freed memory up to this many MB is kept for reuse instead of being returned to the system and faulted in again (decoded images and crops are large, short-lived buffers); 0 leaves the allocator's settings alone")
 
@@ -189,6 +191,9 @@ class AnnotateConfig(_Section):
             data.pop(section)
         data["limits"].pop("images_in_flight")
         data["limits"].pop("allocator_keep_mb")
+        data["limits"].pop("pixels_in_flight")
+        if data["limits"]["max_decoded_side"] == LimitsConfig.model_fields["max_decoded_side"].default:
+            data["limits"].pop("max_decoded_side")  # fingerprints of runs before the setting existed stay the same
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

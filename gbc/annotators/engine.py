@@ -35,8 +35,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 from gbc.errors import GbcError
 from gbc.annotators.backends.base import BackendUnavailable
 from gbc.annotators.config import AnnotateConfig
-from gbc.annotators.images import ImageLoadError, ImageSource, keep_freed_memory, load_image
+from gbc.annotators.images import ImageLoadError, ImageSource, keep_freed_memory
 from gbc.annotators.job import ImageFailure, ImageJob, JobSettings
+from gbc.annotators.regions import PixelBudget, open_image
 from gbc.annotators.scheduler import BackendWorker, BatchOutcome, RetryPolicy, Task
 
 
@@ -125,8 +126,9 @@ class RecursiveAnnotator:
                                    _policy(cfg.detector), events, concurrency=cfg.detector.concurrency)
         self.workers = {"mllm": mllm_worker, "detector": det_worker}
         slots = threading.Semaphore(cfg.limits.images_in_flight)
+        budget = self.pixel_budget = PixelBudget(cfg.limits.pixels_in_flight)
         stop_loading = threading.Event()
-        loader = threading.Thread(target=self._load_images, args=(images, events, slots, stop_loading),
+        loader = threading.Thread(target=self._load_images, args=(images, events, slots, budget, stop_loading),
                                   name="gbc-loader", daemon=True)
         jobs: Dict[str, ImageJob] = {}
         seq = 0
@@ -160,6 +162,7 @@ class RecursiveAnnotator:
                     summary.failures[etype] = summary.failures.get(etype, 0) + 1
             finally:
                 job.release()
+                budget.release(job.charged_pixels)
                 slots.release()
             if on_progress is not None:
                 summary.elapsed_s = time.perf_counter() - start
@@ -201,6 +204,7 @@ class RecursiveAnnotator:
                         finish(job, image)
                         continue
                     job = ImageJob(source.key, image, self.settings, seq)
+                    job.charged_pixels = image.decode_pixels
                     seq += 1
                     jobs[source.key] = job
                     guarded(job, job.start)
@@ -214,8 +218,9 @@ class RecursiveAnnotator:
             stop_loading.set()
             for worker in (mllm_worker, det_worker):
                 worker.stop()
-            # wake a loader blocked on a slot so it sees stop_loading
+            # wake a loader blocked on a slot or on the pixel budget so it sees stop_loading
             slots.release()
+            budget.stop()
             if loader.is_alive():
                 loader.join(self.LOADER_JOIN_S)
             summary.elapsed_s = time.perf_counter() - start
@@ -231,8 +236,11 @@ class RecursiveAnnotator:
     def _batch_size(section, backend) -> int:
         return section.batch_size or int(getattr(backend, "max_batch_size", 1) or 1)
 
-    def _load_images(self, images, events, slots, stop) -> None:
-        max_pixels = self.config.limits.max_image_pixels
+    def _load_images(self, images, events, slots, budget, stop) -> None:
+        # Only headers are read here (size, orientation, limits): pixels are decoded when a
+        # backend first needs them. The decoded pixels an image may hold are reserved from the
+        # pixel budget before it goes in flight, so a few huge images cannot exhaust memory.
+        limits = self.config.limits
         try:
             for item in images:
                 source = item if isinstance(item, ImageSource) else ImageSource(key=_name_of(item), path=str(item))
@@ -240,11 +248,16 @@ class RecursiveAnnotator:
                 if stop.is_set():
                     return
                 try:
-                    image: Any = load_image(source.path, max_pixels=max_pixels)
+                    image: Any = open_image(source.path, max_pixels=limits.max_image_pixels,
+                                            max_decoded_side=limits.max_decoded_side)
                 except ImageLoadError as exc:
                     image = exc
                 except Exception as exc:  # an unexpected decoder failure is still this image's failure
                     image = ImageLoadError(f"{type(exc).__name__}: {exc}", type(exc).__name__)
+                if not isinstance(image, BaseException) and not budget.acquire(image.decode_pixels):
+                    return
+                if stop.is_set():
+                    return
                 events.put((source, image))
         except BaseException as exc:  # the image list itself failed: the engine re-raises it
             events.put(_LoaderFailure(exc))

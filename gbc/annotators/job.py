@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from gbc.errors import GbcError
 from gbc.annotators.backends.base import DetectionRequest, GenerationOptions, MllmRequest
-from gbc.annotators.images import crop_region, scale_to_fit
+from gbc.annotators.regions import FULL, Region
 from gbc.annotators.scheduler import Task
 from gbc.schemas.bbox import Bbox, union_bboxes
 from gbc.schemas.graph import child_id
@@ -104,8 +104,9 @@ class ImageJob:
 
     def __init__(self, key: str, image: Any, settings: "JobSettings", seq: int):
         self.key = key
-        self.image = image
+        self.image = image  # an ImageHandle: pixels are decoded when a backend asks for them
         self.size = image.size
+        self.charged_pixels = 0  # reserved from the engine's pixel budget while in flight
         self.settings = settings
         self.seq = seq
         self.finished = False
@@ -123,30 +124,24 @@ class ImageJob:
         self.answers: List[dict] = []
         self.raw_detections: List[dict] = []
         self.notes: List[str] = []
-        self._scaled = None
 
     # ------------------------------------------------------------------ helpers
     @property
     def done(self) -> bool:
         return self.stage1_done and self.stage2_pending == 0 and self.waiting_parents == 0
 
-    def model_image(self):
-        """The whole image as models see it (scaled down once, reused by every whole-image query)."""
-        if self._scaled is None:
-            s = self.settings
-            self._scaled = scale_to_fit(self.image, s.max_image_side, 1)
-        return self._scaled
-
     def release(self) -> None:
         """Drop pixel data (after commit or failure) so nothing big outlives the image."""
+        release = getattr(self.image, "release", None)
+        if release is not None:
+            release()
         self.image = None
-        self._scaled = None
 
-    def _crop(self, box: Box):
+    def _crop(self, box: Box, draw=None) -> Region:
+        """The region a model sees for ``box``: nothing is cut or scaled until a backend asks."""
         s = self.settings
-        if box == (0.0, 0.0, 1.0, 1.0):
-            return self.model_image()
-        return scale_to_fit(crop_region(self.image, box), s.max_image_side, s.min_crop_side)
+        whole = box == FULL
+        return Region(self.image, box, s.max_image_side, 1 if whole else s.min_crop_side, draw=draw)
 
     def _margin_box(self, box: Box) -> Box:
         m = self.settings.crop_margin
@@ -173,12 +168,8 @@ class ImageJob:
         key = self.key
 
         def build():
-            image = self._crop(box)
-            if draw is not None:
-                # a crop is a new image that only this request uses: drawn on in place; the
-                # whole image is shared by every whole-image query: drawn on a copy
-                image = draw(image, box != (0.0, 0.0, 1.0, 1.0))
-            return MllmRequest(image=image, system_prompt=prompt.system, user_prompt=user_prompt, kind=kind,
+            # the drawing is done on the pixels a backend asks for (a new image it owns)
+            return MllmRequest(image=self._crop(box, draw), system_prompt=prompt.system, user_prompt=user_prompt, kind=kind,
                                image_key=key, context=context, options=options)
 
         return Task(job=self, kind=kind, vertex_id=vertex_id, build=build, priority=self.seq)

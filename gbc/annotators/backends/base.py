@@ -32,7 +32,9 @@ class GenerationOptions:
 class MllmRequest:
     """One MLLM query.
 
-    ``image`` is a PIL RGB image already cropped and scaled by the engine. ``kind`` is the
+    ``image`` is what the model should see: from the engine a ``gbc.annotators.regions.Region``
+    (the image, a box and the wanted size; ``size`` known, pixels cut and scaled only by
+    ``image.pixels(max_side)`` or ``scale_image``), from other callers a PIL RGB image. ``kind`` is the
     query kind (``image``, ``entity``, ``composition``, ``relation``); ``image_key`` and
     ``context`` (e.g. ``{"vertex_id": ..., "name": ..., "members": [...]}``) are for
     backends that answer from records (replay) or by rule (scripted); model backends ignore them.
@@ -49,7 +51,8 @@ class MllmRequest:
 
 @dataclass
 class DetectionRequest:
-    """Find each of ``phrases`` in ``image`` (a PIL RGB image: the whole image or a crop)."""
+    """Find each of ``phrases`` in ``image`` (the whole image or a crop: a ``Region`` from the
+    engine, or a PIL RGB image; see ``MllmRequest``)."""
 
     image: Any
     phrases: List[str]

@@ -108,7 +108,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def scale_image(image, max_side: Optional[int]):
-    """RGB copy of ``image`` whose longer side is at most ``max_side`` (aspect ratio kept)."""
+    """RGB copy of ``image`` whose longer side is at most ``max_side`` (aspect ratio kept).
+
+    An engine region (``gbc.annotators.regions.Region``) is cut and scaled in one step, at
+    this size: its pixels are never made at a larger size first."""
+    from gbc.annotators.regions import Region
+
+    if isinstance(image, Region):
+        return image.pixels(max_side)
     if image.mode != "RGB":
         image = image.convert("RGB")
     if max_side and max(image.size) > max_side:

@@ -119,13 +119,16 @@ def _unit(h: int, salt: Any) -> float:
 
 
 def image_statistics(image: Any) -> Tuple[int, int, int]:
-    """Mean RGB of ``image`` (PIL) quantised to steps of 16; ``(0, 0, 0)`` without an image.
+    """Mean RGB of ``image`` (a PIL image or an engine region) quantised to steps of 16;
+    ``(0, 0, 0)`` without an image.
 
-    Computed on an 8x8 thumbnail so it costs microseconds whatever the image size.
+    Computed on an 8x8 thumbnail; a region gives its preview, so no crop is ever cut or
+    scaled at model size for a rule-based answer.
     """
     if image is None:
         return (0, 0, 0)
-    data = image.convert("RGB").resize((8, 8)).tobytes()
+    preview = getattr(image, "preview", None)
+    data = (preview((8, 8)) if preview is not None else image.convert("RGB").resize((8, 8))).tobytes()
     n = max(1, len(data) // 3)
     means = [sum(data[c::3]) / n for c in range(3)]
     return tuple(int(m) // 16 * 16 for m in means)  # type: ignore[return-value]
@@ -267,14 +270,13 @@ class ScriptedMllm(_Common):
                        "|".join(ctx.get("member_names", []) or []))
 
     def _answer(self, request: MllmRequest, h: int) -> str:
-        stats = image_statistics(request.image)
         if self.options.odd_rate > 0 and _unit(h, "odd") < self.options.odd_rate:
-            return self._odd_answer(request, h, stats)
+            return self._odd_answer(request, h, image_statistics(request.image))
         kind = request.kind
         if kind == "image":
-            return self._image_answer(h, stats)
+            return self._image_answer(h, image_statistics(request.image))
         if kind == "entity":
-            return self._entity_answer(request, h, stats)
+            return self._entity_answer(request, h, image_statistics(request.image))
         if kind == "composition":
             return self._composition_answer(request, h)
         if kind == "relation":
