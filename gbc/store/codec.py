@@ -1,11 +1,17 @@
 """Compact, versioned byte encoding of graphs (and of any JSON value) for the LMDB store.
 
-A stored value is a 3-byte header followed by a payload::
+A stored value is a 7-byte header followed by a payload::
 
-    byte 0   value format version (``VALUE_FORMAT_VERSION``)
-    byte 1   compression: 0 = none, 1 = zstd, 2 = zstd with a store dictionary
-             (then bytes 3..6 hold the dictionary id, little-endian u32)
-    byte 2   in-edge mode: how ``in_edges`` are rebuilt (see ``IN_EDGES_*``)
+    byte 0      value format version (``VALUE_FORMAT_VERSION``)
+    byte 1      compression: 0 = none, 1 = zstd, 2 = zstd with a store dictionary
+                (then the 4 bytes after the header hold the dictionary id, little-endian u32)
+    byte 2      in-edge mode: how ``in_edges`` are rebuilt (see ``IN_EDGES_*``)
+    bytes 3..6  CRC-32 of bytes 0..2 and of everything after byte 6, little-endian u32
+
+Version 1 values (written before the checksum existed) have the same first three bytes and
+no checksum; they are still read. The checksum catches damage anywhere in a value, header
+included, before anything is decompressed or parsed, so a graph that was validated when it
+was written can be trusted when it is read back.
 
 The payload is the graph's lossless JSON (``GbcGraph.to_dict()`` semantics: exactly the
 fields that were read or set). Every edge of a GBC graph is stored twice (in the source's
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import operator
 import struct
+import zlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import msgspec
@@ -30,7 +37,9 @@ from gbc.errors import GbcError, describe_validation_error
 from gbc.schemas.graph import Edge, GbcGraph
 
 #: Version of the value layout written by this module; decoders accept every version up to it.
-VALUE_FORMAT_VERSION = 1
+VALUE_FORMAT_VERSION = 2
+#: First version whose values carry a CRC-32 in the header.
+CHECKSUM_VERSION = 2
 
 COMPRESSION_NONE = 0
 COMPRESSION_ZSTD = 1
@@ -51,6 +60,7 @@ DEFAULT_COMPRESSION_LEVEL = 3
 MAX_PAYLOAD_BYTES = 1 << 28
 
 _DICT_ID = struct.Struct("<I")
+_CRC = struct.Struct("<I")
 # Leaves the in-edge field out of every vertex: excluding the whole field costs pydantic's
 # serialiser less than excluding its items (an empty list per vertex), and the field's
 # default factory makes a missing list as cheap to parse as ``[]``. Values written before
@@ -224,12 +234,15 @@ class ValueCodec:
     # -- bytes
     def pack(self, payload: bytes, in_mode: int = IN_EDGES_EXPLICIT) -> bytes:
         if self._dict_compressor is not None:
-            header = bytes((VALUE_FORMAT_VERSION, COMPRESSION_ZSTD_DICT, in_mode)) + _DICT_ID.pack(self.dictionary_id)
-            return header + self._dict_compressor.compress(payload)
-        return bytes((VALUE_FORMAT_VERSION, COMPRESSION_ZSTD, in_mode)) + self._plain_compressor.compress(payload)
+            head = bytes((VALUE_FORMAT_VERSION, COMPRESSION_ZSTD_DICT, in_mode))
+            body = _DICT_ID.pack(self.dictionary_id) + self._dict_compressor.compress(payload)
+        else:
+            head = bytes((VALUE_FORMAT_VERSION, COMPRESSION_ZSTD, in_mode))
+            body = self._plain_compressor.compress(payload)
+        return head + _CRC.pack(zlib.crc32(body, zlib.crc32(head))) + body
 
     def unpack(self, value: bytes) -> Tuple[bytes, int]:
-        """``(payload, in-edge mode)`` of a stored value."""
+        """``(payload, in-edge mode)`` of a stored value (its checksum verified first)."""
         if len(value) < 3:
             raise ValueDecodeError(f"value is too short ({len(value)} bytes)")
         version, compression, in_mode = value[0], value[1], value[2]
@@ -237,20 +250,28 @@ class ValueCodec:
             raise ValueDecodeError(
                 f"value format version {version} is not supported (this gbc reads versions 1..{VALUE_FORMAT_VERSION})"
             )
+        start = 3
+        if version >= CHECKSUM_VERSION:
+            if len(value) < 7:
+                raise ValueDecodeError(f"value is too short for its checksum ({len(value)} bytes)")
+            body = memoryview(value)[7:]
+            if zlib.crc32(body, zlib.crc32(memoryview(value)[:3])) != _CRC.unpack_from(value, 3)[0]:
+                raise ValueDecodeError("checksum mismatch: the stored bytes are damaged")
+            start = 7
         if in_mode > IN_EDGES_SORTED_BY_SOURCE:
             raise ValueDecodeError(f"unknown in-edge mode {in_mode}")
         try:
             if compression == COMPRESSION_NONE:
-                return bytes(value[3:]), in_mode
+                return bytes(value[start:]), in_mode
             if compression == COMPRESSION_ZSTD:
-                frame = value[3:]
+                frame = value[start:]
                 self._check_size(frame)
                 return self._decompressors[0].decompress(frame), in_mode
             if compression == COMPRESSION_ZSTD_DICT:
-                if len(value) < 7:
+                if len(value) < start + 4:
                     raise ValueDecodeError("value is too short for its dictionary id")
-                (dict_id,) = _DICT_ID.unpack_from(value, 3)
-                frame = value[7:]
+                (dict_id,) = _DICT_ID.unpack_from(value, start)
+                frame = value[start + 4:]
                 self._check_size(frame)
                 return self._decompressor(dict_id).decompress(frame), in_mode
         except self._zstd.ZstdError as exc:
