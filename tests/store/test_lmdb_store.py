@@ -207,7 +207,7 @@ def test_dictionary_is_trained_once_and_reused(store_path):
         expected["img/00003.jpg"] = gbc10m_graph(103).to_dict()
         assert {k: g.to_dict() for k, g in store.items()} == expected
     # every value, the early ones re-compressed too, uses the one dictionary (id 1)
-    assert {(v[1], v[3:7]) for v in raw.values()} == {(2, (1).to_bytes(4, "little"))}
+    assert {(v[1], v[7:11]) for v in raw.values()} == {(2, (1).to_bytes(4, "little"))}  # after the 3-byte header and the CRC-32
     assert len(raw["img/00000.jpg"]) < len(before["img/00000.jpg"])
 
 
