@@ -5,6 +5,7 @@ Module map
 - ``gbc.schemas``: the data model (``Bbox``, ``Description``, ``Edge``, ``Vertex``, ``GbcGraph``).
 - ``gbc.store``: the LMDB graph store and the JSONL / JSON / Parquet readers and writers.
 - ``gbc.annotators``: backends, prompts, parsers and the recursive annotation engine.
+- ``gbc.scoring``: caption scores (CLIP-style models, toxicity) and score filters.
 - ``gbc.export``: caption strategies and writers for CLIP training.
 - ``gbc.viz``: pictures of graphs.
 - ``gbc.distributed``: sharding, merging and Ray.
@@ -47,7 +48,34 @@ def open_store(path, readonly=True, **kwargs):
     return _open(path, readonly=readonly, **kwargs)
 
 
+def score_graphs(graphs, scorer):
+    """Score every caption of ``graphs`` with ``scorer`` (a ``CaptionScorer``); yields the graphs.
+
+    >>> scorer = gbc.CaptionScorer.from_specs(clip=["transformers:openai/clip-vit-base-patch32"],
+    ...                                       images_root="images/")  # doctest: +SKIP
+    >>> gbc.write_graphs("scored.jsonl", gbc.score_graphs(gbc.read_graphs("graphs.jsonl"), scorer))  # doctest: +SKIP
+    """
+    from gbc.scoring.scorer import score_graphs as _score
+
+    return _score(graphs, scorer)
+
+
+_LAZY = {"CaptionScorer": "gbc.scoring.scorer", "ScoreFilter": "gbc.scoring.filters"}
+
+
+def __getattr__(name):
+    # the scoring classes load numpy and the backend helpers only when asked for
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gbc' has no attribute {name!r}")
+
+
 __all__ = [
+    "CaptionScorer",
+    "ScoreFilter",
+
     "Bbox",
     "Description",
     "Edge",
@@ -57,5 +85,6 @@ __all__ = [
     "__version__",
     "open_store",
     "read_graphs",
+    "score_graphs",
     "write_graphs",
 ]

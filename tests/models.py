@@ -233,6 +233,77 @@ def build_owlv2(folder, *, seed: int = 0, image_side: int = 64, patch_size: int 
     return folder
 
 
+#: Labels of Detoxify's "original" model (a BERT sequence classifier with sigmoid outputs).
+TOXICITY_LABELS = ("toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack")
+
+
+def make_clip(*, seed: int = 0, image_size: int = 32, patch_size: int = 8, hidden: int = 32, layers: int = 2,
+              heads: int = 2, projection_dim: int = 32, context_length: int = 16, intermediate: Optional[int] = None):
+    """A random ``CLIPModel`` and its ``CLIPProcessor`` (PIL image processor, CLIP-style BPE), in memory.
+
+    The start and end tokens take the last ids, as in OpenAI's vocabulary, so the text tower
+    pools at the end token as it does for real checkpoints. Sizes are parameters so that a
+    benchmark can build CLIP ViT-L/14 at 336 px (hidden 1024, 24 layers, 16 heads, patch 14).
+    """
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    vocab, merges = _clip_bpe_vocab()
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab.pop(special)
+    vocab = {token: i for i, token in enumerate(vocab)}
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=context_length)
+    text = dict(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=intermediate or hidden * 4,
+                num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=context_length,
+                bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+                pad_token_id=vocab["<|endoftext|>"])
+    vision = dict(hidden_size=hidden, intermediate_size=intermediate or hidden * 4, num_hidden_layers=layers,
+                  num_attention_heads=heads, image_size=image_size, patch_size=patch_size)
+    torch.manual_seed(seed)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)).eval()
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                           crop_size={"height": image_size, "width": image_size})
+    return model, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def build_clip(folder, **kwargs) -> Path:
+    """A random CLIP (see :func:`make_clip`) saved in ``folder``; loads through ``AutoModel``/``AutoProcessor``."""
+    folder = Path(folder)
+    model, processor = make_clip(**kwargs)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def make_toxicity(folder, *, seed: int = 0, labels=TOXICITY_LABELS):
+    """A random BERT sequence classifier with one sigmoid output per label (Detoxify's shape)
+    and its tokenizer, in memory; the vocabulary file is written to ``folder``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_path = folder / "vocab.txt"
+    vocab_path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + WORDS) + "\n")
+    tokenizer = BertTokenizer(vocab=str(vocab_path), model_max_length=64)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=len(labels),
+                        id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
+                        problem_type="multi_label_classification")
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(config).eval(), tokenizer
+
+
+def build_toxicity(folder, **kwargs) -> Path:
+    folder = Path(folder)
+    model, tokenizer = make_toxicity(folder, **kwargs)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def quiet_transformers() -> None:
     """Silence the load/save progress bars and the torchvision fallback warnings in test logs."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -9,6 +9,7 @@ from typing import Optional, Tuple
 import click
 
 from gbc.cli.common import handle_errors, progress
+from gbc.cli.filter import build_score_filter, fit_score_filter, score_filter_options
 from gbc.export.captions import DEFAULT_EXCLUDED_DESC_LABELS, STRATEGIES, CaptionFilter
 from gbc.export.images import DEFAULT_JPEG_QUALITY
 from gbc.export.tokens import CLIP_MAX_TOKENS
@@ -61,12 +62,14 @@ _TOKEN_MODES = {"auto": None, "exact": True, "estimate": False}
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes making captions and images (the output is the same for any number).")
 @click.option("--validate", is_flag=True, help="Check every graph's invariants while reading.")
+@score_filter_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
 def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[str, ...], desc_labels: Tuple[str, ...],
            min_box_size: float, max_depth: Optional[int], max_tokens: int, token_mode: str, images_root: Optional[Path],
            max_side: Optional[int], shard_size: int, text_only: bool, missing: str, graph_json: str, jpeg_quality: int,
-           workers: int, validate: bool, as_json: bool):
+           workers: int, validate: bool, as_json: bool, min_clip: Tuple[str, ...] = (), drop_bottom: Optional[float] = None,
+           max_toxicity: Optional[float] = None, score_names: Tuple[str, ...] = ()):
     """Export captions (and images) of the graphs in SRC for CLIP training.
 
     SRC is a store (.lmdb, or a folder of store shards) or a graph file (.jsonl, .json,
@@ -96,13 +99,27 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
                             images_root=str(images_root) if images_root else None, max_side=max_side,
                             shard_size=shard_size, text_only=text_only, missing=missing, jpeg_quality=jpeg_quality,
                             graph_json=graph_json, workers=workers)
+    score_filter = build_score_filter(min_clip, drop_bottom, max_toxicity, score_names)
+    if score_filter is not None:
+        fit_score_filter(score_filter, src)
     pairs, total = open_source(src, validate=validate)
+    if score_filter is not None:
+        # captions under the score bars never reach the caption strategies
+        pairs = ((key, graph) for key, graph in pairs if score_filter.apply(graph) is not None)
     with progress(pairs, total=total, desc="export", unit="graph") as bar:
         summary = export_graphs(bar, out, options)
     if as_json:
-        click.echo(json.dumps(summary.to_dict(), indent=2))
+        data = summary.to_dict()
+        if score_filter is not None:
+            data["score_filter"] = score_filter.summary.to_dict()
+        click.echo(json.dumps(data, indent=2))
         return
     _print_summary(summary, out)
+    if score_filter is not None:
+        from gbc.cli.filter import print_filter_summary
+
+        click.echo("score filter:")
+        print_filter_summary(score_filter.summary.to_dict())
 
 
 def _print_summary(s, out: Path) -> None:
