@@ -17,12 +17,16 @@ seen (a few hundred entries at most for caption lengths).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from gbc.schemas.description import DESC_LABELS
 from gbc.schemas.graph import VERTEX_LABELS, GbcGraph
+
+#: Width of the histogram bins of caption scores (CLIP cosine, toxicity).
+SCORE_BIN = 0.02
 
 #: Number of decimals kept for means in ``GraphStats.to_dict()`` (and in the JSON output).
 JSON_DECIMALS = 4
@@ -72,10 +76,16 @@ class Summary:
     min: Optional[float] = None
     max: Optional[float] = None
     histogram: Optional[Counter] = None
+    #: ``None``: integer values, one bin each; else the histogram counts bins of this width
+    bin_width: Optional[float] = None
 
     @classmethod
     def with_histogram(cls) -> "Summary":
         return cls(histogram=Counter())
+
+    @classmethod
+    def binned(cls, width: float = SCORE_BIN) -> "Summary":
+        return cls(histogram=Counter(), bin_width=width)
 
     def add(self, value: float) -> None:
         self.count += 1
@@ -85,7 +95,7 @@ class Summary:
         if self.max is None or value > self.max:
             self.max = value
         if self.histogram is not None:
-            self.histogram[int(value)] += 1
+            self.histogram[int(value) if self.bin_width is None else math.floor(value / self.bin_width)] += 1
 
     def merge(self, other: "Summary") -> None:
         """Add ``other``'s values to this summary (for statistics computed per shard)."""
@@ -112,7 +122,10 @@ class Summary:
             "max": _tidy(self.max, decimals),
         }
         if self.histogram is not None:
-            out["histogram"] = {str(k): v for k, v in sorted(self.histogram.items())}
+            if self.bin_width is None:
+                out["histogram"] = {str(k): v for k, v in sorted(self.histogram.items())}
+            else:  # keyed by the lower edge of each bin
+                out["histogram"] = {str(round(k * self.bin_width, 6)): v for k, v in sorted(self.histogram.items())}
         return out
 
 
@@ -122,6 +135,13 @@ def _tidy(value: Optional[float], decimals: int):
     if float(value).is_integer():
         return int(value)
     return round(value, decimals)
+
+
+def _merge_summaries(mine: Dict[str, Summary], other: Dict[str, Summary]) -> None:
+    for key, summary in other.items():
+        if key not in mine:
+            mine[key] = Summary(histogram=None if summary.histogram is None else Counter(), bin_width=summary.bin_width)
+        mine[key].merge(summary)
 
 
 def _summaries(keys: Iterable[str], histogram: bool = False) -> Dict[str, Summary]:
@@ -155,6 +175,26 @@ class GraphStats:
     entity_confidence: Summary = field(default_factory=Summary)
     entities_without_confidence: int = 0
     bbox_area: Dict[str, Summary] = field(default_factory=lambda: _summaries(VERTEX_LABELS))
+    #: score name -> full label -> CLIP scores (finite ones) of the captions that have one
+    clip_scores: Dict[str, Dict[str, Summary]] = field(default_factory=dict)
+    #: full label -> highest toxicity score of each caption that has toxicity scores
+    toxicity: Dict[str, Summary] = field(default_factory=dict)
+
+    def _add_scores(self, desc, full_label: str) -> None:
+        scores = desc.clip_scores.scores if desc.clip_scores is not None else None
+        if scores:
+            for name, value in scores.items():
+                if value is not None and math.isfinite(value):
+                    by_label = self.clip_scores.setdefault(name, {})
+                    if full_label not in by_label:
+                        by_label[full_label] = Summary.binned()
+                    by_label[full_label].add(value)
+        if desc.toxicity_scores:
+            values = [v for v in desc.toxicity_scores.values() if v is not None and math.isfinite(v)]
+            if values:
+                if full_label not in self.toxicity:
+                    self.toxicity[full_label] = Summary.binned()
+                self.toxicity[full_label].add(max(values))
 
     def add(self, graph: GbcGraph) -> None:
         """Account for one graph."""
@@ -178,6 +218,8 @@ class GraphStats:
                 if full_label not in self.caption_words:
                     self.caption_words[full_label] = Summary.with_histogram()
                 self.caption_words[full_label].add(n)
+                if d.clip_scores is not None or d.toxicity_scores:
+                    self._add_scores(d, full_label)
             # Members are distinct children: relation vertices may carry several edges per
             # member pair in other data, and the arity counts members, not edges.
             if v.label == "composition":
@@ -211,6 +253,9 @@ class GraphStats:
                 if key not in mine:
                     mine[key] = Summary(histogram=None if summary.histogram is None else Counter())
                 mine[key].merge(summary)
+        for name, by_label in other.clip_scores.items():
+            _merge_summaries(self.clip_scores.setdefault(name, {}), by_label)
+        _merge_summaries(self.toxicity, other.toxicity)
         return self
 
     # ------------------------------------------------------------------ output
@@ -231,7 +276,18 @@ class GraphStats:
             "descs_per_relation": self.descs_per_relation.to_dict(decimals),
             "entity_confidence": dict(self.entity_confidence.to_dict(decimals), missing=self.entities_without_confidence),
             "bbox_area": {k: s.to_dict(decimals) for k, s in self.bbox_area.items() if s.count},
+            **self._scores_dict(decimals),
         }
+
+    def _scores_dict(self, decimals: int) -> Dict[str, Any]:
+        """Score distributions, present only when some caption has scores."""
+        out: Dict[str, Any] = {}
+        if self.clip_scores:
+            out["clip_scores"] = {name: {k: s.to_dict(decimals) for k, s in sorted(by_label.items(), key=_full_label_order)}
+                                  for name, by_label in self.clip_scores.items()}
+        if self.toxicity:
+            out["toxicity_max"] = {k: s.to_dict(decimals) for k, s in sorted(self.toxicity.items(), key=_full_label_order)}
+        return out
 
 
 def graph_depth(graph: GbcGraph) -> int:
@@ -344,6 +400,15 @@ def format_stats(stats: GraphStats, references: Iterable[str] = ("wiki", "GBC1M"
     ]
     if caption_rows:
         lines += ["", *_table(["caption words", "mean", "min", "max", "captions"] + refs, caption_rows)]
+
+    for name, by_label in stats.clip_scores.items():
+        rows = [[label, _fmt(s.mean, 3), _fmt(s.min, 3), _fmt(s.max, 3), str(s.count)]
+                for label, s in sorted(by_label.items(), key=_full_label_order)]
+        lines += ["", *_table([f"CLIP score {name}", "mean", "min", "max", "captions"], rows)]
+    if stats.toxicity:
+        rows = [[label, _fmt(s.mean, 3), _fmt(s.min, 3), _fmt(s.max, 3), str(s.count)]
+                for label, s in sorted(stats.toxicity.items(), key=_full_label_order)]
+        lines += ["", *_table(["toxicity (highest label)", "mean", "min", "max", "captions"], rows)]
 
     conf = stats.entity_confidence
     lines += [

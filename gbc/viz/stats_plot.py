@@ -35,7 +35,8 @@ def plot_stats(
     references: Iterable[str] = ("wiki", "GBC1M"),
     title: Optional[str] = None,
 ) -> Path:
-    """Draw ``stats`` as four panels into a PNG (or any format matplotlib knows from the suffix).
+    """Draw ``stats`` as four panels into a PNG (or any format matplotlib knows from the suffix);
+    graphs with caption scores get a third row: CLIP score and toxicity distributions per label.
 
     >>> from gbc.stats import compute_stats  # doctest: +SKIP
     >>> plot_stats(compute_stats(graphs), "stats.png")  # doctest: +SKIP
@@ -47,12 +48,18 @@ def plot_stats(
 
     refs = [r for r in references if r in REFERENCE_FIGURES]
     path = Path(path)
-    fig, axes = plt.subplots(2, 2, figsize=FIGURE_SIZE)
+    score_panels = _score_panels(stats)
+    rows = 3 if score_panels else 2
+    fig, axes = plt.subplots(rows, 2, figsize=(FIGURE_SIZE[0], FIGURE_SIZE[1] * rows / 2))
     try:
         _vertices_panel(axes[0][0], stats, refs)
         _depth_panel(axes[0][1], stats, refs)
         _caption_panel(axes[1][0], stats, refs)
         _label_panel(axes[1][1], stats, refs)
+        for ax, panel in zip(axes[2] if score_panels else (), score_panels):
+            _score_panel(ax, *panel)
+        if len(score_panels) == 1:
+            axes[2][1].set_visible(False)
         head = title or f"{stats.n_graphs} graphs"
         if stats.n_failed is not None and title is None:
             head += f" ({stats.n_failed} failed images)"
@@ -114,6 +121,36 @@ def _depth_panel(ax, stats: GraphStats, refs: Sequence[str]) -> None:
     ax.set_title("Depth (longest BFS level from the image vertex)")
     ax.set_xlabel("depth")
     ax.set_ylabel("fraction of graphs")
+
+
+def _score_panels(stats: GraphStats) -> List[tuple]:
+    """(title, x label, full label -> binned Summary) of the score panels: up to two, CLIP scores first."""
+    panels = [(f"CLIP score '{name}' by full label", "cosine similarity (caption, region)", by_label)
+              for name, by_label in stats.clip_scores.items()]
+    if stats.toxicity:
+        panels.append(("Toxicity by full label", "highest toxicity score of the caption", stats.toxicity))
+    return panels[:2]
+
+
+def _score_panel(ax, title: str, xlabel: str, by_label) -> None:
+    import matplotlib
+
+    ranked = sorted(by_label.items(), key=lambda kv: -kv[1].count)[:MAX_CAPTION_CURVES]
+    cmap = matplotlib.colormaps["tab10"]
+    for i, (full_label, summary) in enumerate(ranked):
+        fractions = _fractions(summary.histogram or {})
+        if not fractions:
+            continue
+        width = summary.bin_width
+        bins = list(range(min(fractions), max(fractions) + 1))
+        edges = [b * width for b in bins] + [(bins[-1] + 1) * width]
+        ax.stairs([fractions.get(b, 0.0) for b in bins], edges, color=cmap(i % 10), lw=1.8,
+                  label=f"{full_label} (mean {summary.mean:.3f}, n={summary.count})")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of captions of that label")
+    if ranked:
+        ax.legend(fontsize=8)
 
 
 def _caption_panel(ax, stats: GraphStats, refs: Sequence[str]) -> None:

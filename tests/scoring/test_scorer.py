@@ -232,3 +232,24 @@ def test_two_models_may_not_share_a_score_name(tiny_clip):
     with pytest.raises(ValueError, match="same score name"):
         CaptionScorer.from_specs(clip=[f"transformers:{tiny_clip}", f"transformers:{tiny_clip}"])
 
+
+
+def test_python_curate_then_export_as_in_the_readme(tiny_clip, tiny_toxicity, synthetic_set, tmp_path):
+    from gbc.export import ExportOptions, export_graphs
+    from gbc.export.source import keyed
+    from gbc.scoring.filters import ScoreFilter, filter_graphs
+
+    graphs, images = synthetic_set
+    source = tmp_path / "graphs.jsonl"
+    gbc.write_graphs(source, graphs[:3])
+    scorer = gbc.CaptionScorer.from_specs(clip=[f"l14=transformers:{tiny_clip}"], toxicity=f"transformers:{tiny_toxicity}",
+                                          images_root=str(images))
+    gbc.write_graphs(tmp_path / "scored.jsonl", gbc.score_graphs(gbc.read_graphs(source), scorer))
+    flt = gbc.ScoreFilter(min_clip={"": 0.0, "detail-entity": 0.05}, drop_bottom=5, max_toxicity=0.9)
+    assert isinstance(flt, ScoreFilter)
+    flt.fit(gbc.read_graphs(tmp_path / "scored.jsonl"))
+    curated = filter_graphs(gbc.read_graphs(tmp_path / "scored.jsonl"), flt)
+    summary = export_graphs(keyed(curated), tmp_path / "train.csv", ExportOptions(fmt="csv", images_root=str(images)))
+    counts = flt.summary.to_dict()["captions"]
+    assert sum(c["dropped"] for c in counts.values()) > 0
+    assert summary.rows > 0 and (tmp_path / "train.csv").exists()

@@ -42,3 +42,41 @@ def test_matplotlib_is_imported_only_when_drawing():
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported eagerly'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _graphs_with_scores(n):
+    import math
+
+    from gbc.schemas.description import ClipScores
+
+    graphs = list(synthetic_graphs(n))
+    for gi, g in enumerate(graphs):
+        for vi, v in enumerate(g.vertices):
+            for di, d in enumerate(v.descs):
+                value = math.nan if (gi, vi, di) == (0, 0, 0) else ((gi * 7 + vi * 3 + di) % 40) / 100
+                d.clip_scores = ClipScores(scores={"l14": value}, truncation=False)
+                d.toxicity_scores = {"toxicity": value / 10 if value == value else 0.0, "insult": 0.001}
+    return graphs
+
+
+def test_score_distributions_are_counted_per_label_and_plotted(tmp_path):
+    graphs = _graphs_with_scores(6)
+    stats = compute_stats(graphs)
+    data = stats.to_dict()
+    finite = [(f"{d.label}-{v.label}", d.clip_scores.scores["l14"]) for g in graphs for v in g.vertices for d in v.descs
+              if d.clip_scores.scores["l14"] == d.clip_scores.scores["l14"]]
+    counts = {label: sum(1 for lab, _ in finite if lab == label) for label, _ in finite}
+    assert {k: s["count"] for k, s in data["clip_scores"]["l14"].items()} == counts  # NaN left out
+    assert sum(sum(s["histogram"].values()) for s in data["clip_scores"]["l14"].values()) == len(finite)
+    assert set(data["toxicity_max"]) == set(counts) | {"short-image"}
+    out = plot_stats(stats, tmp_path / "scores.png")
+    with Image.open(out) as im:
+        # a third row of panels
+        assert im.size == (int(FIGURE_SIZE[0] * DPI), int(FIGURE_SIZE[1] * 1.5 * DPI))
+    merged = compute_stats(graphs[:3]).merge(compute_stats(graphs[3:]))
+    assert merged.to_dict()["clip_scores"] == data["clip_scores"]
+
+
+def test_graphs_without_scores_have_no_score_entries():
+    data = compute_stats(synthetic_graphs(3)).to_dict()
+    assert "clip_scores" not in data and "toxicity_max" not in data
