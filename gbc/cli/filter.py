@@ -111,9 +111,9 @@ def filter_command(src: Path, out: Path, min_clip: Tuple[str, ...], drop_bottom:
             if out_format == "lmdb":
                 _write_store(tmp, kept, failed_from=source.store)
             else:
-                import gbc
+                from gbc.store.files import write_graphs
 
-                gbc.write_graphs(tmp, (graph for _, graph in kept))
+                write_graphs(tmp, (graph for _, graph in kept))
             if out.exists():
                 _remove(out)
             os.replace(tmp, out)

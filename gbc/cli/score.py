@@ -21,7 +21,7 @@ def _is_graph_file(path: Path) -> bool:
 
 def _stores_of(path: Path) -> List[Path]:
     """The stores SRC names: itself, and/or the shard stores in it (``path/shards/*.lmdb``, or a folder of stores)."""
-    from gbc.distributed.merge import find_shards
+    from gbc.store.shards import find_shards
 
     stores = [path] if (path / "data.mdb").exists() else []
     return stores + find_shards(path)
@@ -131,18 +131,18 @@ def _shard_filter(shard: Optional[str]):
 
 
 def _pairs_of_stores(stores: List[Path], shard_filter) -> Iterator:
-    import gbc
+    from gbc.store.lmdb_store import GraphStore
 
     for path in stores:
-        with gbc.open_store(str(path)) as store:
+        with GraphStore(path) as store:
             for key, graph in store.items():
                 if shard_filter is None or shard_filter(key):
                     yield key, graph
 
 
 def _score_to_file(src: Path, stores: List[Path], out: Path, scorer, summary, shard_filter, overwrite: bool, advance) -> None:
-    import gbc
     from gbc.export.source import keyed
+    from gbc.store.files import read_graphs, write_graphs
 
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; give --overwrite to replace it")
@@ -151,7 +151,7 @@ def _score_to_file(src: Path, stores: List[Path], out: Path, scorer, summary, sh
     if stores:
         pairs = _pairs_of_stores(stores, shard_filter)
     else:
-        pairs = ((k, g) for k, g in keyed(gbc.read_graphs(str(src))) if shard_filter is None or shard_filter(k))
+        pairs = ((k, g) for k, g in keyed(read_graphs(str(src))) if shard_filter is None or shard_filter(k))
 
     def graphs():
         for batch in scorer.score_batches(pairs, summary):
@@ -159,7 +159,7 @@ def _score_to_file(src: Path, stores: List[Path], out: Path, scorer, summary, sh
             for result in batch:
                 yield result.graph
 
-    gbc.write_graphs(str(out), graphs())
+    write_graphs(str(out), graphs())
 
 
 def _copy_into(out: Path, src: Path, stores: List[Path]) -> Path:
