@@ -238,12 +238,15 @@ TOXICITY_LABELS = ("toxicity", "severe_toxicity", "obscene", "threat", "insult",
 
 
 def make_clip(*, seed: int = 0, image_size: int = 32, patch_size: int = 8, hidden: int = 32, layers: int = 2,
-              heads: int = 2, projection_dim: int = 32, context_length: int = 16, intermediate: Optional[int] = None):
+              heads: int = 2, projection_dim: int = 32, context_length: int = 16, intermediate: Optional[int] = None,
+              text_hidden: Optional[int] = None, text_layers: Optional[int] = None, text_heads: Optional[int] = None):
     """A random ``CLIPModel`` and its ``CLIPProcessor`` (PIL image processor, CLIP-style BPE), in memory.
 
     The start and end tokens take the last ids, as in OpenAI's vocabulary, so the text tower
     pools at the end token as it does for real checkpoints. Sizes are parameters so that a
-    benchmark can build CLIP ViT-L/14 at 336 px (hidden 1024, 24 layers, 16 heads, patch 14).
+    benchmark can build CLIP ViT-L/14 at 336 px (vision 1024 wide, 24 layers, 16 heads, patch 14;
+    text 768 wide, 12 layers, 12 heads; projection 768; context 77). The text tower takes the
+    vision sizes unless ``text_*`` are given.
     """
     import torch
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
@@ -255,8 +258,10 @@ def make_clip(*, seed: int = 0, image_size: int = 32, patch_size: int = 8, hidde
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=context_length)
-    text = dict(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=intermediate or hidden * 4,
-                num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=context_length,
+    text_width = text_hidden or hidden
+    text = dict(vocab_size=len(vocab), hidden_size=text_width, intermediate_size=text_width * 4,
+                num_hidden_layers=text_layers or layers, num_attention_heads=text_heads or heads,
+                max_position_embeddings=context_length,
                 bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
                 pad_token_id=vocab["<|endoftext|>"])
     vision = dict(hidden_size=hidden, intermediate_size=intermediate or hidden * 4, num_hidden_layers=layers,

@@ -19,6 +19,7 @@ untouched unless ``rescore``.
 from __future__ import annotations
 
 import math
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,8 +31,10 @@ from gbc.schemas import Bbox, GbcGraph
 from gbc.schemas.description import CaptionStatistics, ClipScores, Description
 from gbc.scoring.models import ClipScoreModel, ModelOptions, ToxicityModel, create_clip_model, parse_clip_option
 
-#: Threads that read and crop images (decoding releases the GIL).
-DEFAULT_LOAD_THREADS = 4
+#: Threads that read, crop and preprocess images (decoding and resizing release the GIL).
+DEFAULT_LOAD_THREADS = max(1, min(8, (os.cpu_count() or 2) - 1))
+#: Fewest regions per preprocessing task when a batch is split across the threads.
+MIN_PREPROCESS_CHUNK = 16
 #: Messages about unreadable images kept in the summary (the count is always exact).
 MAX_REPORTED_ERRORS = 20
 
@@ -323,7 +326,7 @@ class CaptionScorer:
                 continue
             regions = sorted(set(regions))
             texts = sorted(set(texts))
-            batch.clip_inputs[model.name] = (regions, texts, model.prepare_images([crops[i] for i in regions]),
+            batch.clip_inputs[model.name] = (regions, texts, self._prepare_images(model, [crops[i] for i in regions], loaders),
                                              model.prepare_texts([batch.texts[i] for i in texts]))
         if toxicity_texts:
             texts = sorted(set(toxicity_texts))
@@ -332,6 +335,17 @@ class CaptionScorer:
         if stats_texts:
             batch.token_counts = dict(zip(stats_texts, self._count_tokens([batch.texts[i] for i in stats_texts])))
         return batch
+
+    def _prepare_images(self, model: ClipScoreModel, crops: List[Any], pool: ThreadPoolExecutor) -> Dict[str, Any]:
+        """The model's image preprocessing, split across threads (one image's result never
+        depends on the others, so the split changes nothing)."""
+        size = max(MIN_PREPROCESS_CHUNK, math.ceil(len(crops) / self.load_threads))
+        if len(crops) <= size:
+            return model.prepare_images(crops)
+        import torch
+
+        parts = list(pool.map(model.prepare_images, [crops[i:i + size] for i in range(0, len(crops), size)]))
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
     def _load_image(self, graph: GbcGraph) -> Tuple[Any, Optional[str]]:
         try:
