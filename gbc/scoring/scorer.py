@@ -161,9 +161,11 @@ class _Batch:
 
 
 def _keyed(items: Iterable[GraphItem]) -> Iterator[Tuple[str, GbcGraph]]:
+    from gbc.store.records import graph_key
+
     for i, item in enumerate(items):
         if isinstance(item, GbcGraph):
-            yield item.image_key or f"#{i}", item
+            yield graph_key(item, i), item
         else:
             key, graph = item
             yield str(key), graph
