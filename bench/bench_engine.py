@@ -14,6 +14,7 @@ The baseline, measured in the same run, is decoding and scaling the same images 
     python bench/bench_engine.py --repeat 3 # each size three times: median row, spread of engine CPU
     python bench/bench_engine.py --whole-process            # `gbc annotate` with replay: backends
     python bench/bench_engine.py --whole-process --against ../old-checkout   # before / after
+    python bench/bench_engine.py --long 10000 100000       # RSS after 10,000 and 100,000 images
 
 ``--whole-process`` runs `gbc annotate` in a subprocess, as a user would, with ``replay:``
 backends (zero latency, answers recorded in the shared reference graphs) and the reproduction
@@ -232,6 +233,53 @@ def whole_process(args) -> int:
     return 0
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return int(f.read().split(field + ":")[1].split()[0]) / 1024
+
+
+def long_run(args) -> int:
+    """RSS of one engine process after ``first`` and after ``last`` scripted images (a real
+    LMDB store): memory must not creep with the number of images (aim: within 10 %)."""
+    import gbc
+    from gbc.annotators.backends.registry import create_detector, create_mllm
+    from gbc.annotators.config import AnnotateConfig
+    from gbc.annotators.engine import RecursiveAnnotator
+    from gbc.annotators.images import ImageSource, discover_images
+
+    first, last = sorted(args.long)
+    with tempfile.TemporaryDirectory(prefix="gbc-bench-long-") as tmp:
+        folder = Path(tmp) / "images"
+        make_images(folder, 32, side=640)
+        base = discover_images([folder])
+        # distinct keys over a few files: every image gets its own graph, decoding stays cheap
+        sources = (ImageSource(key=f"{i // len(base):06d}/{base[i % len(base)].key}", path=base[i % len(base)].path)
+                   for i in range(last))
+        config = AnnotateConfig().with_overrides({"limits.images_in_flight": args.in_flight})
+        annotator = RecursiveAnnotator(config, create_mllm("scripted"), create_detector("scripted"))
+        marks: dict = {}
+        checkpoints = sorted({first, last} | {last * k // 10 for k in range(1, 10)})
+
+        def on_progress(summary, engine):
+            finished = summary.done + summary.failed
+            while checkpoints and finished >= checkpoints[0]:
+                marks[checkpoints.pop(0)] = (_status_mb("VmRSS"), _status_mb("RssAnon"), time.process_time())
+
+        cpu0 = time.process_time()
+        with gbc.open_store(str(Path(tmp) / "out.lmdb"), readonly=False) as store:
+            summary = annotator.run(sources, store, on_progress=on_progress)
+        print(f"{summary.done} done, {summary.failed} failed, {1000 * (time.process_time() - cpu0) / last:.1f} ms CPU per image")
+        print(f"{'images':>8} {'RSS MB':>8} {'anon RSS MB':>11}")
+        for n, (rss, anon, _) in sorted(marks.items()):
+            print(f"{n:>8} {rss:>8.1f} {anon:>11.1f}")
+        if first in marks and last in marks:
+            growth = marks[last][0] / marks[first][0]
+            anon_growth = marks[last][1] / marks[first][1]
+            print(f"RSS after {last} / after {first} images: x{growth:.3f} (anonymous memory x{anon_growth:.3f}); "
+                  f"aim within 10 %: {'met' if growth <= 1.10 else 'NOT met'}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="21 and 63 images")
@@ -245,10 +293,15 @@ def main(argv=None) -> int:
                         help="folder with wiki_gbc_graphs.jsonl and images/ (whole-process mode)")
     parser.add_argument("--against", metavar="DIR",
                         help="another checkout of the project to run first (whole-process mode: before / after)")
+    parser.add_argument("--long", type=int, nargs=2, metavar=("FIRST", "LAST"),
+                        help="one process, scripted backends, a real store: RSS after FIRST and after LAST images "
+                             "(issue aim: 10000 and 100000)")
     parser.add_argument("--child", nargs=3, metavar=("FOLDER", "N", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.whole_process:
         return whole_process(args)
+    if args.long:
+        return long_run(args)
     if args.child:
         folder, n, out = args.child
         print(json.dumps(child(folder, int(n), out, args.in_flight)))

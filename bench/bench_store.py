@@ -6,6 +6,7 @@ bytes per graph on disk, and the store's ratios against JSONL measured in the sa
     python bench/bench_store.py            # 100,000 graphs
     python bench/bench_store.py --quick    # 5,000 graphs
     python bench/bench_store.py --n 20000 --keep /tmp/bench
+    python bench/bench_store.py --scale 100000 1000000 10000000   # GBC10M scale (bench/store_scale.py)
 
 Time spent producing the input graphs (generating them, or reading them back from the
 JSONL file) is measured and subtracted from the write figures.
@@ -140,7 +141,20 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", default=None, help="write the files into this folder and keep them")
     ap.add_argument("--no-parquet", action="store_true", help="skip Parquet")
     ap.add_argument("--wall", action="store_true", help="measure wall time instead of CPU time")
+    ap.add_argument("--scale", type=int, nargs="+", metavar="N",
+                    help="run every store operation at these sizes, one process per phase (see bench/store_scale.py)")
+    ap.add_argument("--phases", nargs="+", help="with --scale: only these phases")
     args = ap.parse_args(argv)
+    if args.scale:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import store_scale
+
+        root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="gbc-bench-scale-"))
+        try:
+            return store_scale.main(sorted(args.scale), root, args.phases or store_scale.PHASES, keep=bool(args.keep))
+        finally:
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
     global CLOCK
     if args.wall:
         CLOCK = time.perf_counter

@@ -137,6 +137,31 @@ class RecursiveAnnotator:
         det_worker.start()
         loader.start()
 
+        # Finished graphs wait here until the event that finished them is handled, and while
+        # more answers are already queued; then they go to the store in one transaction (with
+        # fast backends a commit per image costs more than the image). When nothing else is
+        # waiting (slow backends) an image is committed as soon as its event is handled.
+        pending: List[tuple] = []
+        commit_many = getattr(store, "commit_images", None)
+
+        def flush() -> None:
+            if not pending:
+                return
+            batch = list(pending)
+            pending.clear()
+            if commit_many is not None and len(batch) > 1:
+                commit_many(batch)
+            else:
+                for key, graph, provenance in batch:
+                    store.commit_image(key, graph, provenance=provenance)
+            for _, graph, _ in batch:
+                summary.done += 1
+                summary.vertices += graph.n_vertices
+                summary.edges += graph.n_edges
+            if on_progress is not None:
+                summary.elapsed_s = time.perf_counter() - start
+                on_progress(summary, self)
+
         def finish(job: ImageJob, error: Optional[BaseException] = None, attempts: int = 1) -> None:
             if job.finished:
                 return
@@ -150,10 +175,12 @@ class RecursiveAnnotator:
                     except Exception as exc:  # a bug for this image only: recorded, the run goes on
                         error = exc
                 if graph is not None:
-                    store.commit_image(job.key, graph, provenance=self._provenance(job))
-                    summary.done += 1
-                    summary.vertices += graph.n_vertices
-                    summary.edges += graph.n_edges
+                    # committed after the event that finished it (with the other images it
+                    # finished), or now when a group is full
+                    pending.append((job.key, graph, self._provenance(job)))
+                    if len(pending) >= self.COMMIT_BATCH:
+                        flush()
+                    return
                 else:
                     reason, etype = _describe(error)
                     store.mark_failed(job.key, reason, error_type=etype, attempts=attempts,
@@ -189,6 +216,8 @@ class RecursiveAnnotator:
 
         try:
             while loading or jobs:
+                if pending and events.empty():
+                    flush()  # nothing else to handle now: commit before waiting
                 event = events.get()
                 if event is _END:
                     loading = False
@@ -210,9 +239,15 @@ class RecursiveAnnotator:
                     guarded(job, job.start)
                     continue
                 self._handle_outcome(event, finish, guarded)
-        except BackendUnavailable as exc:
-            # the images still in flight get no status: a rerun picks them up
-            exc.run_summary = summary
+            flush()
+        except BaseException as exc:
+            try:
+                flush()  # images finished before the error stay committed
+            except Exception:  # noqa: BLE001 - the first error is the one reported
+                pass
+            if isinstance(exc, BackendUnavailable):
+                # the images still in flight get no status: a rerun picks them up
+                exc.run_summary = summary
             raise
         finally:
             stop_loading.set()
@@ -226,6 +261,9 @@ class RecursiveAnnotator:
             summary.elapsed_s = time.perf_counter() - start
             summary.backends = {name: w.stats.to_dict() for name, w in self.workers.items()}
         return summary
+
+    #: Most finished images committed in one store transaction.
+    COMMIT_BATCH = 32
 
     #: How long ``run`` waits, when it ends early, for the loader thread to notice (it may be
     #: decoding one image); it is a daemon thread, so a slow image list never blocks exit.

@@ -651,6 +651,32 @@ class GraphStore:
 
         self._write(write)
 
+    def commit_images(self, items: Iterable[Tuple], batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+        """``commit_image`` for many ``(key, graph)`` or ``(key, graph, provenance)`` items:
+        each batch of ``batch_size`` images (graph, ``done`` status, provenance) is ONE
+        transaction, so an image is either wholly committed or not at all. Returns the count."""
+        total = 0
+        batch: List[Tuple] = []
+
+        def write(txn):
+            for key, graph, provenance in batch:
+                self._put_in(txn, key, graph, provenance)
+                record = StatusRecord(status="done", attempts=1, time=time.time(), counts={
+                    "vertices": graph.n_vertices, "edges": graph.n_edges, "captions": graph.n_captions})
+                txn.put(key, _STATUS_CODES["done"] + record.model_dump_json().encode(), db=self._db(b"status"))
+
+        for item in items:
+            _check_graph(item[1])
+            batch.append((_encode_key(item[0]), item[1], item[2] if len(item) > 2 else None))
+            if len(batch) >= batch_size:
+                self._write(write)
+                total += len(batch)
+                batch = []
+        if batch:
+            self._write(write)
+            total += len(batch)
+        return total
+
     def mark_failed(
         self,
         key: str,

@@ -156,9 +156,12 @@ class MultiStore:
         return self.keys()
 
     def items(self) -> Iterator[Tuple[str, Any]]:
-        for key, record in self.statuses():
+        # the graph is read from the store whose record won: one lookup per key, not one per store
+        labelled = [(i, store, str(path)) for i, (store, path) in enumerate(zip(self._stores, self.paths))]
+        for key, records in group_statuses(labelled):
+            index, record = self._resolve(records)
             if status_name(record) == "done":
-                yield key, self[key]
+                yield key, self._stores[index][key]
 
     def values(self) -> Iterator[Any]:
         return (graph for _, graph in self.items())

@@ -1,0 +1,216 @@
+"""The store at GBC10M scale: every operation on N synthetic graphs, each in its own process.
+
+Run through ``python bench/bench_store.py --scale 100000 1000000 10000000``. For each N:
+
+- ``write``: ``put_many`` of N graphs (GBC10M statistics: 12.2 vertices, 21.8 edges, 17.7
+  captions; a pool of 1,000 distinct graphs under N distinct keys, serialised and compressed
+  each time) -> graphs/s and bytes per graph on disk;
+- ``read``: ``values()`` streamed over the whole store -> graphs/s;
+- ``lookup``: 10,000 random ``store[key]`` (p50 / p99 latency, wall), ``len(store)``, and
+  ``keys()`` streamed -> keys/s;
+- ``shards``: the same N graphs committed with a ``done`` status (``commit_images``) into
+  100 shard stores (N / 100 each), as a distributed annotation run leaves them;
+- ``multi``: a ``MultiStore`` over the 100 shards: ``len``, ``keys()`` streamed, 10,000
+  random lookups, ``values()`` streamed;
+- ``merge``: ``gbc merge`` of the 100 shards into one store.
+
+Each phase runs in a fresh process, so its peak RSS (VmHWM) is its own; rates are CPU time
+of that process (graph generation excluded) unless they are latencies. Rates at the largest
+N are compared with the smallest ("no cliff": within 20 %).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARDS = 100
+POOL = 1_000
+LOOKUPS = 10_000
+PHASES = ("write", "read", "lookup", "shards", "multi", "merge")
+#: Aims of issue 15 for the store.
+AIM_READ_PER_S = 20_000
+AIM_WRITE_PER_S = 10_000
+AIM_NO_CLIFF = 0.8  # rate at the largest N / rate at the smallest
+
+
+def high_water_mb() -> float:
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmHWM:")[1].split()[0]) / 1024
+
+
+def key_of(i: int) -> str:
+    return f"img/{i:09d}.jpg"
+
+
+def graph_pool():
+    from gbc.schemas import GbcGraph
+    from gbc.schemas.synthetic import synthetic_graph
+
+    # to_dict("gbc10m") + validation sets every field, as in a graph read from GBC10M
+    return [GbcGraph.model_validate(synthetic_graph(i).to_dict("gbc10m")) for i in range(POOL)]
+
+
+def _write(path: Path, start: int, stop: int, pool, with_status: bool = False) -> int:
+    from gbc.store import GraphStore
+
+    items = ((key_of(i), pool[i % POOL]) for i in range(start, stop))
+    with GraphStore(path, readonly=False) as store:
+        # shards hold a done status per graph, as annotation runs leave them (MultiStore and
+        # merge work from the statuses)
+        return store.commit_images(items) if with_status else store.put_many(items)
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("data.mdb"))
+
+
+def _latencies(getter, keys) -> dict:
+    rng = random.Random(0)
+    times = []
+    for _ in range(LOOKUPS):
+        key = keys(rng)
+        t = time.perf_counter()
+        getter(key)
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return {"p50_us": 1e6 * times[len(times) // 2], "p99_us": 1e6 * times[int(len(times) * 0.99)]}
+
+
+def run_phase(phase: str, n: int, work: Path) -> dict:
+    import gbc
+    from gbc.store import GraphStore
+
+    single, shard_dir, merged = work / "single.lmdb", work / "shards", work / "merged.lmdb"
+    out: dict = {}
+    if phase in ("write", "shards"):
+        pool = graph_pool()
+        cpu = time.process_time()
+        if phase == "write":
+            written = _write(single, 0, n, pool)
+            out["bytes_per_graph"] = disk_bytes(single) / n
+        else:
+            shard_dir.mkdir(exist_ok=True)
+            per = -(-n // SHARDS)
+            written = sum(_write(shard_dir / f"part-{s:03d}.lmdb", s * per, min(n, (s + 1) * per), pool, True)
+                          for s in range(SHARDS))
+        out["rate"] = written / (time.process_time() - cpu)
+    elif phase == "read":
+        with GraphStore(single) as store:
+            cpu = time.process_time()
+            count = sum(1 for _ in store.values())
+            out["rate"] = count / (time.process_time() - cpu)
+    elif phase == "lookup":
+        with GraphStore(single) as store:
+            t = time.perf_counter()
+            out["len"] = len(store)
+            out["len_ms"] = 1e3 * (time.perf_counter() - t)
+            out.update(_latencies(store.__getitem__, lambda rng: key_of(rng.randrange(n))))
+            cpu = time.process_time()
+            count = sum(1 for _ in store.keys())
+            out["keys_rate"] = count / (time.process_time() - cpu)
+    elif phase == "multi":
+        with gbc.open_store(str(shard_dir)) as view:
+            t = time.perf_counter()
+            out["len"] = len(view)
+            out["len_ms"] = 1e3 * (time.perf_counter() - t)
+            cpu = time.process_time()
+            count = sum(1 for _ in view.keys())
+            out["keys_rate"] = count / (time.process_time() - cpu)
+            out.update(_latencies(view.__getitem__, lambda rng: key_of(rng.randrange(n))))
+            cpu = time.process_time()
+            count = sum(1 for _ in view.values())
+            out["rate"] = count / (time.process_time() - cpu)
+    elif phase == "merge":
+        from click.testing import CliRunner
+
+        from gbc.cli.main import cli
+
+        cpu = time.process_time()
+        result = CliRunner().invoke(cli, ["merge", str(shard_dir), "-o", str(merged)])
+        if result.exit_code != 0:
+            raise SystemExit(f"gbc merge failed: {result.output[-500:]}")
+        out["rate"] = n / (time.process_time() - cpu)
+        with GraphStore(merged) as store:
+            out["merged"] = len(store)
+    out["peak_mb"] = high_water_mb()
+    return out
+
+
+def run_size(n: int, work: Path, phases) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for phase in phases:
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, phase, str(n), str(work)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"Error: phase {phase} at {n} graphs failed: {proc.stderr.strip()[-2000:]}")
+        results[phase] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[phase]["wall_s"] = time.perf_counter() - t
+        print(f"  {n:>10,} {phase:<7} {json.dumps({k: round(v, 1) for k, v in results[phase].items()})}",
+              file=sys.stderr, flush=True)
+    return results
+
+
+def report(sizes, all_results) -> None:
+    def fmt(v, spec=",.0f"):
+        return "-" if v is None else format(v, spec)
+
+    print(f"{'graphs':>11} {'write/s':>8} {'B/graph':>8} {'read/s':>8} {'get p50 us':>10} {'get p99 us':>10} "
+          f"{'len ms':>7} {'keys/s':>10} {'shards w/s':>10} {'multi get p50/p99 us':>21} {'multi read/s':>12} "
+          f"{'merge/s':>8} {'peak RSS MB w/r/l/s/m/merge':>28}")
+    for n in sizes:
+        r = all_results[n]
+        g = lambda phase, key: r.get(phase, {}).get(key)  # noqa: E731
+        peaks = "/".join(fmt(g(p, "peak_mb")) for p in PHASES)
+        multi = f"{fmt(g('multi', 'p50_us'))}/{fmt(g('multi', 'p99_us'))}"
+        print(f"{n:>11,} {fmt(g('write', 'rate')):>8} {fmt(g('write', 'bytes_per_graph')):>8} {fmt(g('read', 'rate')):>8} "
+              f"{fmt(g('lookup', 'p50_us'), ',.1f'):>10} {fmt(g('lookup', 'p99_us'), ',.1f'):>10} "
+              f"{fmt(g('lookup', 'len_ms'), ',.2f'):>7} {fmt(g('lookup', 'keys_rate')):>10} {fmt(g('shards', 'rate')):>10} "
+              f"{multi:>21} {fmt(g('multi', 'rate')):>12} {fmt(g('merge', 'rate')):>8} {peaks:>28}")
+    big, small = all_results[sizes[-1]], all_results[sizes[0]]
+    write, read = big.get("write", {}).get("rate"), big.get("read", {}).get("rate")
+    if write is not None:
+        print(f"aim write >= {AIM_WRITE_PER_S:,}/s: {write:,.0f}/s at {sizes[-1]:,} ({'met' if write >= AIM_WRITE_PER_S else 'NOT met'})")
+    if read is not None:
+        print(f"aim read >= {AIM_READ_PER_S:,}/s: {read:,.0f}/s at {sizes[-1]:,} ({'met' if read >= AIM_READ_PER_S else 'NOT met'})")
+    if len(sizes) > 1:
+        for phase, key in (("write", "rate"), ("read", "rate"), ("lookup", "keys_rate"), ("shards", "rate"),
+                           ("multi", "rate"), ("merge", "rate")):
+            a, b = small.get(phase, {}).get(key), big.get(phase, {}).get(key)
+            if a and b:
+                ratio = b / a
+                print(f"{phase} {key} at {sizes[-1]:,} / at {sizes[0]:,}: x{ratio:.2f} "
+                      f"({'no cliff' if ratio >= AIM_NO_CLIFF else 'CLIFF'}, aim >= x{AIM_NO_CLIFF})")
+        a, b = small.get("lookup", {}).get("p99_us"), big.get("lookup", {}).get("p99_us")
+        if a and b:
+            print(f"random get p99 at {sizes[-1]:,} / at {sizes[0]:,}: x{b / a:.2f}")
+
+
+def main(sizes, work_root: Path, phases=PHASES, keep: bool = False) -> int:
+    all_results = {}
+    for n in sizes:
+        work = work_root / f"n{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            all_results[n] = run_size(n, work, phases)
+        finally:
+            if not keep:
+                shutil.rmtree(work, ignore_errors=True)
+    report(sizes, all_results)
+    print(f"(rates: CPU time of each phase's process; latencies: wall; {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    phase_name, count, folder = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    print(json.dumps(run_phase(phase_name, count, folder)))
