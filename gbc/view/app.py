@@ -252,14 +252,15 @@ def create_app(src, images_root=None, catalog_path=None, background: bool = True
         before = request.query_params.get("before") or None
         limit = _limit(request)
         entries, more = viewer.page(after, before, limit)
-        catalog = viewer.index.catalog()
+        # a store's rows get their counts from the last complete catalog, if any (never wait for a build)
+        catalog = viewer.index.catalog() if viewer.kind == "file" else viewer.index.complete()
         rows = catalog.rows([e.key for e in entries]) if catalog is not None else {}
         items = [entry_payload(e, rows.get(e.key)) for e in entries]
         if before is not None:
             has_previous, has_next = more, True
         else:
             has_previous, has_next = after is not None, more
-        indexing = viewer.kind == "file" and viewer.index.state()["state"] in ("building", "missing")
+        indexing = viewer.kind == "file" and not items and viewer.index.state()["state"] in ("building", "missing")
         return _json({"items": items, "has_previous": has_previous and bool(items), "has_next": has_next and bool(items),
                       "indexing": indexing})
 

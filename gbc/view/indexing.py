@@ -9,6 +9,7 @@ source has changed since it was built (checked at most every ``CHECK_INTERVAL`` 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,15 @@ from gbc.view.catalog import CATALOG_VERSION, Catalog, build_catalog, read_meta
 CHECK_INTERVAL = 2.0
 
 
+#: Niceness of the index builder: the page's requests come first.
+BUILDER_NICENESS = 10
+
+
 def _build_in_child(kind: str, paths: List[str], target: str, plot: bool) -> None:
+    try:
+        os.nice(BUILDER_NICENESS)
+    except OSError:
+        pass
     try:
         build_catalog(kind, paths, target, plot=plot)
     except BaseException as exc:  # reported to the server through a file beside the catalog
@@ -98,6 +107,11 @@ class CatalogManager:
         if self.building_path.is_file() and read_meta(self.building_path) is not None:
             return Catalog(self.building_path)
         return None
+
+    def complete(self) -> Optional[Catalog]:
+        """The last complete catalog, without waiting for one being built (None when there is none)."""
+        self.refresh()
+        return Catalog(self.path) if self.path.is_file() else None
 
     def state(self) -> Dict[str, Any]:
         """What the page shows about the index: ready / building (how far) / refreshing / failed."""
