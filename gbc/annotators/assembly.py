@@ -28,17 +28,8 @@ def build_graph(job, mask_inside_threshold: float = 0.85) -> GbcGraph:
         return [Description.full_layout(t, label, vertex_label) for t, label in pairs]
 
     def span(texts: List[str], phrase: str) -> Optional[EdgeSpan]:
-        # the first of text.find_mentions(texts, phrase), without finding all the others
-        phrase = phrase.strip()
-        if not phrase:
-            return None
-        pattern = text.mention_pattern(phrase)
-        for index, caption in enumerate(texts):
-            if caption:
-                m = pattern.search(caption)
-                if m is not None:
-                    return EdgeSpan(desc_index=index, start=m.start(), end=m.end())
-        return None
+        found = text.first_mention(texts, phrase)
+        return EdgeSpan(desc_index=found[0], start=found[1], end=found[2]) if found else None
 
     def add_edge(source: str, label: str, target: str, texts: List[str]) -> None:
         edges.append(Edge(source=source, text=label, target=target, span=span(texts, label)))
@@ -152,39 +143,5 @@ def build_graph(job, mask_inside_threshold: float = 0.85) -> GbcGraph:
         img_size=tuple(job.size),
         mask_inside_threshold=mask_inside_threshold,
     )
-    _fill_masks(graph.vertices, mask_inside_threshold)
+    graph.compute_masks(mask_inside_threshold)
     return graph
-
-
-def _fill_masks(vertices: List[Vertex], threshold: float) -> None:
-    """What ``GbcGraph.compute_masks`` computes, with the same float operations, but each pair's
-    intersection is computed once from plain tuples (the pydantic box methods dominate otherwise)."""
-    boxes = []
-    for v in vertices:
-        b = v.bbox
-        left, top, right, bottom = b.left, b.top, b.right, b.bottom
-        boxes.append((left, top, right, bottom, max(0.0, right - left) * max(0.0, bottom - top)))
-    n = len(vertices)
-    subs: List[List[str]] = [[] for _ in range(n)]
-    supers: List[List[str]] = [[] for _ in range(n)]
-    for i in range(n):
-        li, ti, ri, bi, ai = boxes[i]
-        vid_i = vertices[i].vertex_id
-        for j in range(i + 1, n):
-            lj, tj, rj, bj, aj = boxes[j]
-            # min(a, b) and max(a, b) spelled out: the builtin calls cost more than the rest
-            w = (rj if rj < ri else ri) - (lj if lj > li else li)
-            h = (bj if bj < bi else bi) - (tj if tj > ti else ti)
-            inter = w * h if w > 0 and h > 0 else 0.0
-            # j mostly inside i: j is a sub-mask of i and i a super-mask of j (and the reverse);
-            # a box without area counts as inside anything
-            if aj <= 0 or inter / aj > threshold:
-                subs[i].append(vertices[j].vertex_id)
-                supers[j].append(vid_i)
-            if ai <= 0 or inter / ai > threshold:
-                supers[i].append(vertices[j].vertex_id)
-                subs[j].append(vid_i)
-    for v, sub, sup in zip(vertices, subs, supers):
-        sub.sort()
-        sup.sort()
-        v.sub_masks, v.super_masks = sub, sup

@@ -33,6 +33,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from gbc.schemas import geometry
+
 __all__ = [
     "DEFAULT_MIN_REL_AREA",
     "ENTITY_MAX_REL_AREA",
@@ -101,16 +103,6 @@ def _on(value: Optional[float]) -> bool:
     return value is not None and value > 0
 
 
-def _iou_one_to_many(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    w = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    h = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
-    inter = w * h
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    union = area + areas - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy non-maximum suppression: indices of kept boxes, best score first.
 
@@ -126,7 +118,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         rest = order[1:]
         if rest.size == 0:
             break
-        order = rest[_iou_one_to_many(boxes[best], boxes[rest]) <= iou_threshold]
+        order = rest[geometry.iou_one_to_many(boxes[best], boxes[rest]) <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -141,14 +133,8 @@ def remove_containers(boxes: np.ndarray, threshold: float = 0.95) -> np.ndarray:
     n = len(boxes)
     if n < 2:
         return np.arange(n)
-    x1 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
-    y1 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
-    x2 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
-    y2 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     # inside[i, j]: box j lies (mostly) within box i
-    inside = inter > threshold * areas[None, :]
+    inside = geometry.intersection_matrix(boxes) > threshold * geometry.areas(boxes)[None, :]
     np.fill_diagonal(inside, False)
     mutual = inside & inside.T
     rank = np.arange(n)

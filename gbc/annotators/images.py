@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, List, Sequence, Tuple, Union
 
 from gbc.errors import GbcError
+from gbc.schemas import geometry
 
 #: Extensions of the image files found in folders (compared case-insensitively).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -172,12 +173,7 @@ def scale_to_fit(image, max_side: int, min_side: int = 1):
 
 def crop_region(image, box: Tuple[float, float, float, float]):
     """Crop ``image`` to ``box`` (left, top, right, bottom relative to the image), at least 1 px."""
-    width, height = image.size
-    left = min(max(int(box[0] * width), 0), max(width - 1, 0))
-    top = min(max(int(box[1] * height), 0), max(height - 1, 0))
-    right = min(max(int(round(box[2] * width)), left + 1), width)
-    bottom = min(max(int(round(box[3] * height)), top + 1), height)
-    return image.crop((left, top, right, bottom))
+    return image.crop(geometry.to_pixels(box, *image.size))
 
 
 _ALLOCATOR_TUNED: list = []

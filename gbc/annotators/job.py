@@ -19,6 +19,7 @@ from gbc.errors import GbcError
 from gbc.annotators.backends.base import DetectionRequest, GenerationOptions, MllmRequest
 from gbc.annotators.regions import FULL, Region
 from gbc.annotators.scheduler import Task
+from gbc.schemas import geometry
 from gbc.schemas.bbox import Bbox, union_bboxes
 from gbc.schemas.graph import child_id
 
@@ -261,10 +262,7 @@ class ImageJob:
         W, H = self.size
         crop_px = (max(1, round((box[2] - box[0]) * W)), max(1, round((box[3] - box[1]) * H)))
         crop_rel = max((box[2] - box[0]) * (box[3] - box[1]), 1e-12)
-        # boxes found in the crop mapped to image coordinates (Bbox.to_global's arithmetic,
-        # one Bbox per box instead of two)
-        o_left, o_top = float(box[0]), float(box[1])
-        o_w, o_h = float(box[2]) - o_left, float(box[3]) - o_top
+        outer = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
         found: List[Tuple[str, str, List[Bbox]]] = []
         raw: Dict[str, dict] = {}
         for phrase in phrases:
@@ -274,10 +272,8 @@ class ImageJob:
             raw[phrase] = {"boxes": [list(map(float, b)) for b in det.boxes], "scores": [float(x) for x in det.scores]}
             kept = s.detection.select_boxes(list(det.boxes), list(det.scores), labels[phrase], settings, crop_px, crop_rel)
             boxes = []
-            for b, score in kept:
-                left, top, right, bottom = _clamp(b)
-                boxes.append(Bbox(left=o_left + left * o_w, top=o_top + top * o_h, right=o_left + right * o_w,
-                                  bottom=o_top + bottom * o_h, confidence=float(score)))
+            for b, score in kept:  # found in the crop: mapped to image coordinates
+                boxes.append(Bbox.from_xyxy(geometry.to_global(_clamp(b), outer), confidence=float(score)))
             if boxes:
                 found.append((phrase, labels[phrase], boxes))
         self.raw_detections.append({"vertex_id": node.vertex_id, "crop_box": list(box), "phrases": raw})
@@ -357,22 +353,13 @@ class ImageJob:
         return seen
 
     def _find_duplicate(self, box: Bbox, phrase: str, blocked: set, thr: float) -> Optional[str]:
-        # Bbox.is_overlapped(box, node.bbox) with the same float operations, on plain floats:
-        # this runs for every new box against every vertex
-        left, top, right, bottom = box.left, box.top, box.right, box.bottom
-        area = max(0.0, right - left) * max(0.0, bottom - top)
+        xyxy = box.to_xyxy()
         for vid in self.order:
             node = self.nodes[vid]
             if node.level == 0 or vid in blocked or (node.answered and not node.present):
                 continue
-            other = node.bbox
-            w = min(right, other.right) - max(left, other.left)
-            h = min(bottom, other.bottom) - max(top, other.top)
-            inter = w * h if w > 0 and h > 0 else 0.0
-            other_area = max(0.0, other.right - other.left) * max(0.0, other.bottom - other.top)
-            r1 = inter / area if area > 0 else 1.0
-            r2 = inter / other_area if other_area > 0 else 1.0
-            if r1 > thr and r2 > thr and any(self.settings.same_object(phrase, n) for n in node.names):
+            if geometry.is_overlapped(xyxy, node.bbox.to_xyxy(), thr) and any(
+                    self.settings.same_object(phrase, n) for n in node.names):
                 return vid
         return None
 

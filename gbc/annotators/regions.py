@@ -32,6 +32,7 @@ import os
 import threading
 from typing import Any, Callable, Optional, Tuple, Union
 
+from gbc.schemas import geometry
 from gbc.annotators.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, _to_rgb
 
 Box = Tuple[float, float, float, float]
@@ -213,12 +214,7 @@ def fit_size(width: int, height: int, max_side: int, min_side: int = 1) -> Tuple
 
 def pixel_box(size: Tuple[int, int], box: Box) -> Tuple[int, int, int, int]:
     """``crop_region``'s pixel box of relative ``box`` in an image of ``size`` (at least 1 px)."""
-    width, height = size
-    left = min(max(int(box[0] * width), 0), max(width - 1, 0))
-    top = min(max(int(box[1] * height), 0), max(height - 1, 0))
-    right = min(max(int(round(box[2] * width)), left + 1), width)
-    bottom = min(max(int(round(box[3] * height)), top + 1), height)
-    return left, top, right, bottom
+    return geometry.to_pixels(box, size[0], size[1])
 
 
 def _resample(image, wanted: Tuple[int, int], box):

@@ -214,6 +214,20 @@ def mention_pattern(phrase: str) -> re.Pattern[str]:
     return re.compile(left + re.escape(phrase) + right, re.IGNORECASE)
 
 
+def first_mention(texts: Sequence[str], phrase: str) -> "tuple[int, int, int] | None":
+    """The first ``(text index, start, end)`` of :func:`find_mentions`, found without looking further."""
+    phrase = phrase.strip()
+    if not phrase:
+        return None
+    pattern = mention_pattern(phrase)
+    for index, text in enumerate(texts):
+        if text:
+            m = pattern.search(text)
+            if m is not None:
+                return index, m.start(), m.end()
+    return None
+
+
 def find_mentions(texts: Sequence[str], phrase: str) -> list[tuple[int, int, int]]:
     """All word-bounded, case-insensitive occurrences of ``phrase`` in ``texts``.
 

@@ -6,6 +6,8 @@ from typing import Iterable, Optional
 
 from pydantic import BaseModel, ConfigDict
 
+from gbc.schemas import geometry as _geo
+
 #: How far outside [0, 1] a coordinate may lie and still count as inside. Detectors return
 #: boxes a float error beyond the image edge (released graphs hold ``top`` of -6.7e-06 and
 #: ``right`` of 1.0000004); such values are accepted and kept exactly as written.
@@ -56,17 +58,13 @@ class Bbox(BaseModel):
         return ((self.left + self.right) / 2.0, (self.top + self.bottom) / 2.0)
 
     def area(self) -> float:
-        return self.width * self.height
+        return _geo.area(self.to_xyxy())
 
     def intersection_area(self, other: "Bbox") -> float:
-        w = min(self.right, other.right) - max(self.left, other.left)
-        h = min(self.bottom, other.bottom) - max(self.top, other.top)
-        return w * h if w > 0 and h > 0 else 0.0
+        return _geo.intersection_area(self.to_xyxy(), other.to_xyxy())
 
     def iou(self, other: "Bbox") -> float:
-        inter = self.intersection_area(other)
-        union = self.area() + other.area() - inter
-        return inter / union if union > 0 else 0.0
+        return _geo.iou(self.to_xyxy(), other.to_xyxy())
 
     def is_inside(self, other: "Bbox") -> bool:
         """Non-strict containment of ``self`` in ``other`` on all four sides."""
@@ -82,18 +80,11 @@ class Bbox(BaseModel):
 
         A box of zero area counts as fully inside.
         """
-        area = self.area()
-        if area <= 0:
-            return True
-        return self.intersection_area(other) / area > threshold
+        return _geo.is_mostly_inside(self.to_xyxy(), other.to_xyxy(), threshold)
 
     def is_overlapped(self, other: "Bbox", threshold: float = 0.85) -> bool:
         """True when each box has more than ``threshold`` of its area inside the other."""
-        inter = self.intersection_area(other)
-        a, b = self.area(), other.area()
-        r1 = inter / a if a > 0 else 1.0
-        r2 = inter / b if b > 0 else 1.0
-        return r1 > threshold and r2 > threshold
+        return _geo.is_overlapped(self.to_xyxy(), other.to_xyxy(), threshold)
 
     def is_valid(self) -> bool:
         """Coordinates within [0, 1] (give or take ``BOX_TOLERANCE``) and not inverted."""
@@ -107,48 +98,22 @@ class Bbox(BaseModel):
         """Map a box expressed relative to ``outer`` into image coordinates."""
         if outer is None:
             return self.model_copy()
-        w, h = outer.right - outer.left, outer.bottom - outer.top
-        return Bbox(
-            left=outer.left + self.left * w,
-            top=outer.top + self.top * h,
-            right=outer.left + self.right * w,
-            bottom=outer.top + self.bottom * h,
-            confidence=self.confidence,
-        )
+        return Bbox.from_xyxy(_geo.to_global(self.to_xyxy(), outer.to_xyxy()), confidence=self.confidence)
 
     def to_relative(self, outer: Optional["Bbox"]) -> "Bbox":
         """Express this image-coordinate box relative to ``outer`` (inverse of ``to_global``)."""
         if outer is None:
             return self.model_copy()
-        w, h = outer.right - outer.left, outer.bottom - outer.top
-        w = w if w > 0 else 1.0
-        h = h if h > 0 else 1.0
-        return Bbox(
-            left=(self.left - outer.left) / w,
-            top=(self.top - outer.top) / h,
-            right=(self.right - outer.left) / w,
-            bottom=(self.bottom - outer.top) / h,
-            confidence=self.confidence,
-        )
+        return Bbox.from_xyxy(_geo.to_relative(self.to_xyxy(), outer.to_xyxy()), confidence=self.confidence)
 
     def to_pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
         """Integer pixel box clamped to the image, at least one pixel wide and high."""
-        left = min(max(int(self.left * width), 0), max(width - 1, 0))
-        top = min(max(int(self.top * height), 0), max(height - 1, 0))
-        right = min(max(int(round(self.right * width)), left + 1), width)
-        bottom = min(max(int(round(self.bottom * height)), top + 1), height)
-        return left, top, right, bottom
+        return _geo.to_pixels(self.to_xyxy(), width, height)
 
 
 def union_bboxes(boxes: Iterable[Bbox]) -> Bbox:
     """Smallest box enclosing all ``boxes`` (confidence ``None``). Raises on an empty input."""
-    boxes = list(boxes)
+    boxes = [b.to_xyxy() for b in boxes]
     if not boxes:
         raise ValueError("union_bboxes needs at least one box")
-    return Bbox(
-        left=min(b.left for b in boxes),
-        top=min(b.top for b in boxes),
-        right=max(b.right for b in boxes),
-        bottom=max(b.bottom for b in boxes),
-        confidence=None,
-    )
+    return Bbox.from_xyxy(_geo.union(boxes))

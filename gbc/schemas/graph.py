@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from gbc.errors import GbcError
 from gbc.schemas.bbox import Bbox
 from gbc.schemas.description import Description
+from gbc.schemas.geometry import mask_lists
 
 VertexLabel = Literal["image", "entity", "composition", "relation"]
 VERTEX_LABELS: tuple[str, ...] = ("image", "entity", "composition", "relation")
@@ -374,19 +375,11 @@ class GbcGraph(BaseModel):
     def compute_masks(self, threshold: Optional[float] = None) -> None:
         """Fill ``sub_masks``/``super_masks``: ids of vertices whose box is mostly inside / around this one."""
         thr = threshold if threshold is not None else (self.mask_inside_threshold or 0.85)
-        for v in self.vertices:
-            v.sub_masks, v.super_masks = [], []
-        for v in self.vertices:
-            for w in self.vertices:
-                if w is v:
-                    continue
-                if w.bbox.is_mostly_inside(v.bbox, thr):
-                    v.sub_masks.append(w.vertex_id)
-                if v.bbox.is_mostly_inside(w.bbox, thr):
-                    v.super_masks.append(w.vertex_id)
-        for v in self.vertices:
-            v.sub_masks.sort()
-            v.super_masks.sort()
+        vertices = self.vertices
+        subs, supers = mask_lists([v.bbox.to_xyxy() for v in vertices], thr)
+        for v, sub, sup in zip(vertices, subs, supers):
+            v.sub_masks = sorted(vertices[k].vertex_id for k in sub)
+            v.super_masks = sorted(vertices[k].vertex_id for k in sup)
 
 
 def _append_missing(order: List[str], vertices: Sequence[Vertex]) -> List[str]:

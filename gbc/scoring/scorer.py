@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
-from gbc.schemas import Bbox, GbcGraph
+from gbc.schemas import Bbox, GbcGraph, geometry
 from gbc.schemas.description import CaptionStatistics, ClipScores, Description
 from gbc.scoring.models import ClipScoreModel, ModelOptions, ToxicityModel, create_clip_model, parse_clip_option
 
@@ -46,11 +46,7 @@ ImageLoader = Callable[[GbcGraph], Any]
 def reference_crop_box(bbox: Bbox, width: int, height: int) -> Tuple[int, int, int, int]:
     """The pixel box of a region as the reference crops it: each coordinate times the image
     size, truncated to an integer (no margin, no rounding); at least one pixel wide and high."""
-    left = min(max(int(bbox.left * width), 0), max(width - 1, 0))
-    top = min(max(int(bbox.top * height), 0), max(height - 1, 0))
-    right = min(max(int(bbox.right * width), left + 1), width)
-    bottom = min(max(int(bbox.bottom * height), top + 1), height)
-    return left, top, right, bottom
+    return geometry.to_pixels(bbox.to_xyxy(), width, height, truncate=True)
 
 
 def crop_region(image, bbox: Bbox):
