@@ -102,7 +102,7 @@ def build_catalog(kind: str, paths: Sequence[str], target: str, keep_bodies: Opt
     keep each graph's record (``body``) since they cannot be read by key.
     """
     from gbc.stats import GraphStats
-    from gbc.view.source import open_source
+    from gbc.view.source import open_source, unique_key
 
     target_path = Path(target)
     target_path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,14 @@ def build_catalog(kind: str, paths: Sequence[str], target: str, keep_bodies: Opt
         rows: List[tuple] = []
         fts_rows: List[tuple] = []
         indexed = 0
+        batch_keys: set = set()
         for row_id, (key, record, graph) in enumerate(source.records(), start=1):
+            if kind == "file":
+                # a file may name two graphs alike; looked up in the catalog itself so memory
+                # does not grow with the file
+                if key in batch_keys or conn.execute("SELECT 1 FROM graphs WHERE key = ?", (key,)).fetchone():
+                    key = unique_key(key, row_id - 1)
+                batch_keys.add(key)
             if graph is None:
                 n_failed += 1
                 rows.append((row_id, key, "failed", getattr(record, "reason", None), getattr(record, "error_type", None),
@@ -152,6 +159,7 @@ def build_catalog(kind: str, paths: Sequence[str], target: str, keep_bodies: Opt
             # a small first batch: a graph file's first page shows while the rest is indexed
             if len(rows) >= (FIRST_BATCH if indexed <= FIRST_BATCH else BUILD_BATCH):
                 _flush(conn, rows, fts_rows, indexed)
+                batch_keys.clear()
         _flush(conn, rows, fts_rows, indexed)
         stats.n_failed = n_failed if kind == "store" else None
         done_meta = {"complete": 1, "indexed": indexed, "total": indexed, "failed": n_failed,

@@ -188,6 +188,11 @@ class StoreSource:
             store.close()
 
 
+def unique_key(key: str, position: int) -> str:
+    """The name of a graph whose key an earlier graph of the same file already has."""
+    return f"{key} #{position}"
+
+
 class FileSource:
     """A ``.jsonl`` / ``.json`` / ``.parquet`` file: graphs are read once, into the catalog."""
 
@@ -212,18 +217,13 @@ class FileSource:
         return []
 
     def records(self) -> Iterator[Record]:
-        """Graphs in file order, named by their image key (``#<position>`` when they have none);
-        a key seen before gets `` #<position>`` appended so every graph stays reachable."""
+        """Graphs in file order, named by their image key (``#<position>`` when they have none).
+        Keys may repeat in a file: the catalog renames the later ones (``unique_key``)."""
         from gbc.store.files import read_graphs
         from gbc.store.records import graph_key
 
-        seen = set()
         for i, graph in enumerate(read_graphs(self.path, validate=False)):
-            key = graph_key(graph, i)
-            if key in seen:
-                key = f"{key} #{i}"
-            seen.add(key)
-            yield key, None, graph
+            yield graph_key(graph, i), None, graph
 
     def close(self) -> None:
         pass

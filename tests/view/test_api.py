@@ -388,3 +388,18 @@ def test_images_found_under_the_roots_the_store_recorded(tmp_path):
                      background=False, stats_plot=False)
     with TestClient(app, base_url="http://127.0.0.1") as c:
         assert c.get("/api/image", params={"key": "cat.png"}).status_code == 404
+
+
+def test_repeated_keys_of_a_file_stay_apart_across_batches(tmp_path, monkeypatch):
+    from gbc.view import catalog
+
+    monkeypatch.setattr(catalog, "FIRST_BATCH", 1)
+    monkeypatch.setattr(catalog, "BUILD_BATCH", 2)
+    path = tmp_path / "g.jsonl"
+    graphs = [small_graph(name, f"graph {i}") for i, name in enumerate(["a.png", "b.png", "a.png", "a.png", "b.png"])]
+    path.write_text("".join(json.dumps(g.to_dict()) + "\n" for g in graphs))
+    app = create_app(path, catalog_path=tmp_path / "c.sqlite", background=False, stats_plot=False)
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        keys = [i["key"] for i in c.get("/api/list").json()["items"]]
+        assert keys == ["a.png", "b.png", "a.png #2", "a.png #3", "b.png #4"]
+        assert c.get("/api/graph", params={"key": "a.png #3"}).json()["graph"]["vertices"][0]["descs"][0]["segments"][0]["text"] == "graph 3"
