@@ -27,10 +27,6 @@ BUILDER_NICENESS = 10
 
 def _build_in_child(kind: str, paths: List[str], target: str, plot: bool) -> None:
     try:
-        os.nice(BUILDER_NICENESS)
-    except OSError:
-        pass
-    try:
         build_catalog(kind, paths, target, plot=plot)
     except BaseException as exc:  # reported to the server through a file beside the catalog
         Path(target + ".error").write_text(f"{type(exc).__name__}: {exc}", encoding="utf-8")
@@ -98,6 +94,10 @@ class CatalogManager:
             ctx = multiprocessing.get_context("spawn")
             self._process = ctx.Process(target=_build_in_child, args=args, daemon=True, name="gbc-view-index")
             self._process.start()
+            try:  # set from here at once: the child's own start-up (imports) is already background work
+                os.setpriority(os.PRIO_PROCESS, self._process.pid, BUILDER_NICENESS)
+            except (OSError, AttributeError):
+                pass
 
     def catalog(self) -> Optional[Catalog]:
         """The complete catalog (possibly stale while a newer one builds), else the growing one."""
