@@ -15,6 +15,7 @@ The baseline, measured in the same run, is decoding and scaling the same images 
     python bench/bench_engine.py --whole-process            # `gbc annotate` with replay: backends
     python bench/bench_engine.py --whole-process --against ../old-checkout   # before / after
     python bench/bench_engine.py --long 10000 100000       # RSS after 10,000 and 100,000 images
+    python bench/bench_engine.py --huge 8 13000             # peak RSS on 8 PNGs of 13000 x 13000
 
 ``--whole-process`` runs `gbc annotate` in a subprocess, as a user would, with ``replay:``
 backends (zero latency, answers recorded in the shared reference graphs) and the reproduction
@@ -280,6 +281,58 @@ def long_run(args) -> int:
     return 0
 
 
+_HUGE_CHILD = """
+import json, sys, time
+from gbc.annotators.backends.registry import create_detector, create_mllm
+from gbc.annotators.config import AnnotateConfig
+from gbc.annotators.engine import RecursiveAnnotator
+from gbc.annotators.images import discover_images
+import gbc
+cpu = time.process_time()
+with gbc.open_store(sys.argv[2], readonly=False) as store:
+    summary = RecursiveAnnotator(AnnotateConfig(), create_mllm("scripted"), create_detector("scripted")).run(
+        discover_images([sys.argv[1]]), store)
+with open("/proc/self/status") as f:
+    peak = int(f.read().split("VmHWM:")[1].split()[0]) / 1024
+print(json.dumps({"done": summary.done, "failed": summary.failed, "cpu_s": time.process_time() - cpu, "peak_mb": peak}))
+"""
+
+
+def huge_images(args) -> int:
+    """Issue 10 item 6: N PNGs of SIDE x SIDE with the scripted backends and default settings
+    (64 images in flight by count): peak RSS must stay under 2 GB (8 x 13000^2 took 5.8 GB)."""
+    import numpy as np
+    from PIL import Image
+
+    count, side = args.huge
+    with tempfile.TemporaryDirectory(prefix="gbc-bench-huge-") as tmp:
+        folder = Path(tmp) / "huge"
+        folder.mkdir()
+        t = time.perf_counter()
+        row = np.linspace(0, 255, side, dtype=np.uint8)
+        for i in range(count):
+            arr = np.empty((side, side, 3), dtype=np.uint8)
+            arr[:, :, 0], arr[:, :, 1], arr[:, :, 2] = row[None, :], row[:, None], (30 * i) % 256
+            Image.fromarray(arr).save(folder / f"huge{i}.png", compress_level=1)
+            del arr
+        print(f"made {count} PNGs of {side}x{side} ({side * side * 3 / 2 ** 20:.0f} MB each decoded) "
+              f"in {time.perf_counter() - t:.0f} s")
+        trees = [("before", args.against), ("after", None)] if args.against else [("this tree", None)]
+        for label, src in trees:
+            env = dict(os.environ, **({"PYTHONPATH": src} if src else {}))
+            wall = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", _HUGE_CHILD, str(folder), str(Path(tmp) / f"{label[:5]}.lmdb")],
+                                  capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                print(f"{label}: failed: {proc.stderr.strip()[-1000:]}")
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"{label}: {r['done']} done, {r['failed']} failed, peak RSS {r['peak_mb']:.0f} MB "
+                  f"(aim < 2048 MB: {'met' if r['peak_mb'] < 2048 else 'NOT met'}), CPU {r['cpu_s']:.1f} s, "
+                  f"wall {time.perf_counter() - wall:.0f} s")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="21 and 63 images")
@@ -296,12 +349,16 @@ def main(argv=None) -> int:
     parser.add_argument("--long", type=int, nargs=2, metavar=("FIRST", "LAST"),
                         help="one process, scripted backends, a real store: RSS after FIRST and after LAST images "
                              "(issue aim: 10000 and 100000)")
+    parser.add_argument("--huge", type=int, nargs=2, metavar=("COUNT", "SIDE"),
+                        help="COUNT PNGs of SIDE x SIDE with scripted backends: peak RSS (issue aim: 8 13000)")
     parser.add_argument("--child", nargs=3, metavar=("FOLDER", "N", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.whole_process:
         return whole_process(args)
     if args.long:
         return long_run(args)
+    if args.huge:
+        return huge_images(args)
     if args.child:
         folder, n, out = args.child
         print(json.dumps(child(folder, int(n), out, args.in_flight)))
