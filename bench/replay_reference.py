@@ -43,7 +43,8 @@ sys.path.insert(0, str(REPO))
 def reproduction_config(seed: int = 0, queries: Optional[dict] = None):
     """Settings under which replayed answers give back the recorded graphs: no filter that the
     reference already applied, no bound the reference did not have."""
-    from gbc.annotators.config import AnnotateConfig, DetectionConfig
+    from gbc.annotators.config import AnnotateConfig
+    from gbc.annotators.detection import DetectionSettings
 
     no_filters = {
         "score_threshold": 0.0,
@@ -57,7 +58,7 @@ def reproduction_config(seed: int = 0, queries: Optional[dict] = None):
         "remove_contained": False,
     }
     # Only the settings this engine version has (a renamed filter shows up as a miss, not a crash).
-    no_filters = {k: v for k, v in no_filters.items() if k in DetectionConfig.model_fields}
+    no_filters = {k: v for k, v in no_filters.items() if k in DetectionSettings.model_fields}
     return AnnotateConfig.from_mapping({
         "detection": {"from_image": dict(no_filters), "from_entity": dict(no_filters)},
         "limits": {"max_depth": 1000, "max_vertices_per_image": 1_000_000, "crop_margin": 0.0,

@@ -22,6 +22,7 @@ from typing import Any, Dict, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gbc.annotators.detection import DetectionSettings, EntityDetectionSettings
 from gbc.errors import GbcError, describe_validation_error
 
 QUERY_KINDS = ("image", "entity", "composition", "relation")
@@ -64,36 +65,9 @@ class LimitsConfig(_Section):
     allocator_keep_mb: int = Field(32, ge=0, description="glibc only, whole process: freed memory up to this many MB is kept for reuse instead of being returned to the system and faulted in again (decoded images and crops are large, short-lived buffers); 0 leaves the allocator's settings alone")
 
 
-class DetectionConfig(_Section):
-    """Post-processing of raw detector boxes (see ``gbc.annotators.detection``)."""
-
-    score_threshold: float = Field(0.35, ge=0, le=1, description="boxes scoring at or below are dropped")
-    nms_single: float = Field(0.05, ge=0, le=1, description="NMS IoU for phrases tagged [single]")
-    nms_multiple: float = Field(0.2, ge=0, le=1, description="NMS IoU for [multiple] and untyped phrases")
-    high_conf_tolerance: Optional[float] = Field(0.05, ge=0, description="[single] phrases keep boxes within this of the best score")
-    topk: Optional[int] = Field(6, ge=1, description="at most this many boxes per phrase")
-    min_rel_area: Optional[float] = Field(round(5000 / (1024 * 1024), 6), ge=0, le=1, description="boxes smaller than this share of the whole image are dropped (resolution independent; 5000 px of a 1024 px square)")
-    min_abs_area_px: Optional[float] = Field(1024.0, ge=0, description="absolute floor: boxes smaller than this many pixels of the searched crop are dropped (32 x 32)")
-    max_rel_area: Optional[float] = Field(None, gt=0, le=1, description="boxes larger than this share of the searched crop are dropped")
-    remove_contained: bool = Field(True, description="drop boxes that contain another kept box of the phrase (keep the parts, not the box around a group)")
-    containment_threshold: float = Field(0.95, gt=0, le=1, description="a box counts as inside another when more than this share of its area lies within it")
-
-    def to_settings(self):
-        """The ``DetectionSettings`` used by ``select_boxes``."""
-        from gbc.annotators.detection import DetectionSettings
-
-        return DetectionSettings(**self.model_dump())
-
-
-class EntityDetectionConfig(DetectionConfig):
-    """Detection inside an entity's crop: as from the image, but huge boxes (the entity itself) are dropped."""
-
-    max_rel_area: Optional[float] = Field(0.8, gt=0, le=1, description="boxes larger than this share of the searched crop are dropped")
-
-
 class DetectionSection(_Section):
-    from_image: DetectionConfig = Field(default_factory=DetectionConfig, description="detection of the image's tagged objects")
-    from_entity: EntityDetectionConfig = Field(default_factory=EntityDetectionConfig, description="detection of an entity's features inside its crop")
+    from_image: DetectionSettings = Field(default_factory=DetectionSettings, description="detection of the image's tagged objects")
+    from_entity: EntityDetectionSettings = Field(default_factory=EntityDetectionSettings, description="detection of an entity's features inside its crop")
 
 
 class QueriesConfig(_Section):

@@ -26,12 +26,11 @@ boxes are not both removed by the containment step.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from gbc.schemas import geometry
 
@@ -39,6 +38,7 @@ __all__ = [
     "DEFAULT_MIN_REL_AREA",
     "ENTITY_MAX_REL_AREA",
     "DetectionSettings",
+    "EntityDetectionSettings",
     "select_boxes",
     "nms",
     "remove_containers",
@@ -46,7 +46,7 @@ __all__ = [
 
 #: Default minimum box area relative to the whole image: 5000 px on a 1024 x 1024 image,
 #: the reference's absolute minimum at a typical resolution (about 7 % of the side).
-DEFAULT_MIN_REL_AREA = 5000 / (1024 * 1024)
+DEFAULT_MIN_REL_AREA = round(5000 / (1024 * 1024), 6)
 
 #: Largest area of a child box relative to its parent entity's crop (reference value): a
 #: "part" covering nearly the whole parent is the parent again.
@@ -55,48 +55,41 @@ ENTITY_MAX_REL_AREA = 0.8
 Box = tuple[float, float, float, float]
 
 
-@dataclass(frozen=True)
-class DetectionSettings:
-    """Thresholds of :func:`select_boxes`. Every filter is switched off by ``None`` (or 0).
+class DetectionSettings(BaseModel):
+    """Thresholds of :func:`select_boxes`; the ``detection.*`` sections of the annotate config.
 
-    Attributes:
-        score_threshold: keep boxes scoring above this (0.35, the reference configuration).
-        nms_single: IoU above which a lower-scored box is suppressed, for ``single`` tags
-            (0.05: one object, overlapping boxes are the same object).
-        nms_multiple: the same for ``multiple``/``entity`` tags (0.2: neighbours may touch).
-        high_conf_tolerance: for ``single`` tags keep boxes scoring above best - 0.05.
-        topk: at most this many boxes per phrase (6).
-        min_rel_area: minimum area relative to the whole image (``DEFAULT_MIN_REL_AREA``,
-            about 0.0048 = 5000 px on a 1024 px square image).
-        min_abs_area_px: minimum area in pixels of the crop the detector saw (1024 = 32 x 32:
-            below that a crop says nothing to the captioning model).
-        max_rel_area: maximum area relative to the crop; None when detecting in the whole
-            image, ``ENTITY_MAX_REL_AREA`` (0.8) inside an entity (see :meth:`for_entity`).
-        remove_contained: drop boxes that contain another kept box (True).
-        containment_threshold: a box counts as inside another when more than this share of
-            its area lies within it (0.95).
+    Every filter is switched off by ``None`` (or 0). The defaults are the reference
+    configuration's, with the minimum area made relative to the whole image.
     """
 
-    score_threshold: Optional[float] = 0.35
-    nms_single: Optional[float] = 0.05
-    nms_multiple: Optional[float] = 0.2
-    high_conf_tolerance: Optional[float] = 0.05
-    topk: Optional[int] = 6
-    min_rel_area: Optional[float] = DEFAULT_MIN_REL_AREA
-    min_abs_area_px: Optional[float] = 1024
-    max_rel_area: Optional[float] = None
-    remove_contained: bool = True
-    containment_threshold: float = 0.95
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    score_threshold: Optional[float] = Field(0.35, ge=0, le=1, description="boxes scoring at or below are dropped")
+    nms_single: Optional[float] = Field(0.05, ge=0, le=1, description="NMS IoU for phrases tagged [single] (one object: overlapping boxes are the same object)")
+    nms_multiple: Optional[float] = Field(0.2, ge=0, le=1, description="NMS IoU for [multiple] and untyped phrases (neighbours may touch)")
+    high_conf_tolerance: Optional[float] = Field(0.05, ge=0, description="[single] phrases keep boxes within this of the best score")
+    topk: Optional[int] = Field(6, ge=0, description="at most this many boxes per phrase (0: no limit)")
+    min_rel_area: Optional[float] = Field(DEFAULT_MIN_REL_AREA, ge=0, le=1, description="boxes smaller than this share of the whole image are dropped (resolution independent; 5000 px of a 1024 px square)")
+    min_abs_area_px: Optional[float] = Field(1024.0, ge=0, description="absolute floor: boxes smaller than this many pixels of the searched crop are dropped (32 x 32: below that a crop says nothing to the captioning model)")
+    max_rel_area: Optional[float] = Field(None, gt=0, le=1, description="boxes larger than this share of the searched crop are dropped")
+    remove_contained: bool = Field(True, description="drop boxes that contain another kept box of the phrase (keep the parts, not the box around a group)")
+    containment_threshold: float = Field(0.95, gt=0, le=1, description="a box counts as inside another when more than this share of its area lies within it")
 
     def for_entity(self) -> "DetectionSettings":
         """These settings for detection inside an entity crop (``max_rel_area`` 0.8 unless set)."""
         if self.max_rel_area is not None:
             return self
-        return dataclasses.replace(self, max_rel_area=ENTITY_MAX_REL_AREA)
+        return self.replace(max_rel_area=ENTITY_MAX_REL_AREA)
 
     def replace(self, **changes) -> "DetectionSettings":
-        """A copy with some settings changed."""
-        return dataclasses.replace(self, **changes)
+        """A validated copy with some settings changed."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+
+class EntityDetectionSettings(DetectionSettings):
+    """Detection inside an entity's crop: as from the image, but huge boxes (the entity itself) are dropped."""
+
+    max_rel_area: Optional[float] = Field(ENTITY_MAX_REL_AREA, gt=0, le=1, description="boxes larger than this share of the searched crop are dropped")
 
 
 def _on(value: Optional[float]) -> bool:

@@ -19,7 +19,7 @@ from engine_fakes import MemoryStore, TableDetector, TableMllm
 from gbc.annotators.backends.registry import create_detector, create_mllm
 from gbc.annotators.config import AnnotateConfig
 from gbc.annotators.engine import RecursiveAnnotator
-from gbc.annotators.images import ImageLoadError, ImageSource, crop_region, load_image, scale_to_fit
+from gbc.annotators.images import ImageLoadError, crop_region, load_image, scale_to_fit
 from gbc.annotators.regions import ImageHandle, PixelBudget, Region, open_image, region_pixels
 from test_engine import SCENE_BOXES, make_images, scene_answers
 

@@ -190,7 +190,7 @@ def test_reference_graphs_in_a_browser(browser, page, reference_dir, tmp_path):
 
 def test_xss_caption_shows_as_text_and_runs_nothing(browser, page, tmp_path):
     graph = small_graph("x.png", f"A caption {XSS} and a dog.", child="<script>window.__xss=2</script>")
-    graph.vertices[0].descs[0].text = f'A caption <img src=x onerror="window.__xss=1"> and a dog.'
+    graph.vertices[0].descs[0].text = 'A caption <img src=x onerror="window.__xss=1"> and a dog.'
     graph.img_path = '"><img src=x onerror="window.__xss=3">.png'
     path = tmp_path / "xss.jsonl"
     path.write_text(json.dumps(graph.to_dict()) + "\n")
