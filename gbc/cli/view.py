@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from pathlib import Path
 from typing import Optional
@@ -57,37 +58,55 @@ def view(src: Path, host: str, port: int, images_root: Optional[Path], open_brow
         hosts = ["*"]
     elif host not in LOOPBACK:
         hosts = sorted(LOOPBACK) + [host]  # another loopback address, e.g. 127.0.0.2
-    app = create_app(src, images_root=images_root, allowed_hosts=hosts)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    sock = _listen(host, port)  # before the app: a port in use is one clear line, not a traceback
+    try:
+        app = create_app(src, images_root=images_root, allowed_hosts=hosts)
+    except BaseException:
+        sock.close()
+        raise
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{sock.getsockname()[1]}/"
 
     async def announce():
-        import asyncio
-
         while not server.started:
             await asyncio.sleep(0.05)
-        bound = port
-        for s in server.servers:
-            for sock in s.sockets:
-                bound = sock.getsockname()[1]
-        url = f"http://{shown}:{bound}/"
         click.echo(f"gbc view: serving {src} at {url} (Ctrl-C to stop)")
         if open_browser:
             import webbrowser
 
             webbrowser.open(url)
 
-    import asyncio
-
     async def run():
         task = asyncio.create_task(announce())
-        await server.serve()
+        await server.serve(sockets=[sock])
         task.cancel()
 
     try:
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
-    if not server.started:
-        raise click.ClickException(f"could not listen on {host}:{port} (in use, or not an address of this machine?)")
+    finally:
+        sock.close()
+
+
+def _listen(host: str, port: int):
+    """A listening socket on ``host``:``port``; ``click.ClickException`` when that is not possible."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -225,6 +226,20 @@ def test_warning_when_listening_beyond_loopback(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_port_in_use_is_one_error_line(tmp_path):
+    path = tmp_path / "g.jsonl"
+    path.write_text(json.dumps(small_graph("a.png", "x").to_dict()) + "\n")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "gbc.cli.main", "view", str(path), "--port", str(port)],
+                              capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"]
 
 
 def test_missing_source_is_one_error_line(tmp_path):
