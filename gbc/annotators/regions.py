@@ -234,7 +234,7 @@ class Region:
     ``size`` is known without decoding. Pixels are made by :meth:`pixels` only.
     """
 
-    __slots__ = ("handle", "box", "max_side", "min_side", "draw", "_pixel_box", "size")
+    __slots__ = ("handle", "box", "max_side", "min_side", "draw", "_pixel_box", "size", "_made")
 
     def __init__(self, handle: ImageHandle, box: Box, max_side: int, min_side: int = 1,
                  draw: Optional[Callable[[Any, bool], Any]] = None):
@@ -247,6 +247,16 @@ class Region:
         self._pixel_box = (0, 0) + tuple(handle.size) if whole else pixel_box(handle.size, self.box)
         left, top, right, bottom = self._pixel_box
         self.size = fit_size(right - left, bottom - top, max_side, 1 if whole else min_side)
+        self._made = None
+
+    def __getattr__(self, name: str):
+        # Backends written for plain PIL images (``request.image.convert(...)``, ``.mode``,
+        # ``numpy.asarray(request.image)``) get the region's pixels, made once on first use.
+        if name.startswith("__") and name != "__array_interface__":
+            raise AttributeError(name)
+        if self._made is None:
+            self._made = self.pixels()
+        return getattr(self._made, name)
 
     @property
     def width(self) -> int:

@@ -67,6 +67,17 @@ def test_backend_asks_for_a_smaller_size_and_gets_it_cut_and_scaled_once(tmp_pat
     assert region_pixels(plain) is plain
 
 
+def test_a_backend_written_for_pil_images_gets_the_pixels(tmp_path):
+    path = tmp_path / "a.png"
+    Image.new("RGB", (200, 100), (10, 20, 30)).save(path)
+    handle = open_image(path)
+    region = Region(handle, (0.0, 0.0, 0.5, 1.0), 1024, 1)
+    assert handle.decodes == 0
+    assert region.mode == "RGB" and region.convert("L").size == (100, 100)
+    assert np.asarray(region).shape == (100, 100, 3) and handle.decodes == 1
+    assert region.getpixel((0, 0)) == (10, 20, 30)
+
+
 def test_drawing_is_applied_to_the_pixels_only(tmp_path):
     path = tmp_path / "a.png"
     Image.new("RGB", (100, 100), (0, 0, 0)).save(path)
