@@ -41,7 +41,8 @@ def _stores_of(path: Path) -> List[Path]:
 @click.option("--no-statistics", is_flag=True, help="Do not fill statistics (n_words, n_tokens).")
 @click.option("--rescore", is_flag=True, help="Score again graphs already scored under these names.")
 @click.option("--images-root", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder of the images: img_path is looked up there, then its base name.")
+              help="Folder of the images: img_path is looked up there, then its base name (default: the image "
+                   "folders the store recorded, then img_path as written).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Regions (and texts) per forward pass [default: 128]; halved for good on out of memory.")
 @click.option("--device", default="auto", show_default=True, help="auto, cuda, cuda:1, mps or cpu.")
@@ -86,13 +87,14 @@ def score(src: Path, out: Optional[Path], clip_specs: Tuple[str, ...], toxicity_
     if not src.exists():
         raise FileNotFoundError(f"no such file or store: {src}")
     shard_filter = _shard_filter(shard)
-    scorer = CaptionScorer.from_specs(clip=clip_specs, toxicity=toxicity_spec, device=device, dtype=dtype,
-                                      batch_size=batch_size, statistics=not no_statistics, rescore=rescore,
-                                      images_root=str(images_root) if images_root else None)
-    summary = ScoreSummary()
     stores = [] if _is_graph_file(src) else _stores_of(src)
     if not stores and not _is_graph_file(src):
         raise FileNotFoundError(f"{src} is neither a graph store, a folder of store shards nor a graph file")
+    roots = [str(images_root)] if images_root else _remembered_image_roots(stores)
+    scorer = CaptionScorer.from_specs(clip=clip_specs, toxicity=toxicity_spec, device=device, dtype=dtype,
+                                      batch_size=batch_size, statistics=not no_statistics, rescore=rescore,
+                                      images_root=roots or None)
+    summary = ScoreSummary()
     with progress(desc="score", unit=" captions", disable=None if show_progress is None else not show_progress) as bar:
         def advance(batch) -> None:
             bar.update(sum(r.captions for r in batch))
@@ -119,6 +121,19 @@ def score(src: Path, out: Optional[Path], clip_specs: Tuple[str, ...], toxicity_
         click.echo(json.dumps(result, indent=2))
     else:
         _print_summary(summary, result)
+
+
+def _remembered_image_roots(stores: List[Path]) -> List[str]:
+    """The image folders the stores recorded when they were annotated (``image_roots`` in their meta)."""
+    from gbc.store.lmdb_store import GraphStore
+
+    roots: List[str] = []
+    for path in stores:
+        with GraphStore(path) as store:
+            for value in store.meta.get("image_roots") or []:
+                if isinstance(value, str) and value not in roots:
+                    roots.append(value)
+    return roots
 
 
 def _shard_filter(shard: Optional[str]):

@@ -261,11 +261,20 @@ class TransformersClip(ClipScoreModel):
 
     def prepare_texts(self, texts: Sequence[str]) -> PreparedTexts:
         texts = list(texts)
-        lengths = self.count_tokens(texts)
-        padding = "max_length" if self._pad_to_context else True
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.context_length, padding=padding, return_tensors="pt")
+        ids = self.tokenizer(texts, truncation=False)["input_ids"]
+        lengths = [len(row) for row in ids]
+        context = self.context_length
+        # tokenised once; only the texts that do not fit are tokenised again, truncated the tokenizer's way
+        long = [i for i, n in enumerate(lengths) if n > context]
+        if long:
+            cut = self.tokenizer([texts[i] for i in long], truncation=True, max_length=context)["input_ids"]
+            for i, row in zip(long, cut):
+                ids[i] = row
+        padding = "max_length" if self._pad_to_context else "longest"
+        encoded = self.tokenizer.pad({"input_ids": ids}, padding=padding, max_length=context, return_tensors="pt",
+                                     return_attention_mask=True)
         inputs = {k: encoded[k] for k in ("input_ids", "attention_mask") if k in encoded}
-        return PreparedTexts(inputs, lengths, [n > self.context_length for n in lengths])
+        return PreparedTexts(inputs, lengths, [n > context for n in lengths])
 
     def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         import torch

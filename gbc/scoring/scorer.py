@@ -57,12 +57,18 @@ def crop_region(image, bbox: Bbox):
     return image.crop(box)
 
 
-def file_image_loader(images_root: Optional[str] = None) -> ImageLoader:
-    """Loads a graph's image from ``img_path`` (under ``images_root`` as ``gbc export`` looks it up)."""
+def file_image_loader(images_root: Union[None, str, os.PathLike, Sequence[Union[str, os.PathLike]]] = None) -> ImageLoader:
+    """Loads a graph's image from ``img_path`` as ``gbc export`` looks it up: under ``images_root``
+    (or under each of several roots in turn, then as recorded), else at ``img_path`` itself."""
     from gbc.export.images import find_image
 
+    if images_root is None or isinstance(images_root, (str, os.PathLike)):
+        roots: List[Any] = [images_root]
+    else:
+        roots = [*images_root, None]
+
     def load(graph: GbcGraph):
-        path = find_image(graph, images_root)
+        path = next((p for p in (find_image(graph, root) for root in roots) if p is not None), None)
         if path is None:
             return None
         from PIL import Image
@@ -174,10 +180,12 @@ class CaptionScorer:
     written; ``toxicity``: an optional ``ToxicityModel``; ``statistics``: fill ``n_words`` and
     ``n_tokens`` (tokens of the first CLIP model's tokenizer, start and end included).
     ``regions_per_batch``: regions gathered (across graphs) before the models run.
+    ``images_root``: a folder, or several tried in turn, where ``img_path`` is looked up (see
+    ``file_image_loader``); ``image_loader`` replaces that lookup altogether.
     """
 
     def __init__(self, clip_models: Sequence[ClipScoreModel] = (), toxicity: Optional[ToxicityModel] = None, *,
-                 statistics: bool = True, rescore: bool = False, images_root: Optional[str] = None,
+                 statistics: bool = True, rescore: bool = False, images_root=None,
                  image_loader: Optional[ImageLoader] = None, regions_per_batch: Optional[int] = None,
                  load_threads: int = DEFAULT_LOAD_THREADS):
         names = [m.name for m in clip_models]

@@ -130,3 +130,14 @@ def test_filter_and_export_with_score_bars(store, tiny_clip, tiny_toxicity, tmp_
     assert data["score_filter"]["captions"] == summary["captions"]
     with open(all_rows, newline="") as a, open(some_rows, newline="") as b:
         assert len(list(csv.reader(b, delimiter="\t"))) < len(list(csv.reader(a, delimiter="\t")))
+
+
+def test_images_are_found_under_the_roots_the_store_recorded(store, tiny_clip):  # noqa: F811
+    path, images, _ = store
+    r = _run("score", path, *_clip_args(tiny_clip), "--json")
+    assert json.loads(r.output)["image_missing"] == 4  # img_path alone is relative to another folder
+    with gbc.open_store(path, readonly=False) as s:
+        s.update_meta({"image_roots": [str(images)]})
+    r = _run("score", path, *_clip_args(tiny_clip), "--json")
+    summary = json.loads(r.output)
+    assert summary["scored"] == 3 and summary["image_missing"] == 1
