@@ -11,7 +11,7 @@ import gbc
 from gbc.annotators.backends.base import BackendUnavailable
 from gbc.schemas import Bbox, Description, GbcGraph, Vertex
 from gbc.scoring import CaptionScorer, ScoreSummary, score_graphs
-from gbc.scoring.models import TransformersClip, default_score_name, parse_clip_option
+from gbc.scoring.models import ModelOptions, TransformersClip, default_score_name, parse_clip_option
 from gbc.scoring.scorer import reference_crop_box
 from models import TOXICITY_LABELS
 
@@ -253,3 +253,45 @@ def test_python_curate_then_export_as_in_the_readme(tiny_clip, tiny_toxicity, sy
     counts = flt.summary.to_dict()["captions"]
     assert sum(c["dropped"] for c in counts.values()) > 0
     assert summary.rows > 0 and (tmp_path / "train.csv").exists()
+
+
+def _tiny_siglip():
+    """A random SiglipModel with a CLIP-style tokenizer (SigLIP's own needs sentencepiece files)."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel
+
+    from models import make_clip
+
+    tokenizer = make_clip()[1].tokenizer
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=16, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                bos_token_id=tokenizer.bos_token_id)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
+    torch.manual_seed(1)
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).eval()
+    return model, SimpleNamespace(image_processor=SiglipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer)
+
+
+def test_siglip_texts_are_padded_to_the_context_and_scores_match_the_model(synthetic_set):
+    import torch
+
+    graphs, images = synthetic_set
+    model, processor = _tiny_siglip()
+    scores = {}
+    for size in (1, 64):
+        scorer = CaptionScorer([TransformersClip.from_loaded(model, processor, name="sig", options=ModelOptions(batch_size=size))],
+                               images_root=str(images))
+        scores[size] = _scores(list(score_graphs(_copies(graphs[:1]), scorer)), "sig")
+    np.testing.assert_allclose(scores[1], scores[64], atol=1e-5)
+    graph = graphs[0]
+    image = Image.open(images / graph.img_path.rsplit("/", 1)[-1]).convert("RGB")
+    desc = graph.root.descs[-1]
+    with torch.no_grad():
+        img = model.get_image_features(**processor.image_processor(images=[image], return_tensors="pt"))
+        ids = processor.tokenizer([desc.text], truncation=True, max_length=16, padding="max_length", return_tensors="pt")
+        txt = model.get_text_features(input_ids=ids["input_ids"])
+    img, txt = getattr(img, "pooler_output", img), getattr(txt, "pooler_output", txt)
+    hand = float(torch.nn.functional.cosine_similarity(img, txt)[0])
+    assert scores[64][len(graph.root.descs) - 1] == pytest.approx(hand, abs=1e-5)
