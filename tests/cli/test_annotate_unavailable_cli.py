@@ -67,3 +67,23 @@ def test_missing_model_stops_the_run_and_keeps_committed_images(images, tmp_path
     rerun = annotate(images, "-o", out, "--mllm", "scripted", "--detector", "scripted", "--json")
     assert rerun.exit_code == 0, rerun.output
     assert statuses(out) == {name: "done" for name in NAMES}
+
+
+@pytest.mark.parametrize("content, expected", [
+    ('{"vertices": [\n', r"replay: cannot read graphs from .*broken\.jsonl: GraphFormatError"),
+    ("", r"replay: .*broken\.jsonl holds no graph"),
+])
+@pytest.mark.parametrize("role", ["--mllm", "--detector"])
+def test_unreadable_replay_file_stops_the_run_at_once(images, tmp_path, content, expected, role):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(content)
+    out = tmp_path / "out.lmdb"
+    backends = {"--mllm": "scripted", "--detector": "scripted", role: f"replay:{broken}"}
+    # generous retries: a file that cannot be read must skip them, not fail each image after them
+    result = annotate(images, "-o", out, *[x for kv in backends.items() for x in kv],
+                      "--retries", "3", "--set", "mllm.backoff_s=5", "--set", "detector.backoff_s=5")
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output
+    assert re.search(expected, errors[0]), errors[0]
+    assert statuses(out) == {}  # no image marked failed for it

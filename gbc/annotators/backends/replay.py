@@ -24,7 +24,9 @@ against real graphs without any model, and to re-assemble recorded answers offli
 
 Records are matched to requests by the image file name (the base name of the request's
 ``image_key`` against the base name of the record's ``img_path`` or ``img_url``), falling
-back to the full key. A key with no record raises :class:`BackendError`.
+back to the full key. A key with no record raises :class:`BackendError` (that image fails); a
+graphs file that cannot be read, or that holds no graph, raises :class:`BackendUnavailable` at
+first use (no request can be answered, so the run stops instead of failing every image).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from pydantic import Field
 from gbc.annotators.backends.base import (
     BackendError,
     BackendOptions,
+    BackendUnavailable,
     DetectionRequest,
     MllmRequest,
     PhraseDetections,
@@ -64,10 +67,14 @@ def _basename(key: str) -> str:
 def _read_graph_file(path: Path) -> List[GbcGraph]:
     from gbc.store.files import read_graphs
 
+    # Without its graphs the backend can answer nothing: the run must stop, not fail each image.
     try:
-        return list(read_graphs(str(path)))
+        graphs = list(read_graphs(str(path)))
     except Exception as exc:  # the reader's own error, with the backend and the path in front
-        raise BackendError(f"replay: cannot read graphs from {path}: {type(exc).__name__}: {exc}") from exc
+        raise BackendUnavailable(f"replay: cannot read graphs from {path}: {type(exc).__name__}: {exc}") from exc
+    if not graphs:
+        raise BackendUnavailable(f"replay: {path} holds no graph")
+    return graphs
 
 
 # ---------------------------------------------------------------------------- recorded image
@@ -180,7 +187,7 @@ class ReplayIndex:
         try:
             st = p.resolve().stat()
         except OSError as exc:
-            raise BackendError(f"replay: cannot read graphs file {str(path)!r}: {exc.strerror}") from exc
+            raise BackendUnavailable(f"replay: cannot read graphs file {str(path)!r}: {exc.strerror}") from exc
         key, version = str(p.resolve()), (st.st_mtime_ns, st.st_size)
         with cls._shared_lock:
             cached = cls._shared.get(key)

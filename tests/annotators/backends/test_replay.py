@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gbc.annotators import parsers
-from gbc.annotators.backends.base import BackendError, DetectionRequest, MllmRequest
+from gbc.annotators.backends.base import BackendError, BackendUnavailable, DetectionRequest, MllmRequest
 from gbc.annotators.backends.registry import create_detector, create_mllm
 from gbc.annotators.backends.replay import ReplayDetector, ReplayIndex, ReplayMllm, _monotone_scores
 from gbc.schemas import Bbox, Description, Edge, GbcGraph, Vertex
@@ -271,12 +271,16 @@ def test_any_graph_file_format_replays(tmp_path, suffix):
     assert answer.present and [e.text for e in answer.entities] == ["collar", "ball"]
 
 
-def test_unreadable_graph_file_is_a_backend_error(tmp_path):
+@pytest.mark.parametrize("content, message", [("{not json\n", "cannot read graphs from"), ("", "holds no graph")])
+def test_unreadable_graph_file_makes_the_backend_unavailable(tmp_path, content, message):
     path = tmp_path / "broken.jsonl"
-    path.write_text("{not json\n")
+    path.write_text(content)
     detector = create_detector(f"replay:{path}")  # construction reads nothing; first use does
-    with pytest.raises(BackendError, match="broken.jsonl"):
+    with pytest.raises(BackendUnavailable, match=f"{message}.*broken.jsonl|broken.jsonl.*{message}"):
         detector.detect([_det_req("", ["dog"])])
+    path.unlink()  # gone after construction: the same
+    with pytest.raises(BackendUnavailable, match="broken.jsonl"):
+        ReplayIndex.for_file(path)
 
 
 def test_records_sharing_a_file_name_are_told_apart_by_folder():
