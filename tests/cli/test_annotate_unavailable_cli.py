@@ -87,3 +87,39 @@ def test_unreadable_replay_file_stops_the_run_at_once(images, tmp_path, content,
     assert len(errors) == 1 and "Traceback" not in result.output
     assert re.search(expected, errors[0]), errors[0]
     assert statuses(out) == {}  # no image marked failed for it
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_default_models_missing_without_network_is_said_within_seconds(images, tmp_path):
+    """No --mllm/--detector, nothing cached, the hub unreachable: one line within 10 s (the hub
+    client alone would retry every file for minutes, logging each retry)."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pytest.importorskip("huggingface_hub")
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE")}
+    (tmp_path / "hf-home").mkdir()
+    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}",
+               PYTHONPATH=str(repo) + os.pathsep + env.get("PYTHONPATH", ""))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "gbc.cli.main", "annotate", str(images), "-o", str(tmp_path / "o.lmdb")],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 1, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: "), lines[:5]
+    assert "llava-hf/" in lines[0] and "IDEA-Research/grounding-dino-tiny" in lines[0]
+    assert "is not in the Hugging Face cache" in lines[0] or "are not in the Hugging Face cache" in lines[0]
+    assert "cannot be reached" in lines[0] and "hf download" in lines[0]
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+    assert not (tmp_path / "o.lmdb").exists()  # said before anything was started

@@ -120,12 +120,17 @@ class _ZeroShotDetector:
             load_or_unavailable(self.argument, self._load)
 
     def _load(self) -> None:
+        from gbc.annotators.backends.hub import hub_load_options
+
+        # Before importing transformers: a model that can come from nowhere fails in seconds.
+        common = dict(hub_load_options(self.argument, self.options.revision))
         import torch
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
         device = resolve_device(self.options.device)
         dtype = getattr(torch, self.options.dtype)
-        common = {"revision": self.options.revision} if self.options.revision else {}
+        if self.options.revision:
+            common["revision"] = self.options.revision
         try:
             processor = AutoProcessor.from_pretrained(self.argument, **common)
             model = AutoModelForZeroShotObjectDetection.from_pretrained(self.argument, **{dtype_kwarg(): dtype}, **common)

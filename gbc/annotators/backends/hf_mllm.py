@@ -17,7 +17,6 @@ from __future__ import annotations
 import gc
 import importlib.util
 import logging
-import os
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 from pydantic import Field
@@ -92,13 +91,9 @@ def missing_model_error(argument: str, exc: BaseException) -> BackendUnavailable
 
     It is a ``BackendUnavailable``: no request can be answered, so the run stops at once.
     """
-    if os.path.isabs(argument) or argument.startswith((".", "~")) or os.path.exists(argument):
-        return BackendUnavailable(f"model folder {argument!r} cannot be loaded: {exc}")
-    return BackendUnavailable(
-        f"model {argument!r} is not in the Hugging Face cache and could not be downloaded ({exc.__class__.__name__}). "
-        f"Fetch it first with `hf download {argument}` (then run with HF_HUB_OFFLINE=1 if offline), "
-        f"or give the path of a local folder saved with save_pretrained."
-    )
+    from gbc.annotators.backends import hub
+
+    return hub.missing_model_error(argument, str(exc) if hub.is_local_model(argument) else exc.__class__.__name__)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -189,11 +184,15 @@ class TransformersMllm:
             load_or_unavailable(self.argument, self._load)
 
     def _load(self) -> None:
+        from gbc.annotators.backends.hub import hub_load_options
+
+        # Before importing transformers: a model that can come from nowhere fails in seconds.
+        common = dict(hub_load_options(self.argument, self.options.revision),
+                      trust_remote_code=self.options.trust_remote_code)
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         device = resolve_device(self.options.device)
         dtype = resolve_dtype(self.options.dtype, device)
-        common = {"trust_remote_code": self.options.trust_remote_code}
         if self.options.revision:
             common["revision"] = self.options.revision
         try:
