@@ -147,12 +147,14 @@ def _check_default_models(config) -> None:
 @click.option("--limit", type=int, help="Annotate at most N images (after skipping finished ones).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.option("--progress/--no-progress", "show_progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Let the logs of Ray (with --ray) and the model hub client's retry warnings through to the terminal.")
 @handle_errors
 def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option, detector_option, max_depth,
              max_vertices, mllm_batch_size, detector_batch_size, images_in_flight, max_image_side, min_crop_side,
              crop_margin, retries, timeout_s, no_entity, no_composition, no_relation, seed, sets, retry_failed,
              shard, limit, as_json, show_progress, ray_address=None, workers=1, gpus_per_worker=0,
-             cpus_per_worker=None, no_merge=False):
+             cpus_per_worker=None, no_merge=False, verbose=False):
     """Annotate IMAGES (folders, searched recursively, or files) into GBC graphs in the store OUTPUT.
 
     The run resumes by default: images already done or failed in OUTPUT are skipped, and
@@ -172,6 +174,10 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
     register_user_error(ConfigError)
     register_user_error(BackendError)
     _register_store_errors()
+    if verbose:
+        from gbc.annotators.backends.hub import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
 
     config = AnnotateConfig.from_yaml(config_path) if config_path else AnnotateConfig()
     overrides: Dict[str, Any] = {
@@ -218,7 +224,7 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
 
     if ray_address is not None:
         _annotate_on_ray(sources, output, config, ray_address, workers, gpus_per_worker, cpus_per_worker,
-                         retry_failed, no_merge, limit, as_json)
+                         retry_failed, no_merge, limit, as_json, verbose)
         return
 
     from gbc.annotators.backends.registry import create_detector, create_mllm
@@ -289,10 +295,12 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
 
 
 def _annotate_on_ray(sources, output, config, address, workers, gpus_per_worker, cpus_per_worker,
-                     retry_failed, no_merge, limit, as_json) -> None:
+                     retry_failed, no_merge, limit, as_json, verbose=False) -> None:
     """``--ray``: the same run on a Ray cluster (see ``gbc.distributed.ray_runner``)."""
     from gbc.distributed.ray_runner import annotate_on_ray, finished_keys
+    from gbc.distributed.shadowing import check_no_shadowing
 
+    check_no_shadowing()  # before anything is printed or started (annotate_on_ray checks it too)
     found = len(sources)
     if retry_failed:
         # As in-process: only the images that failed before (in the output or its shards).
@@ -307,7 +315,7 @@ def _annotate_on_ray(sources, output, config, address, workers, gpus_per_worker,
         mllm_spec=config.mllm.spec, mllm_options=config.mllm.options,
         detector_spec=config.detector.spec, detector_options=config.detector.options,
         address=None if address == "local" else address, workers=workers, gpus_per_worker=gpus_per_worker,
-        cpus_per_worker=cpus_per_worker, retry_failed=retry_failed, merge=not no_merge,
+        cpus_per_worker=cpus_per_worker, retry_failed=retry_failed, merge=not no_merge, verbose=verbose,
     )
     result.update({"found": found, "output": str(output), "mllm": config.mllm.spec, "detector": config.detector.spec,
                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})

@@ -59,11 +59,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
+from gbc.distributed.shadowing import check_no_shadowing
 from gbc.distributed.worker import DEATHS_LOG, STOP_FILE, read_stop
 
 __all__ = ["annotate_on_ray", "finished_keys", "shards_dir"]
@@ -144,8 +147,11 @@ def _images_per_batch(config) -> int:
     return DEFAULT_IMAGES_PER_BATCH
 
 
-def _init_ray(address: Optional[str]) -> bool:
-    """Connect to (or start) Ray; return True when this call started it (and must shut it down)."""
+def _init_ray(address: Optional[str], verbose: bool = False) -> bool:
+    """Connect to (or start) Ray; return True when this call started it (and must shut it down).
+
+    The actors' output reaches this terminal only when ``verbose`` (``log_to_driver``).
+    """
     import ray
 
     if ray.is_initialized():
@@ -153,18 +159,52 @@ def _init_ray(address: Optional[str]) -> bool:
     if address in (None, "", "local"):
         # A private local instance: token auth only adds a file under ~/.ray here.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=True,
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=verbose,
                  configure_logging=False)
     else:
-        ray.init(address=address, configure_logging=False)
+        ray.init(address=address, configure_logging=False, log_to_driver=verbose)
     return True
 
 
-def _progress(total: int):
+@contextmanager
+def _ray_output_aside(verbose: bool):
+    """Yield the stream for our own progress bar; unless ``verbose``, everything else written to
+    this process's stderr meanwhile (Ray's Python loggers, the INFO lines of Ray Data, the
+    native lines of Ray's core such as "Actor ... max_restarts > 0", and the processes that a
+    local Ray starts) goes to a log file instead of running through the bar. The file is
+    removed after a successful run and named in a note of the exception otherwise."""
+    if verbose:
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    fd, log_path = tempfile.mkstemp(prefix="gbc-ray-", suffix=".log")
+    terminal_fd = os.dup(2)
+    terminal = os.fdopen(os.dup(terminal_fd), "w", buffering=1)
+    python_stderr = sys.stderr
+    os.dup2(fd, 2)  # the native code writes to file descriptor 2 itself: swap what it points to
+    os.close(fd)
+    sys.stderr = os.fdopen(os.dup(2), "w", buffering=1)  # and Python code to sys.stderr
+    try:
+        yield terminal
+    except BaseException as exc:
+        exc.add_note(f"Ray's output during the run: {log_path}")
+        raise
+    else:
+        os.unlink(log_path)
+    finally:
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.dup2(terminal_fd, 2)
+        os.close(terminal_fd)
+        terminal.close()
+
+
+def _progress(total: int, stream=None):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="annotate (ray)", unit="img", file=sys.stderr,
-                disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    stream = stream or sys.stderr
+    return tqdm(total=total, desc="annotate (ray)", unit="img", file=stream,
+                disable=not stream.isatty(), dynamic_ncols=True)
 
 
 def annotate_on_ray(
@@ -182,6 +222,7 @@ def annotate_on_ray(
     cpus_per_worker: Optional[float] = None,
     retry_failed: bool = False,
     merge: bool = True,
+    verbose: bool = False,
 ) -> Dict[str, Any]:
     """Annotate ``images`` ((key, path) pairs or ``ImageSource``) into the store ``out_path`` on Ray.
 
@@ -192,6 +233,9 @@ def annotate_on_ray(
     of the cluster's CPUs, fractional on small machines). ``retry_failed`` annotates again the
     images that failed before. ``merge`` merges the shards into ``out_path`` at the end;
     otherwise they stay under ``out_path/shards`` and ``gbc.open_store(out_path)`` reads all.
+    ``verbose`` lets Ray's logs and the actors' output through to this terminal.
+    Raises ``PackageShadowedError`` before starting Ray when a folder named ``gbc`` in the
+    current directory would hide the package from the workers.
 
     Returns a summary dict: ``images``, ``skipped`` (finished before), ``submitted``,
     ``done``, ``failed``, ``missing`` (submitted but without a record: 0 unless a bug),
@@ -210,6 +254,9 @@ def annotate_on_ray(
         raise ValueError(f"gpus_per_worker must be >= 0, got {gpus_per_worker!r}")
     if cpus_per_worker is not None and cpus_per_worker <= 0:
         raise ValueError(f"cpus_per_worker must be > 0, got {cpus_per_worker!r}")
+    # Before Ray starts: its workers import from this directory, where a folder named gbc
+    # would hide the package from every actor (a long RayTaskError each) instead of one line.
+    check_no_shadowing()
     started = time.perf_counter()
     out = Path(out_path)
     shards = shards_dir(out)
@@ -248,7 +295,7 @@ def annotate_on_ray(
             # Images failed for killing their workers get a fresh count of worker deaths.
             (shards / DEATHS_LOG).unlink(missing_ok=True)
         counts = _run_pipeline(todo, shards, config, mllm_spec, mllm_options, detector_spec, detector_options,
-                               modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed)
+                               modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed, verbose)
         summary.update(counts)
         summary["ray_seconds"] = round(time.perf_counter() - ray_started, 3)
 
@@ -271,23 +318,21 @@ def annotate_on_ray(
     return summary
 
 
-def _check_resources(resources: Mapping[str, float], workers: int, gpus: float, cpus: float, remote: bool) -> None:
+def _check_resources(resources: Mapping[str, float], workers: int, gpus: float, cpus: float,
+                     remote: bool) -> Optional[str]:
     """A fixed pool of actors that the cluster cannot hold would wait forever: refuse it on a
-    local instance; on a remote cluster (which may be autoscaling) only warn."""
+    local instance; on a remote cluster (which may be autoscaling) return a warning."""
     problems = []
     for name, per_worker in (("GPU", gpus), ("CPU", cpus)):
         need, have = workers * (per_worker or 0), float(resources.get(name, 0))
         if need > have + 1e-9:
             problems.append(f"{workers} worker(s) x {per_worker:g} {name} need {need:g} {name}s; the Ray cluster has {have:g}")
     if not problems:
-        return
+        return None
     message = "; ".join(problems)
     if not remote:
         raise ValueError(message + ": lower --workers, --gpus-per-worker or --cpus-per-worker")
-    import logging
-
-    logging.getLogger("gbc.distributed").warning(
-        "%s: the run fails unless the cluster grows within %d s", message, ACTOR_START_TIMEOUT_S)
+    return f"{message}: the run fails unless the cluster grows within {ACTOR_START_TIMEOUT_S} s"
 
 
 def _backend_unavailable(exc: BaseException):
@@ -318,10 +363,19 @@ def _backend_unavailable(exc: BaseException):
 
 
 def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
-                  modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed) -> Dict[str, Any]:
+                  modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed,
+                  verbose: bool = False) -> Dict[str, Any]:
+    with _ray_output_aside(verbose) as terminal:
+        return _run_on_ray(todo, shards, config, mllm_spec, mllm_options, detector_spec, detector_options, modules,
+                           address, workers, gpus_per_worker, cpus_per_worker, retry_failed, verbose, terminal)
+
+
+def _run_on_ray(todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
+                modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed, verbose,
+                terminal) -> Dict[str, Any]:
     import ray
 
-    owns_ray = _init_ray(address)
+    owns_ray = _init_ray(address, verbose)
     try:
         if cpus_per_worker is None:
             if gpus_per_worker:
@@ -330,7 +384,9 @@ def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_
                 total = float(ray.cluster_resources().get("CPU", 1.0))
                 cpus_per_worker = round(min(1.0, ACTOR_CPU_SHARE * total / workers), 3)
         remote = address not in (None, "", "local")
-        _check_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus_per_worker, remote=remote)
+        warning = _check_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus_per_worker, remote=remote)
+        if warning:
+            print(f"Warning: {warning}", file=terminal)
         context = ray.data.DataContext.get_current()
         saved = (context.enable_progress_bars, context.wait_for_min_actors_s)
         context.enable_progress_bars = False  # our own bar counts images
@@ -341,7 +397,7 @@ def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_
         run_id = uuid.uuid4().hex
         try:
             return _stream(ray, todo, shards, config, mllm_spec, mllm_options, detector_spec, detector_options,
-                           modules, workers, gpus_per_worker, cpus_per_worker, retry_failed, run_id)
+                           modules, workers, gpus_per_worker, cpus_per_worker, retry_failed, run_id, terminal)
         except Exception as exc:
             # Ray wraps the actor's exception (RayTaskError, UserCodeException), drops its
             # cause and adds remote tracebacks: the caller gets the backend's own exception
@@ -370,7 +426,7 @@ def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_
 
 
 def _stream(ray, todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
-            modules, workers, gpus_per_worker, cpus_per_worker, retry_failed, run_id) -> Dict[str, Any]:
+            modules, workers, gpus_per_worker, cpus_per_worker, retry_failed, run_id, terminal=None) -> Dict[str, Any]:
     from gbc.distributed.worker import ShardAnnotator
 
     shards.mkdir(parents=True, exist_ok=True)
@@ -397,7 +453,7 @@ def _stream(ray, todo, shards: Path, config, mllm_spec, mllm_options, detector_s
     engine_seconds = 0.0
     started_at = time.time()
     first_batch_at = None
-    bar = _progress(len(todo))
+    bar = _progress(len(todo), terminal)
     try:
         # One pass over the rows: the pipeline runs once and results stream in as batches finish.
         for row in annotated.iter_rows():
