@@ -56,3 +56,17 @@ def test_readme_command_line_uses_real_options(line):
         if word.startswith("--"):
             option = word.split("=")[0]
             assert option in help_text, f"{line!r}: {option} is not an option of gbc {name}"
+
+
+def test_torch_install_lines_say_which_build_they_give():
+    """A plain `pip install torch==...` from the package index is the CUDA build on Linux: the
+    README must not call it the CPU build, and must show how to get the CPU build."""
+    text = README.read_text()
+    setup = text[text.index("## Set up"):text.index("## Quick start")]
+    lines = [line.strip() for _, block in _code_blocks(setup) for line in block.splitlines()]
+    cpu_lines = [line for line in lines if "--index-url https://download.pytorch.org/whl/cpu" in line]
+    assert cpu_lines and all(re.search(r"pip install torch==[\d.]+ ", line) for line in cpu_lines)
+    prose = " ".join(setup.split())
+    assert "installs the CPU build of torch" not in prose
+    assert re.search(r"plain `pip install torch==[\d.]+` on Linux installs the \*\*CUDA\*\* build", prose)
+    assert "../shared/gbc-reference/" in prose and "skipped" in prose
