@@ -13,7 +13,12 @@ vertex id, label and text) found in the output, the extra vertices, and every mi
 by cause. The baseline column is what the reference pipeline's own orchestration reaches
 when replayed the same way on the wiki file (99.1 % vertices, 97.0 % edges, 98.3 % captions).
 
+The reproduction settings include ``queries.reference_parsing`` (answers read by the
+reference's own rules); the column "without ref. parsing" is the same replay without it, and
+``--patterns WORKDIR`` replays a small recording with the two patterns that setting decides.
+
     python bench/replay_reference.py [--graphs G.jsonl] [--images DIR] [--quick] [--json] [--cli WORKDIR]
+    python bench/replay_reference.py --patterns WORKDIR
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ QUICK_IMAGES = 5
 sys.path.insert(0, str(REPO))
 
 
-def reproduction_config(seed: int = 0, queries: Optional[dict] = None):
+def reproduction_config(seed: int = 0, queries: Optional[dict] = None, reference_parsing: bool = True):
     """Settings under which replayed answers give back the recorded graphs: no filter that the
-    reference already applied, no bound the reference did not have."""
+    reference already applied, no bound the reference did not have, and answers read by the
+    reference's rules (``queries.reference_parsing``)."""
     from gbc.annotators.config import AnnotateConfig
     from gbc.annotators.detection import DetectionSettings
 
@@ -64,7 +70,7 @@ def reproduction_config(seed: int = 0, queries: Optional[dict] = None):
         "limits": {"max_depth": 1000, "max_vertices_per_image": 1_000_000, "crop_margin": 0.0,
                    "max_entities": 10, "images_in_flight": 8},
         "mllm": {"retries": 0}, "detector": {"retries": 0},
-        "queries": dict(queries or {}),
+        "queries": {"reference_parsing": reference_parsing, **(queries or {})},
         "seed": seed,
     })
 
@@ -265,9 +271,64 @@ def _check_fields(c: Comparison, ref, out, ours) -> None:
                     check("hardcode hints", got[text] > i)
 
 
+# ---------------------------------------------------------------------------- patterns
+#: The objects of the pattern recording's image answer, in the order its list named them.
+PATTERN_LISTED = ["table", "bowls", "cup", "plate", "fork", "knife", "spoon", "napkin", "vase", "flowers",
+                  "candle", "glass"]
+
+
+def write_reference_patterns(folder: Path) -> Tuple[Path, Path]:
+    """Write a small recording in the reference pipeline's output layout with the two patterns
+    its rules decide, and its image; returns (graphs file, images folder).
+
+    (a) The image answer listed 12 objects: the reference keeps the first 10 of the list and
+    also every object tagged in the concise caption ("glass"), but not "candle" (listed 11th,
+    not tagged). (b) A relation answer wrote ``[bowl]`` while the entity is ``bowls``: the
+    reference does not make it a member, so the relation is ``[spoon|table]`` and its sentence
+    keeps the bracket.
+    """
+    from PIL import Image
+
+    from gbc.schemas import Bbox, Description, Edge, GbcGraph, Vertex
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = folder / "images"
+    images.mkdir(exist_ok=True)
+    Image.new("RGB", (320, 240), (180, 150, 110)).save(images / "kitchen_table.png")
+    children = ["glass"] + PATTERN_LISTED[:10]  # concise-caption-only objects first, then the list
+    boxes = {name: (0.02 + 0.08 * i, 0.1 + 0.05 * (i % 3), 0.09 + 0.08 * i, 0.5 + 0.05 * (i % 3))
+             for i, name in enumerate(children)}
+    relations = {"[spoon|table]": (["spoon", "table"], "The [bowl] is between the spoon and the table."),
+                 "[glass|table]": (["glass", "table"], "The glass stands on the table.")}
+    edges = [("", name, name) for name in children]
+    for rid, (members, _) in relations.items():
+        edges += [("", m, rid) for m in members] + [(rid, m, m) for m in members]
+
+    def vertex(vid, label, box, descs, confidence=None):
+        return Vertex(vertex_id=vid, label=label, bbox=Bbox.from_xyxy(box, confidence=confidence),
+                      descs=[Description(text=t, label=lab) for t, lab in descs],
+                      out_edges=[Edge(source=s_, text=t, target=g) for s_, t, g in edges if s_ == vid],
+                      in_edges=[Edge(source=s_, text=t, target=g) for s_, t, g in edges if g == vid])
+
+    detail = ("A wooden table holds bowls, a cup, a plate, a fork, a knife, a spoon, a napkin, "
+              "a vase with flowers, a candle and a glass.")
+    vertices = [vertex("", "image", (0, 0, 1, 1), [(detail, "detail"), ("A table with bowls, a spoon and a glass.", "short")])]
+    vertices += [vertex(name, "entity", boxes[name], [(f"A close view of the {name}.", "detail")], 0.9 - 0.01 * i)
+                 for i, name in enumerate(children)]
+    for rid, (members, sentence) in relations.items():
+        union = (min(boxes[m][0] for m in members), min(boxes[m][1] for m in members),
+                 max(boxes[m][2] for m in members), max(boxes[m][3] for m in members))
+        vertices.append(vertex(rid, "relation", union, [(sentence, "relation")]))
+    graph = GbcGraph(vertices=vertices, img_path="images/kitchen_table.png", img_size=(320, 240),
+                     short_caption=vertices[0].descs[1].text, detail_caption=detail)
+    path = folder / "reference_patterns.jsonl"
+    path.write_text(graph.to_json().decode() + "\n")
+    return path, images
+
+
 # ---------------------------------------------------------------------------- running
 def run_replay(graphs_path: Path, images_dir: Path, limit: Optional[int] = None, seed: int = 0, config=None,
-               queries: Optional[dict] = None):
+               queries: Optional[dict] = None, reference_parsing: bool = True):
     """Annotate the reference images with the replay backends (under ``reproduction_config``
     unless ``config`` is given); returns (reference graphs by key, store with the results, run
     summary, wall seconds)."""
@@ -287,7 +348,7 @@ def run_replay(graphs_path: Path, images_dir: Path, limit: Optional[int] = None,
         refs[name] = rec.graph
         if limit and len(sources) >= limit:
             break
-    config = config if config is not None else reproduction_config(seed, queries)
+    config = config if config is not None else reproduction_config(seed, queries, reference_parsing)
     spec = f"replay:{graphs_path}"
     annotator = RecursiveAnnotator(config, create_mllm(spec), create_detector(spec))
     store = CollectingStore()
@@ -362,10 +423,19 @@ def _totals(comparisons: List[Comparison]) -> Dict[str, List[int]]:
     return totals
 
 
+def _shares(comparisons: Optional[List[Comparison]]) -> Optional[dict]:
+    if comparisons is None:
+        return None
+    return ({k: round(_share(v), 4) for k, v in _totals(comparisons).items()}
+            | {"extra_vertices": sum(len(c.extra) for c in comparisons)})
+
+
 def report(refs, store, comparisons: List[Comparison], summary, elapsed: float,
-           default_comparisons: Optional[List[Comparison]] = None) -> dict:
+           default_comparisons: Optional[List[Comparison]] = None,
+           plain_comparisons: Optional[List[Comparison]] = None) -> dict:
     """The result as a JSON-ready dict (``default_comparisons``: the same replay under the
-    engine's default settings, reported as a baseline)."""
+    engine's default settings, reported as a baseline; ``plain_comparisons``: under the
+    reproduction settings without ``queries.reference_parsing``)."""
     totals = _totals(comparisons)
     extra = sum(len(c.extra) for c in comparisons)
     causes: Dict[str, List[Tuple[str, str, str]]] = defaultdict(list)
@@ -381,9 +451,8 @@ def report(refs, store, comparisons: List[Comparison], summary, elapsed: float,
         "extra_vertices": extra,
         "extra_share": round(extra / max(1, totals["vertices"][1]), 4),
         "baseline": REFERENCE_ORCHESTRATION,
-        "default_settings": ({k: round(_share(v), 4) for k, v in _totals(default_comparisons).items()}
-                             | {"extra_vertices": sum(len(c.extra) for c in default_comparisons)}
-                             if default_comparisons is not None else None),
+        "default_settings": _shares(default_comparisons),
+        "without_reference_parsing": _shares(plain_comparisons),
         "checks": _sum_checks(comparisons),
         "boxes": {"equal": sum(c.boxes[0] for c in comparisons), "of": sum(c.boxes[1] for c in comparisons),
                   "differing": [f"{c.key}: {m}" for c in comparisons for m in c.box_misses]},
@@ -402,16 +471,19 @@ def print_report(result: dict, out=sys.stdout) -> None:
         w(f"{key[:34]:34} {cells}{row['extra']:>5}\n")
     w("\n")
     default = result.get("default_settings") or {}
+    plain = result.get("without_reference_parsing") or {}
     w(f"{'total':12} {'found':>7} {'of':>5} {'share':>8} {'reference orch.':>16} {'ratio':>7}"
-      f" {'default settings':>17}\n")
+      f" {'without ref. parsing':>21} {'default settings':>17}\n")
     for k, t in result["totals"].items():
         base = result["baseline"][k]
+        p = f"{100 * plain[k]:>20.1f}%" if k in plain else f"{'':>21}"
         d = f"{100 * default[k]:>16.1f}%" if k in default else ""
         w(f"{k:12} {t['found']:>7} {t['reference']:>5} {100 * t['share']:>7.1f}% {100 * base:>15.1f}% "
-          f"{t['share'] / base:>7.3f} {d}\n")
+          f"{t['share'] / base:>7.3f} {p} {d}\n")
+    p = f"{plain['extra_vertices']:>21}" if plain else f"{'':>21}"
     d = f"{default['extra_vertices']:>17}" if default else ""
     w(f"{'extra':12} {result['extra_vertices']:>7} {'':>5} {100 * result['extra_share']:>7.1f}% {0.0:>15.1f}% "
-      f"{'':>7} {d}\n")
+      f"{'':>7} {p} {d}\n")
     boxes = result["boxes"]
     w(f"boxes of found vertices equal to the reference (within {BOX_TOLERANCE:g}): {boxes['equal']}/{boxes['of']}\n")
     w("other fields (equal / compared): " + ", ".join(
@@ -443,7 +515,12 @@ def main(argv=None) -> int:
     parser.add_argument("--semantic-threshold", type=float, default=None, help="queries.semantic_threshold")
     parser.add_argument("--cli", type=Path, metavar="WORKDIR",
                         help="run `gbc annotate` in a subprocess (store and config written to WORKDIR)")
+    parser.add_argument("--patterns", type=Path, metavar="WORKDIR",
+                        help="replay a small recording written to WORKDIR with the two patterns that "
+                             "queries.reference_parsing decides (more than 10 objects; [bowl] for bowls)")
     args = parser.parse_args(argv)
+    if args.patterns:
+        args.graphs, args.images = write_reference_patterns(args.patterns)
     if not args.graphs.exists():
         print(f"Error: no graphs file {args.graphs}", file=sys.stderr)
         return 2
@@ -460,7 +537,11 @@ def main(argv=None) -> int:
 
     _, default_store, _, _ = run_replay(args.graphs, args.images, limit, args.seed, AnnotateConfig(seed=args.seed))
     default = [compare(key, ref, default_store.graphs.get(key)) for key, ref in refs.items()]
-    result = report(refs, store, comparisons, summary, elapsed, default)
+    # The same reproduction settings but the engine's own answer rules.
+    _, plain_store, _, _ = run_replay(args.graphs, args.images, limit, args.seed, queries=queries,
+                                      reference_parsing=False)
+    plain = [compare(key, ref, plain_store.graphs.get(key)) for key, ref in refs.items()]
+    result = report(refs, store, comparisons, summary, elapsed, default, plain)
     if args.json:
         json.dump(result, sys.stdout, indent=1)
         sys.stdout.write("\n")

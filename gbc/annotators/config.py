@@ -80,6 +80,7 @@ class QueriesConfig(_Section):
     mask_inside_threshold: float = Field(0.85, ge=0, le=1, description="threshold of the sub/super masks written in the graph")
     same_object: Literal["rule", "semantic"] = Field("rule", description="how merged duplicates must be named: 'rule' = equal singular forms; 'semantic' = also synonyms by sentence-embedding similarity (needs gbc[semantic])")
     semantic_threshold: float = Field(0.8, ge=0, le=1, description="cosine similarity at or above which two names count as the same object (same_object: semantic)")
+    reference_parsing: bool = Field(False, description="read image and relation answers as the reference pipeline (apple/ml-gbc) does, so that its recordings replay exactly: objects tagged in the concise caption are kept beyond limits.max_entities (only the identification list is cut), and a relation member counts only where its own name is written ('[bowl]' is not the member 'bowls')")
 
 
 class GenerationConfig(_Section):

@@ -188,7 +188,7 @@ class ImageJob:
     def on_image_answer(self, text: str) -> List[Task]:
         s = self.settings
         self.answers.append({"kind": "image", "vertex_id": "", "text": text})
-        answer = s.parsers.parse_image_answer(text, max_entities=s.max_entities)
+        answer = s.parsers.parse_image_answer(text, max_entities=s.max_entities, reference_rules=s.reference_parsing)
         root = self.nodes[""]
         root.answered = True
         if answer.detail:
@@ -479,7 +479,8 @@ class ImageJob:
     def on_relation_answer(self, task: Task, text: str) -> None:
         query: RelationQuery = task.payload
         self.answers.append({"kind": "relation", "vertex_id": query.parent_id, "text": text})
-        answer = self.settings.parsers.parse_relation_answer(text, query.member_names)
+        answer = self.settings.parsers.parse_relation_answer(text, query.member_names,
+                                                             reference_rules=self.settings.reference_parsing)
         query.relations = [(sentence, list(idx)) for sentence, idx in answer.relations if sentence]
         self.stage2_pending -= 1
 
@@ -504,6 +505,7 @@ class JobSettings:
     include_composition: bool
     include_relation: bool
     merge_overlap_threshold: float
+    reference_parsing: bool
     detection_from_image: Any
     detection_from_entity: Any
     generation: Dict[str, Any]
@@ -534,6 +536,7 @@ class JobSettings:
             include_composition=q.include_composition,
             include_relation=q.include_relation,
             merge_overlap_threshold=q.merge_overlap_threshold,
+            reference_parsing=q.reference_parsing,
             detection_from_image=config.detection.from_image,
             detection_from_entity=config.detection.from_entity,
             generation={k: getattr(config.generation, k) for k in ("image", "entity", "composition", "relation")},

@@ -319,11 +319,20 @@ def _untag(text: str) -> str:
     return _LONE_TAG.sub(lambda m: m.group(1), text)
 
 
-def parse_image_answer(text: str, max_entities: int = DEFAULT_MAX_ENTITIES) -> ImageAnswer:
+def _normalized(pairs: Iterable[tuple[str, str]]) -> list[TaggedEntity]:
+    entities = (_normalize_image_entity(name, label) for name, label in pairs)
+    return [e for e in entities if e is not None]
+
+
+def parse_image_answer(text: str, max_entities: int = DEFAULT_MAX_ENTITIES, reference_rules: bool = False) -> ImageAnswer:
     """Parse the image answer (detail, identification list, tagged concise caption).
 
     Entities come from the identification list first, then from tags of the concise caption
-    not already listed; a name listed in both keeps the list's label.
+    not already listed; a name listed in both keeps the list's label; at most ``max_entities``.
+
+    ``reference_rules`` reads the answer as the reference pipeline does: only the list is cut
+    to ``max_entities`` names, every object tagged in the concise caption is kept besides
+    (those not listed come first), and only ``[name][label]`` tags are untagged.
     """
     raw = text if isinstance(text, str) else ""
     sections = _split_sections(raw, "image")
@@ -331,15 +340,22 @@ def parse_image_answer(text: str, max_entities: int = DEFAULT_MAX_ENTITIES) -> I
     detail = None if _is_na(detail) else detail
     short_lines = sections.get("short", [])
     tagged = _join(short_lines[: _paragraph_end(short_lines)])
+    listed = _normalized(_list_items(sections.get("elements", ())))
+    if reference_rules:
+        short = None if _is_na(tagged) else _TAG.sub(lambda m: m.group(1), tagged).strip()
+        kept_list: list[TaggedEntity] = []
+        for entity in listed:  # the cut counts distinct names, mentioned or not
+            if len(kept_list) < max(max_entities, 0) and all(e.text != entity.text for e in kept_list):
+                kept_list.append(entity)
+        names = {e.text for e in kept_list}
+        in_caption = _normalized(_TAG.findall(tagged)) if short is not None else []
+        candidates = [e for e in in_caption if e.text not in names] + kept_list
+        entities = _keep_mentioned(candidates, [detail, short], len(candidates))
+        return ImageAnswer(detail=detail, short=short or None, entities=entities, raw=raw)
     short = None if _is_na(tagged) else _untag(tagged).strip()
-    candidates: list[TaggedEntity] = []
-    pairs = _list_items(sections.get("elements", ()))
+    candidates = list(listed)
     if short is not None:
-        pairs += _TAG.findall(tagged) + [(n, "entity") for n in _LONE_TAG.findall(tagged)]
-    for name, label in pairs:
-        entity = _normalize_image_entity(name, label)
-        if entity is not None:
-            candidates.append(entity)
+        candidates += _normalized(_TAG.findall(tagged) + [(n, "entity") for n in _LONE_TAG.findall(tagged)])
     entities = _keep_mentioned(candidates, [detail, short], max_entities)
     return ImageAnswer(detail=detail, short=short or None, entities=entities, raw=raw)
 
@@ -431,11 +447,25 @@ def _named_members(sentence: str, brackets: Sequence[str], member_names: Sequenc
     return sorted(found)
 
 
-def parse_relation_answer(text: str, member_names: Sequence[str]) -> RelationAnswer:
+def _reference_members(item: str, member_names: Sequence[str]) -> tuple[str, list[int]]:
+    """The reference pipeline's reading of one relation sentence: a member counts where its own
+    name is written (bracketed or not; ``[bowl]`` is not the member ``bowls``), each member on
+    its own; only the brackets around members' names are removed."""
+    found = [i for i, name in enumerate(member_names)
+             if name.strip() and mention_pattern(name.strip()).search(item)]
+    names = {member_names[i].strip().lower() for i in found}
+    sentence = _BRACKETED.sub(lambda m: m.group(1) if m.group(1).strip().lower() in names else m.group(0), item)
+    return sentence, found
+
+
+def parse_relation_answer(text: str, member_names: Sequence[str], reference_rules: bool = False) -> RelationAnswer:
     """Parse the relation answer: bullet sentences naming two or more members.
 
     Brackets are removed from the sentence (keeping their content and capitalisation);
-    repeated sentences are kept once, in answer order.
+    repeated sentences are kept once, in answer order. A member is named by a word-bounded
+    mention (not inside a longer member's) or a bracketed phrase of the same singular form;
+    with ``reference_rules`` only by its own name, and other brackets stay (as the reference
+    pipeline reads relation answers).
     """
     raw = text if isinstance(text, str) else ""
     lines = [line for line in raw.splitlines() if not _FENCE.match(line)]
@@ -445,11 +475,15 @@ def parse_relation_answer(text: str, member_names: Sequence[str]) -> RelationAns
     relations: list[tuple[str, list[int]]] = []
     seen: set[str] = set()
     for item in items:
-        brackets = [b for b, _ in _TAG.findall(item)] + _BRACKETED.findall(item)
-        sentence = _BRACKETED.sub(lambda m: m.group(1), _TAG.sub(lambda m: m.group(1), item))
+        if reference_rules:
+            sentence, members = _reference_members(item, member_names)
+        else:
+            brackets = [b for b, _ in _TAG.findall(item)] + _BRACKETED.findall(item)
+            sentence = _BRACKETED.sub(lambda m: m.group(1), _TAG.sub(lambda m: m.group(1), item))
         if not sentence.strip() or sentence in seen:
             continue
-        members = _named_members(sentence, brackets, member_names)
+        if not reference_rules:
+            members = _named_members(sentence, brackets, member_names)
         if len(members) >= 2:
             seen.add(sentence)
             relations.append((sentence, members))

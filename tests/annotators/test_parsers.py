@@ -506,3 +506,45 @@ def test_degenerate_answers_parse_in_linear_time(line):
     parse_composition_answer("Composition: " + line + "\nGeneral descriptions:\n" + line, ["a 1"])
     parse_relation_answer(line, ["dog", "a", "b"])
     assert time.perf_counter() - start < 5.0
+
+
+LISTED_12 = ["table", "bowls", "cup", "plate", "fork", "knife", "spoon", "napkin", "vase", "flowers", "candle", "glass"]
+KITCHEN = ("Detailed Caption: A wooden table holds bowls, a cup, a plate, a fork, a knife, a spoon, a napkin, "
+           "a vase with flowers, a candle and a glass.\nTop-Level Element Identification:\n"
+           + "".join(f"- [{name}][single]\n" for name in LISTED_12)
+           + "Concise Formatted Caption: A [table][single] with [bowls][multiple], a [spoon][single] and a "
+             "[glass][single] near a [lamp].")
+
+
+def test_image_answer_by_the_reference_rules_keeps_the_concise_captions_objects_beyond_ten():
+    engine = parse_image_answer(KITCHEN, max_entities=10)
+    assert [e.text for e in engine.entities] == LISTED_12[:10]
+    reference = parse_image_answer(KITCHEN, max_entities=10, reference_rules=True)
+    # the list is cut at 10 ("candle" and the listed "glass" are beyond it); the concise
+    # caption's tags are all kept, the new ones first; the list's label wins for "bowls"
+    assert [e.text for e in reference.entities] == ["glass"] + LISTED_12[:10]
+    assert {e.text: e.label for e in reference.entities}["bowls"] == "single"
+    # only [name][label] tags are untagged (a lone bracket stays, as the reference writes it)
+    assert reference.short == "A table with bowls, a spoon and a glass near a [lamp]."
+    assert engine.short == "A table with bowls, a spoon and a glass near a lamp."
+
+
+@pytest.mark.parametrize("answer, members, engine, reference", [
+    # [bowl] names the entity "bowls" for the engine, not for the reference
+    ("- The [bowl] is between the [spoon] and the [table].", ["bowls", "spoon", "table"],
+     ("The bowl is between the spoon and the table.", [0, 1, 2]),
+     ("The [bowl] is between the spoon and the table.", [1, 2])),
+    # the same name written as the member is: both agree
+    ("- The [bowls] sit on the [table].", ["bowls", "table"],
+     ("The bowls sit on the table.", [0, 1]), ("The bowls sit on the table.", [0, 1])),
+    # a member inside a longer member's mention counts for the reference, each member on its own
+    ("- The [tree trunk] leans on the [fence].", ["tree", "tree trunk", "fence"],
+     ("The tree trunk leans on the fence.", [1, 2]), ("The tree trunk leans on the fence.", [0, 1, 2])),
+    # one member left by the reference rules: no relation
+    ("- The [cup] is left of the [bowl].", ["cup", "bowls"],
+     ("The cup is left of the bowl.", [0, 1]), None),
+])
+def test_relation_members_by_the_reference_rules(answer, members, engine, reference):
+    assert parse_relation_answer(answer, members).relations == [engine]
+    got = parse_relation_answer(answer, members, reference_rules=True).relations
+    assert got == ([reference] if reference else [])

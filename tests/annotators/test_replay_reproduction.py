@@ -116,3 +116,33 @@ def test_gbc_annotate_command_gives_the_same_graphs(replayed, reference_dir, tmp
     assert cli_store.failures == {} and set(cli_store.graphs) == set(cli_refs) and len(cli_refs) == 5
     for key, graph in cli_store.graphs.items():
         assert graph.to_dict(layout="gbc10m") == store.graphs[key].to_dict(layout="gbc10m"), key
+
+
+def test_reference_patterns_replay_exactly_with_reference_parsing(tmp_path):
+    """A recording with the two patterns the reference's answer rules decide (an image answer
+    listing 12 objects, one more tagged only in the concise caption; a relation answer writing
+    ``[bowl]`` for the entity ``bowls``) gives back every vertex, edge and caption with
+    ``queries.reference_parsing``, and loses some without it. No network, no shared data."""
+    bench = _bench()
+    graphs, images = bench.write_reference_patterns(tmp_path)
+
+    def shares(reference_parsing):
+        refs, store, _, _ = bench.run_replay(graphs, images, reference_parsing=reference_parsing)
+        comparisons = [bench.compare(key, ref, store.graphs.get(key)) for key, ref in refs.items()]
+        result = bench.report(refs, store, comparisons, type("S", (), {"model_calls": 0})(), 0.0)
+        return result, store
+
+    result, store = shares(True)
+    assert store.failures == {}
+    assert {k: v["share"] for k, v in result["totals"].items()} == {"vertices": 1.0, "edges": 1.0, "captions": 1.0}
+    assert result["extra_vertices"] == 0
+    graph = next(iter(store.graphs.values()))
+    assert "glass" in graph.vertex_dict and "candle" not in graph.vertex_dict  # 11th listed, never tagged
+    relation = graph.vertex_dict["[spoon|table]"]
+    assert [d.text for d in relation.descs] == ["The [bowl] is between the spoon and the table."]
+
+    plain, _ = shares(False)
+    misses = plain["misses_by_cause"]
+    assert plain["totals"]["vertices"]["share"] < 1 and plain["totals"]["edges"]["share"] < 1
+    assert misses.get("vertices: entity not created")  # one of the 11 objects cut at 10
+    assert any("relation '[bowls|" in item for item in misses.get("extra vertex", []))  # [bowl] taken for bowls

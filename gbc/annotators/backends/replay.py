@@ -54,6 +54,10 @@ from gbc.schemas.graph import child_id
 
 _NUMBERED = re.compile(r"^(?P<prefix>.+)_(?P<index>\d+)$")
 
+#: Names an identification list holds in the reference pipeline (and ``limits.max_entities``
+#: by default); an image with more children had the others tagged in its concise caption.
+LISTED_NAMES = 10
+
 #: Sides tried for the placeholder boxes of numbering gaps, largest first (relative to the
 #: crop): a placeholder takes the largest free square, so that it survives the engine's area
 #: filters, NMS and containment removal when those are on; the last size is the fallback.
@@ -302,6 +306,12 @@ class ReplayMllm(_ReplayBase):
                 root = rec.graph.root
             names = rec.child_names(root.vertex_id)
             short = _first_desc(root, "short")
+            if len(names) > LISTED_NAMES:
+                # More children than a list may hold: the rest were tagged in the concise
+                # caption. List first those it does not mention, so that no cut loses them.
+                from gbc.annotators.text import find_mentions
+
+                names = sorted(names, key=lambda item: bool(find_mentions([short], item[0])))
             entities = [parsers.TaggedEntity(text=n, label=lab) for n, lab in names]
             # Every name is also listed, in the recorded edge order: the parser takes the list
             # first, so the engine mints the children in the order the record has them.
