@@ -26,6 +26,7 @@ Example (with the rule-based demo backends)::
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -234,6 +235,7 @@ class RecursiveAnnotator:
                         continue
                     job = ImageJob(source.key, image, self.settings, seq)
                     job.charged_pixels = image.decode_pixels
+                    job.source_path = os.path.abspath(source.path)  # recorded in the provenance
                     seq += 1
                     jobs[source.key] = job
                     guarded(job, job.start)
@@ -356,6 +358,7 @@ class RecursiveAnnotator:
             "prompts_fingerprint": self._prompts_fingerprint,
             "config_fingerprint": self.config.fingerprint(),
             "seed": self.config.seed,
+            "source_path": getattr(job, "source_path", None),
             "answers": list(job.answers),
             "detections": list(job.raw_detections),
             "notes": list(job.notes),
@@ -391,8 +394,6 @@ def _describe(error: BaseException) -> tuple:
 
 
 def _name_of(path: Any) -> str:
-    import os
-
     return os.path.basename(str(path))
 
 

@@ -224,7 +224,7 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
 
     if ray_address is not None:
         _annotate_on_ray(sources, output, config, ray_address, workers, gpus_per_worker, cpus_per_worker,
-                         retry_failed, no_merge, limit, as_json, verbose)
+                         retry_failed, no_merge, limit, as_json, verbose, images)
         return
 
     from gbc.annotators.backends.registry import create_detector, create_mllm
@@ -237,6 +237,7 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
 
     store = open_store(output, readonly=False)
     try:
+        _record_image_roots(store, images)
         done = set(store.keys(status="done"))
         failed = set(store.keys(status="failed"))
         if retry_failed:
@@ -295,7 +296,7 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
 
 
 def _annotate_on_ray(sources, output, config, address, workers, gpus_per_worker, cpus_per_worker,
-                     retry_failed, no_merge, limit, as_json, verbose=False) -> None:
+                     retry_failed, no_merge, limit, as_json, verbose=False, images=()) -> None:
     """``--ray``: the same run on a Ray cluster (see ``gbc.distributed.ray_runner``)."""
     from gbc.distributed.ray_runner import annotate_on_ray, finished_keys
     from gbc.distributed.shadowing import check_no_shadowing
@@ -324,6 +325,7 @@ def _annotate_on_ray(sources, output, config, address, workers, gpus_per_worker,
 
         with open_store(output, readonly=False) as store:
             store.update_meta({"last_run": result, "config": config.model_dump(mode="json")})
+            _record_image_roots(store, images)
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return
@@ -336,6 +338,20 @@ def _annotate_on_ray(sources, output, config, address, workers, gpus_per_worker,
     elif result["shards"]:
         click.echo(f"{len(result['shards'])} shard(s) left in {output}/shards (gbc.open_store reads them as one); "
                    f"merge with: gbc merge {output}/shards -o {output}")
+
+
+def _record_image_roots(store, images) -> None:
+    """Remember where the store's images come from, so that ``gbc export`` and ``gbc render``
+    find them without --images-root: the absolute path of each folder given (keys are relative
+    to it), or the folder of each file given (its key is the file name). Roots of earlier runs
+    into the same store are kept."""
+    roots = list((store.meta or {}).get("image_roots") or [])
+    for given in images:
+        path = os.path.abspath(given)
+        root = path if os.path.isdir(path) else os.path.dirname(path)
+        if root not in roots:
+            roots.append(root)
+    store.update_meta({"image_roots": roots})
 
 
 def _count(store, status: str) -> int:

@@ -95,8 +95,13 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
         max_tokens=max_tokens or None,
         exact_tokens=_TOKEN_MODES[token_mode],
     )
+    from gbc.export.source import recorded_image_roots
+
+    # Without --images-root, the input folders the store recorded at annotate time.
+    roots = () if images_root is not None else tuple(recorded_image_roots(src))
     options = ExportOptions(fmt=fmt, strategy=strategy, caption_filter=flt,
-                            images_root=str(images_root) if images_root else None, max_side=max_side,
+                            images_root=str(images_root) if images_root else None, image_roots=roots,
+                            max_side=max_side,
                             shard_size=shard_size, text_only=text_only, missing=missing, jpeg_quality=jpeg_quality,
                             graph_json=graph_json, workers=workers)
     score_filter = build_score_filter(min_clip, drop_bottom, max_toxicity, score_names)
@@ -108,6 +113,8 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
         pairs = ((key, graph) for key, graph in pairs if score_filter.apply(graph) is not None)
     with progress(pairs, total=total, desc="export", unit="graph") as bar:
         summary = export_graphs(bar, out, options)
+    if not summary.rows:
+        _refuse_empty(summary, out, "--images-root" if images_root is not None else "recorded" if roots else "")
     if as_json:
         data = summary.to_dict()
         if score_filter is not None:
@@ -120,6 +127,27 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
 
         click.echo("score filter:")
         print_filter_summary(score_filter.summary.to_dict())
+
+
+def _refuse_empty(s, out: Path, looked_under: str) -> None:
+    """Nothing exported: remove the empty outputs and say why in one line (exit 1).
+    ``looked_under``: where images were looked for ("--images-root", "recorded" or "")."""
+    for name in s.files:  # the paths of the files this export wrote
+        if Path(name).is_file():
+            Path(name).unlink()
+    if s.skipped_missing_image:
+        hint = {"--images-root": "they are not under --images-root",
+                "recorded": "they are not where the store recorded them: give --images-root DIR"}.get(
+                    looked_under, "give --images-root DIR")
+        why = (f"the image of {s.skipped_missing_image} graph(s) was not found ({hint}, "
+               "or use --missing text or --text-only)")
+    elif s.skipped_image_error:
+        why = f"the image of {s.skipped_image_error} graph(s) could not be read"
+    elif not s.graphs_read:
+        why = "the source holds no graph"
+    else:
+        why = "no caption passed the filters"
+    raise click.ClickException(f"nothing exported from {s.graphs_read} graph(s): {why}")
 
 
 def _print_summary(s, out: Path) -> None:

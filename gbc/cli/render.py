@@ -76,7 +76,10 @@ def render(path: Path, key: str, out: Path, images_root: Optional[Path], vertex_
         ids = ", ".join(repr(v.vertex_id) for v in graph.vertices[:10])
         raise click.ClickException(f"no vertex {vertex_id!r} in graph {found_key!r} (ids: {ids}, ...)")
     image = None
-    source = find_image(graph, images_root)
+    from gbc.export.source import recorded_image_roots
+
+    # Without --images-root, the input folders the store recorded at annotate time.
+    source = find_image(graph, images_root, () if images_root is not None else recorded_image_roots(path))
     if source is not None:
         from PIL import Image
 

@@ -6,7 +6,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from gbc.schemas import GbcGraph
 
@@ -14,22 +14,28 @@ from gbc.schemas import GbcGraph
 DEFAULT_JPEG_QUALITY = 95
 
 
-def find_image(graph: GbcGraph, images_root: Optional[os.PathLike] = None) -> Optional[Path]:
+def find_image(graph: GbcGraph, images_root: Optional[os.PathLike] = None,
+               recorded_roots: Sequence[os.PathLike] = ()) -> Optional[Path]:
     """The local file of ``graph``'s image, or ``None`` when it has none (URL-only) or it is missing.
 
     With ``images_root`` the image is looked for at ``images_root/img_path``, then at
     ``images_root/<basename of img_path>`` (the reference graphs record paths of the machine
-    that made them); without it, at ``img_path`` itself.
+    that made them). Without it, at ``img_path`` itself, then the same way under each of
+    ``recorded_roots`` (the input folders a store recorded when it was annotated).
     """
     if not graph.img_path:
         return None
     recorded = Path(graph.img_path)
     if images_root is None:
-        return recorded if recorded.is_file() else None
-    root = Path(images_root)
-    for candidate in (root / recorded, root / recorded.name):
-        if candidate.is_file():
-            return candidate
+        if recorded.is_file():
+            return recorded
+        roots = recorded_roots
+    else:
+        roots = [images_root]
+    for root in roots:
+        for candidate in (Path(root) / recorded, Path(root) / recorded.name):
+            if candidate.is_file():
+                return candidate
     return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Tuple, Union
 
 from gbc.schemas import GbcGraph
 from gbc.store.records import graph_key
@@ -38,6 +38,30 @@ def open_source(path: Union[str, Path], validate: bool = False) -> Tuple[Iterato
         store = open_store(str(path))
         return _store_items(store, validate), len(store)
     return keyed(read_graphs(str(path), validate=validate)), None
+
+
+def recorded_image_roots(path: Union[str, Path]) -> List[str]:
+    """The input folders a store (or each of its shards) recorded at annotate time (meta
+    ``image_roots``, absolute paths); empty for graph files and stores that recorded none."""
+    from gbc.store.shards import open_store
+
+    path = Path(path)
+    if not path.exists() or not (path.is_dir() or path.suffix == ".lmdb"):
+        return []
+    from gbc.store.lmdb_store import GraphStore
+
+    store = open_store(str(path))
+    try:
+        paths = [str(p) for p in getattr(store, "paths", None) or [path]]  # a shard view lists its stores
+    finally:
+        store.close()
+    roots: List[str] = []
+    for one in paths:
+        with GraphStore(one, readonly=True) as shard:
+            for root in (shard.meta or {}).get("image_roots") or []:
+                if isinstance(root, str) and root not in roots:
+                    roots.append(root)
+    return roots
 
 
 def _store_items(store, validate: bool) -> Iterator[KeyedGraph]:

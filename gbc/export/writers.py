@@ -69,6 +69,8 @@ class ExportOptions:
     strategy: str = "gbc-captions"
     caption_filter: CaptionFilter = field(default_factory=CaptionFilter)
     images_root: Optional[str] = None
+    #: input folders recorded by the store at annotate time, used when ``images_root`` is None
+    image_roots: Tuple[str, ...] = ()
     max_side: Optional[int] = None
     shard_size: int = DEFAULT_SHARD_SIZE
     text_only: bool = False
@@ -483,7 +485,7 @@ def _prepare(key: str, graph: GbcGraph, options: ExportOptions) -> _Prepared:
         return _Prepared(key, graph, "no_rows")
     encoder = source = None
     if not options.text_only:
-        source = find_image(graph, options.images_root)
+        source = find_image(graph, options.images_root, options.image_roots)
         if source is None and options.missing == "skip":
             return _Prepared(key, graph, "missing")
         if source is not None:

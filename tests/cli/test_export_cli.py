@@ -87,3 +87,65 @@ def test_export_bad_input_is_one_line_error(graphs_file, tmp_path, args, message
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def annotated(tmp_path):
+    """A store annotated from a folder given by a relative path, as a user would type it."""
+    import os
+
+    work = tmp_path / "work"
+    (work / "photos" / "sub").mkdir(parents=True)
+    for name in ("a.png", "sub/b.png"):
+        Image.new("RGB", (96, 72), (200, 120, 40)).save(work / "photos" / name)
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        r = CliRunner().invoke(cli, ["annotate", "photos", "-o", "run.lmdb", "--mllm", "scripted", "--detector", "scripted"])
+    finally:
+        os.chdir(cwd)
+    assert r.exit_code == 0, r.output
+    return work / "run.lmdb", work / "photos"
+
+
+def test_the_store_records_where_its_images_came_from(annotated):
+    import gbc
+
+    store_path, photos = annotated
+    with gbc.open_store(store_path) as store:
+        assert store.meta["image_roots"] == [str(photos)]  # absolute, though given as "photos"
+        assert store.get_provenance("sub/b.png")["source_path"] == str(photos / "sub" / "b.png")
+        assert store["sub/b.png"].img_path == "sub/b.png"  # the graph keeps the released layout
+
+
+def test_export_and_render_find_the_images_without_images_root(annotated, tmp_path, monkeypatch):
+    store_path, photos = annotated
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a relative img_path resolves against nothing here
+    r = _run(store_path, "-o", "train.csv")
+    assert r.exit_code == 0, r.output
+    with open(elsewhere / "train.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert rows and {row["filepath"].rsplit("_", 1)[0] for row in rows}
+    r = CliRunner().invoke(cli, ["render", str(store_path), "sub/b.png", "-o", "b.png"])
+    assert r.exit_code == 0, r.output
+    assert "not found" not in r.output
+
+
+def test_export_of_nothing_is_an_error_and_leaves_no_output(annotated, tmp_path):
+    store_path, photos = annotated
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "train.csv"
+    r = CliRunner().invoke(cli, ["export", str(store_path), "-o", str(out), "--images-root", str(empty)])
+    assert r.exit_code == 1
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: nothing exported from 2 graph(s)"), lines
+    assert "--images-root" in lines[0] and not out.exists()
+    # moved images: the recorded folder no longer holds them
+    photos.rename(tmp_path / "moved")
+    r = CliRunner().invoke(cli, ["export", str(store_path), "-o", str(out)])
+    assert r.exit_code == 1 and "not where the store recorded them" in r.output and not out.exists()
+    r = CliRunner().invoke(cli, ["export", str(store_path), "-o", str(out), "--images-root", str(tmp_path / "moved")])
+    assert r.exit_code == 0, r.output  # --images-root still overrides (another machine)
