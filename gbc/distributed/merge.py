@@ -189,9 +189,14 @@ def merge_stores(
                     _write_record(target, key, record, graph, None)
             else:
                 target.delete(key)  # skip-identical: no shard's version is kept
+        # Where the images came from (see gbc annotate): every store's folders, kept once each.
+        roots = list((target.meta or {}).get("image_roots") or [])
+        for store in opened:
+            roots += [r for r in (store.meta or {}).get("image_roots") or [] if r not in roots]
         target.update_meta({
             "merged_from": [str(s) for s in sources],
             "merge": {"on_conflict": on_conflict, "conflicts": len(plan.conflicts), "time": time.time()},
+            **({"image_roots": roots} if roots else {}),
         })
         done = target.count("done")
         failed = target.count("failed")

@@ -80,3 +80,25 @@ def test_installed_command_runs(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["done"] == 1
+
+
+def test_merged_store_keeps_every_shards_image_folders(tmp_path):
+    from PIL import Image
+
+    shards = []
+    for i in range(2):
+        folder = tmp_path / f"images{i}"
+        folder.mkdir()
+        Image.new("RGB", (64, 48), (60 * i, 90, 30)).save(folder / f"img{i}.png")
+        shard = tmp_path / f"part-{i}.lmdb"
+        r = CliRunner().invoke(cli, ["annotate", str(folder), "-o", str(shard), "--mllm", "scripted", "--detector", "scripted"])
+        assert r.exit_code == 0, r.output
+        shards.append(shard)
+    out = tmp_path / "all.lmdb"
+    r = CliRunner().invoke(cli, ["merge", *map(str, shards), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    with gbc.open_store(out) as store:
+        assert store.meta["image_roots"] == [str(tmp_path / "images0"), str(tmp_path / "images1")]
+    r = CliRunner().invoke(cli, ["export", str(out), "-o", str(tmp_path / "train.csv"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["graphs_exported"] == 2
