@@ -180,10 +180,11 @@ def _ray_output_aside(verbose: bool):
     fd, log_path = tempfile.mkstemp(prefix="gbc-ray-", suffix=".log")
     terminal_fd = os.dup(2)
     terminal = os.fdopen(os.dup(terminal_fd), "w", buffering=1)
-    python_stderr = sys.stderr
-    os.dup2(fd, 2)  # the native code writes to file descriptor 2 itself: swap what it points to
+    # Swap what file descriptor 2 points to: native code writes to it directly, and so does
+    # Python's sys.stderr underneath (sys.stderr itself is left alone: logging handlers made
+    # during the run keep a reference to it).
+    os.dup2(fd, 2)
     os.close(fd)
-    sys.stderr = os.fdopen(os.dup(2), "w", buffering=1)  # and Python code to sys.stderr
     try:
         yield terminal
     except BaseException as exc:
@@ -192,8 +193,7 @@ def _ray_output_aside(verbose: bool):
     else:
         os.unlink(log_path)
     finally:
-        sys.stderr.close()
-        sys.stderr = python_stderr
+        sys.stderr.flush()
         os.dup2(terminal_fd, 2)
         os.close(terminal_fd)
         terminal.close()

@@ -16,6 +16,7 @@ def test_annotate_on_ray_signature_is_stable():
         "mllm_options": inspect.Parameter.empty, "detector_spec": inspect.Parameter.empty,
         "detector_options": inspect.Parameter.empty, "address": None, "workers": 1,
         "gpus_per_worker": 0, "cpus_per_worker": None, "retry_failed": False, "merge": True,
+        "verbose": False,
     }
 
 

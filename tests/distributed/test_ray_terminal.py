@@ -4,6 +4,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,12 +34,16 @@ def test_a_ray_run_prints_only_its_own_lines(tmp_path):
 
 
 def test_other_output_goes_to_a_file_removed_after_success(capfd):
+    # (Python's sys.stderr writes to file descriptor 2 as well; pytest replaces it here, so the
+    # Ray run above checks that path.)
+    before = set(Path(tempfile.gettempdir()).glob("gbc-ray-*.log"))
     with _ray_output_aside(verbose=False) as terminal:
         os.write(2, b"[2026-12-03 16:45:01 E 1 1] core_worker.cc: Actor ... max_restarts > 0\n")
-        print("INFO streaming_executor.py -- Starting execution", file=sys.stderr)
+        os.write(2, b"INFO streaming_executor.py -- Starting execution\n")
         print("our progress", file=terminal)
     err = capfd.readouterr().err
     assert "our progress" in err and "max_restarts" not in err and "INFO" not in err
+    assert set(Path(tempfile.gettempdir()).glob("gbc-ray-*.log")) <= before  # removed
     os.write(2, b"after\n")  # the terminal is back
     assert capfd.readouterr().err == "after\n"
 
