@@ -53,6 +53,7 @@ SLOW_TESTS = frozenset({
     "test_plot_of_reference_graphs", "test_workers_give_the_same_shards", "test_installed_command_runs",
     "test_gbc_annotate_command_gives_the_same_graphs", "test_catalog_beside_the_store_by_default_with_a_stats_plot",
     "test_score_distributions_are_counted_per_label_and_plotted",
+    "test_a_ray_run_prints_only_its_own_lines", "test_default_models_missing_without_network_is_said_within_seconds",
 })
 
 
