@@ -50,6 +50,9 @@ _TOKEN_MODES = {"auto": None, "exact": True, "estimate": False}
                    "estimate, or auto (exact when available).")
 @click.option("--images-root", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder of the images: img_path is looked up there, then its base name.")
+@click.option("--allow-outside-root", is_flag=True,
+              help="Also read image files that resolve outside --images-root ('..', absolute paths, symlinks); "
+                   "by default they are refused and counted.")
 @click.option("--max-side", type=click.IntRange(min=1), default=None, help="Resize images so the longer side is at most N.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=DEFAULT_SHARD_SIZE, show_default=True,
               help="Samples per shard (wds, parquet).")
@@ -67,9 +70,9 @@ _TOKEN_MODES = {"auto": None, "exact": True, "estimate": False}
 @handle_errors
 def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[str, ...], desc_labels: Tuple[str, ...],
            min_box_size: float, max_depth: Optional[int], max_tokens: int, token_mode: str, images_root: Optional[Path],
-           max_side: Optional[int], shard_size: int, text_only: bool, missing: str, graph_json: str, jpeg_quality: int,
-           workers: int, validate: bool, as_json: bool, min_clip: Tuple[str, ...] = (), drop_bottom: Optional[float] = None,
-           max_toxicity: Optional[float] = None, score_names: Tuple[str, ...] = ()):
+           allow_outside_root: bool, max_side: Optional[int], shard_size: int, text_only: bool, missing: str,
+           graph_json: str, jpeg_quality: int, workers: int, validate: bool, as_json: bool, min_clip: Tuple[str, ...] = (),
+           drop_bottom: Optional[float] = None, max_toxicity: Optional[float] = None, score_names: Tuple[str, ...] = ()):
     """Export captions (and images) of the graphs in SRC for CLIP training.
 
     SRC is a store (.lmdb, or a folder of store shards) or a graph file (.jsonl, .json,
@@ -103,7 +106,7 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
                             images_root=str(images_root) if images_root else None, image_roots=roots,
                             max_side=max_side,
                             shard_size=shard_size, text_only=text_only, missing=missing, jpeg_quality=jpeg_quality,
-                            graph_json=graph_json, workers=workers)
+                            graph_json=graph_json, workers=workers, allow_outside_root=allow_outside_root)
     score_filter = build_score_filter(min_clip, drop_bottom, max_toxicity, score_names)
     if score_filter is not None:
         fit_score_filter(score_filter, src)
@@ -157,6 +160,12 @@ def _print_summary(s, out: Path) -> None:
         click.echo(f"skipped, image missing: {s.skipped_missing_image}")
         if not s.graphs_exported:
             click.echo("  (no image was found: give --images-root, or use --missing text or --text-only)", err=True)
+    if s.skipped_outside_root:
+        click.echo(f"skipped, image outside the images root (refused): {s.skipped_outside_root}")
+        for name in s.refused_images:
+            click.echo(f"  refused: {name}")
+        if s.skipped_outside_root > len(s.refused_images):
+            click.echo(f"  ... and {s.skipped_outside_root - len(s.refused_images)} more")
     if s.skipped_image_error:
         click.echo(f"skipped, image unreadable: {s.skipped_image_error}")
     if s.graphs_without_rows:

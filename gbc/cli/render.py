@@ -48,11 +48,13 @@ def find_graph(path: Path, key: str) -> Tuple[str, GbcGraph]:
               help="Picture to write (.png or .jpg).")
 @click.option("--images-root", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder of the images: img_path is looked up there, then its base name.")
+@click.option("--allow-outside-root", is_flag=True,
+              help="Also read an image file that resolves outside --images-root ('..', absolute path, symlink).")
 @click.option("--vertex", "vertex_id", default=None,
               help="Highlight this vertex and its neighbours (use '' for an image vertex with an empty id).")
 @click.option("--height", type=click.IntRange(200, 4000), default=800, show_default=True, help="Picture height in pixels.")
 @handle_errors
-def render(path: Path, key: str, out: Path, images_root: Optional[Path], vertex_id: Optional[str], height: int):
+def render(path: Path, key: str, out: Path, images_root: Optional[Path], allow_outside_root: bool, vertex_id: Optional[str], height: int):
     """Draw the graph KEY of PATH (a store or graph file) over its image, beside the graph.
 
     KEY is the graph's image key, the file name of its image, or (graph files) its position.
@@ -63,7 +65,7 @@ def render(path: Path, key: str, out: Path, images_root: Optional[Path], vertex_
     Example:
       gbc render graphs.jsonl Wild_horses.jpg -o horses.png --images-root images/ --vertex horse
     """
-    from gbc.export.images import find_image
+    from gbc.export.images import locate_image
     from gbc.viz.render import render_graph
 
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
@@ -79,8 +81,13 @@ def render(path: Path, key: str, out: Path, images_root: Optional[Path], vertex_
     from gbc.export.source import recorded_image_roots
 
     # Without --images-root, the input folders the store recorded at annotate time.
-    source = find_image(graph, images_root, () if images_root is not None else recorded_image_roots(path))
-    if source is not None:
+    lookup = locate_image(graph.img_path, images_root, allow_outside_root,
+                          () if images_root is not None else recorded_image_roots(path))
+    source = lookup.path
+    if lookup.refused is not None:
+        click.echo(f"image of {found_key!r} refused: {lookup.refused} is outside the images root "
+                   "(--allow-outside-root reads it); boxes drawn over a blank canvas", err=True)
+    elif source is not None:
         from PIL import Image
 
         with Image.open(source) as im:

@@ -6,7 +6,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 from gbc.schemas import GbcGraph
 
@@ -14,29 +14,78 @@ from gbc.schemas import GbcGraph
 DEFAULT_JPEG_QUALITY = 95
 
 
-def find_image(graph: GbcGraph, images_root: Optional[os.PathLike] = None,
-               recorded_roots: Sequence[os.PathLike] = ()) -> Optional[Path]:
-    """The local file of ``graph``'s image, or ``None`` when it has none (URL-only) or it is missing.
+Roots = Union[None, str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
-    With ``images_root`` the image is looked for at ``images_root/img_path``, then at
-    ``images_root/<basename of img_path>`` (the reference graphs record paths of the machine
-    that made them). Without it, at ``img_path`` itself, then the same way under each of
-    ``recorded_roots`` (the input folders a store recorded when it was annotated).
+
+@dataclass
+class ImageLookup:
+    """Where a graph's image was found. ``path`` is the file to read (``None``: missing or
+    refused); ``refused`` is a file that exists but lies outside the images roots and was
+    therefore not read."""
+
+    path: Optional[Path] = None
+    refused: Optional[Path] = None
+
+
+def _root_list(roots: Roots) -> List[Path]:
+    if roots is None:
+        return []
+    if isinstance(roots, (str, os.PathLike)):
+        return [Path(roots)]
+    return [Path(r) for r in roots]
+
+
+def is_inside_roots(path: os.PathLike, roots: Roots) -> bool:
+    """True when ``path``, with every symlink and ``..`` resolved, lies inside one of ``roots``
+    (themselves resolved). An empty list of roots contains nothing."""
+    real = os.path.realpath(path)
+    for root in _root_list(roots):
+        top = os.path.realpath(root)
+        if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def locate_image(img_path: Optional[str], roots: Roots = None, allow_outside: bool = False,
+                 recorded_roots: Sequence[os.PathLike] = ()) -> ImageLookup:
+    """Find the file of a recorded ``img_path``, reading only inside the images ``roots``.
+
+    With roots, each root is tried at ``root/img_path``, then at
+    ``root/<base name of img_path>`` (graphs made elsewhere record that machine's paths).
+    A candidate that resolves outside every root (``..`` components, an absolute path,
+    a symlink pointing elsewhere) is not read: it is reported as ``refused`` when no candidate
+    inside the roots exists, unless ``allow_outside``. Without roots ``img_path`` is read as
+    recorded (relative to the working directory), else looked for the same way under each of
+    ``recorded_roots`` (the input folders a store recorded when it was annotated), which then
+    are the roots.
     """
-    if not graph.img_path:
-        return None
-    recorded = Path(graph.img_path)
-    if images_root is None:
+    if not img_path:
+        return ImageLookup()
+    recorded = Path(img_path)
+    root_list = _root_list(roots)
+    if not root_list:
         if recorded.is_file():
-            return recorded
-        roots = recorded_roots
-    else:
-        roots = [images_root]
-    for root in roots:
-        for candidate in (Path(root) / recorded, Path(root) / recorded.name):
-            if candidate.is_file():
-                return candidate
-    return None
+            return ImageLookup(recorded)
+        root_list = _root_list(list(recorded_roots))
+        if not root_list:
+            return ImageLookup()
+    refused: Optional[Path] = None
+    for root in root_list:
+        # root / an absolute path is that path: the containment check decides.
+        for candidate in (root / recorded, root / recorded.name):
+            if not candidate.is_file():
+                continue
+            if allow_outside or is_inside_roots(candidate, root_list):
+                return ImageLookup(candidate)
+            refused = refused or candidate
+    return ImageLookup(None, refused)
+
+
+def find_image(graph: GbcGraph, images_root: Roots = None, recorded_roots: Sequence[os.PathLike] = (),
+               allow_outside: bool = False) -> Optional[Path]:
+    """The local file of ``graph``'s image, or ``None`` when it has none (URL-only), it is
+    missing, or it lies outside the images roots (see ``locate_image``)."""
+    return locate_image(graph.img_path, images_root, allow_outside, recorded_roots).path
 
 
 @dataclass

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from gbc.export.captions import CaptionFilter, CaptionRow, get_strategy
-from gbc.export.images import DEFAULT_JPEG_QUALITY, EncodedImage, ImageEncoder, find_image
+from gbc.export.images import DEFAULT_JPEG_QUALITY, EncodedImage, ImageEncoder, locate_image
 from gbc.schemas import GbcGraph
 
 FORMATS = ("csv", "wds", "parquet")
@@ -78,6 +78,7 @@ class ExportOptions:
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     graph_json: str = "first"
     workers: int = 1
+    allow_outside_root: bool = False  # read image files outside images_root too
 
     def __post_init__(self):
         if self.fmt not in FORMATS:
@@ -102,6 +103,8 @@ class ExportSummary:
     graphs_text_only: int = 0
     skipped_missing_image: int = 0
     skipped_image_error: int = 0
+    skipped_outside_root: int = 0
+    refused_images: List[str] = field(default_factory=list)  # "key: path" of the first refusals
     graphs_without_rows: int = 0
     rows: int = 0
     dropped_sentences: int = 0
@@ -471,7 +474,7 @@ class _Prepared:
 
     key: str
     graph: GbcGraph
-    outcome: str  # "ok", "no_rows", "missing" or "image_error"
+    outcome: str  # "ok", "no_rows", "missing", "outside_root" or "image_error"
     rows: List[CaptionRow] = field(default_factory=list)
     images: List[Optional[EncodedImage]] = field(default_factory=list)
     source: Optional[Path] = None
@@ -485,7 +488,12 @@ def _prepare(key: str, graph: GbcGraph, options: ExportOptions) -> _Prepared:
         return _Prepared(key, graph, "no_rows")
     encoder = source = None
     if not options.text_only:
-        source = find_image(graph, options.images_root, options.image_roots)
+        lookup = locate_image(graph.img_path, options.images_root, options.allow_outside_root,
+                              options.image_roots)
+        source = lookup.path
+        if lookup.refused is not None:
+            # Never read a file outside the images root, not even as a text-only fallback.
+            return _Prepared(key, graph, "outside_root", source=lookup.refused)
         if source is None and options.missing == "skip":
             return _Prepared(key, graph, "missing")
         if source is not None:
@@ -557,6 +565,11 @@ def export_graphs(pairs: Iterable[Tuple[str, GbcGraph]], out, options: ExportOpt
                 continue
             if p.outcome == "missing":
                 summary.skipped_missing_image += 1
+                continue
+            if p.outcome == "outside_root":
+                summary.skipped_outside_root += 1
+                if len(summary.refused_images) < MAX_ERRORS_KEPT:
+                    summary.refused_images.append(f"{p.key}: {p.source}")
                 continue
             if p.outcome == "image_error":
                 summary.skipped_image_error += 1
