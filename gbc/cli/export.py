@@ -166,6 +166,8 @@ def _print_summary(s, out: Path) -> None:
             click.echo(f"  refused: {name}")
         if s.skipped_outside_root > len(s.refused_images):
             click.echo(f"  ... and {s.skipped_outside_root - len(s.refused_images)} more")
+    if s.skipped_invalid_box:
+        click.echo(f"skipped, box not a finite number: {s.skipped_invalid_box}")
     if s.skipped_image_error:
         click.echo(f"skipped, image unreadable: {s.skipped_image_error}")
     if s.graphs_without_rows:

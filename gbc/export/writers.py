@@ -30,9 +30,9 @@ Layouts:
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
+import math
 import operator
 from collections import Counter
 from dataclasses import dataclass, field
@@ -104,6 +104,7 @@ class ExportSummary:
     skipped_missing_image: int = 0
     skipped_image_error: int = 0
     skipped_outside_root: int = 0
+    skipped_invalid_box: int = 0
     refused_images: List[str] = field(default_factory=list)  # "key: path" of the first refusals
     graphs_without_rows: int = 0
     rows: int = 0
@@ -161,6 +162,15 @@ def _csv_plain(field: str) -> bool:
     return not ("\t" in field or '"' in field or "\n" in field or "\r" in field or "\0" in field)
 
 
+def _csv_field(field: str) -> str:
+    """``field`` as the csv module writes it (tab, minimal quoting), except that a lone CR is
+    quoted too: the module quotes only the characters of its line terminator ("\n"), and a
+    bare CR left unquoted splits the row in two for every CSV reader."""
+    if "\t" in field or '"' in field or "\n" in field or "\r" in field:
+        return '"' + field.replace('"', '""') + '"'
+    return field
+
+
 class CsvWriter:
     """open_clip CSV: ``filepath<TAB>title``, one caption per row."""
 
@@ -169,8 +179,7 @@ class CsvWriter:
         self.options = options
         out.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(out, "w", newline="", encoding="utf-8")
-        self._csv = csv.writer(self._fh, delimiter="\t", lineterminator="\n")
-        self._csv.writerow(["filepath", "title"])
+        self._fh.write("filepath\ttitle\n")
         self.images_dir = out.parent / f"{out.stem}_images"
         self._n_images = 0
         self.files = [str(out)]
@@ -198,13 +207,14 @@ class CsvWriter:
                 # one write per graph instead of its per-character scan per field.
                 self._fh.write("".join([f"{path}\t{text}\n" for text in texts]))
             else:
-                self._csv.writerows([(path, text) for text in texts])
+                path = _csv_field(path)
+                self._fh.write("".join([f"{path}\t{_csv_field(text)}\n" for text in texts]))
             return
         cache: Dict = {}
-        self._csv.writerows(
-            (g.recorded_path() if image is None else self._image_file(g, row, image, cache), row.text)
+        self._fh.write("".join([
+            f"{_csv_field(g.recorded_path() if image is None else self._image_file(g, row, image, cache))}\t{_csv_field(row.text)}\n"
             for row, image in zip(rows, images)
-        )
+        ]))
 
     def close(self) -> None:
         self._fh.close()
@@ -474,7 +484,7 @@ class _Prepared:
 
     key: str
     graph: GbcGraph
-    outcome: str  # "ok", "no_rows", "missing", "outside_root" or "image_error"
+    outcome: str  # "ok", "no_rows", "missing", "outside_root", "invalid_box" or "image_error"
     rows: List[CaptionRow] = field(default_factory=list)
     images: List[Optional[EncodedImage]] = field(default_factory=list)
     source: Optional[Path] = None
@@ -482,10 +492,20 @@ class _Prepared:
     error: str = ""
 
 
+def _non_finite_box_row(rows: List[CaptionRow]) -> Optional[CaptionRow]:
+    for row in rows:
+        if row.bbox is not None and not all(map(math.isfinite, row.bbox)):
+            return row
+    return None
+
+
 def _prepare(key: str, graph: GbcGraph, options: ExportOptions) -> _Prepared:
     batch = get_strategy(options.strategy)(graph, options.caption_filter)
     if not batch.rows:
         return _Prepared(key, graph, "no_rows")
+    bad = _non_finite_box_row(batch.rows)
+    if bad is not None:  # no crop can be cut from it, and JSON cannot hold it
+        return _Prepared(key, graph, "invalid_box", error=f"{key}: vertex {bad.vertex_id!r} has a non-finite box {bad.bbox}")
     encoder = source = None
     if not options.text_only:
         lookup = locate_image(graph.img_path, options.images_root, options.allow_outside_root,
@@ -570,6 +590,11 @@ def export_graphs(pairs: Iterable[Tuple[str, GbcGraph]], out, options: ExportOpt
                 summary.skipped_outside_root += 1
                 if len(summary.refused_images) < MAX_ERRORS_KEPT:
                     summary.refused_images.append(f"{p.key}: {p.source}")
+                continue
+            if p.outcome == "invalid_box":
+                summary.skipped_invalid_box += 1
+                if len(summary.errors) < MAX_ERRORS_KEPT:
+                    summary.errors.append(p.error)
                 continue
             if p.outcome == "image_error":
                 summary.skipped_image_error += 1

@@ -7,6 +7,7 @@ A graph read from the released data (GBC10M records, or the reference "full" lay
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 from typing import Any, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple
 
@@ -415,7 +416,11 @@ def find_problems(graph: GbcGraph) -> List[str]:
     outs: Counter = Counter()
     ins: Counter = Counter()
     for v in graph.vertices:
-        if not v.bbox.is_valid():
+        not_finite = _non_finite_fields(v.bbox)
+        if not_finite:
+            # JSON has no NaN or Infinity: writers would turn them into null silently.
+            problems.append(f"vertex {v.vertex_id!r} has a box with non-finite {', '.join(not_finite)}")
+        elif not v.bbox.is_valid():
             problems.append(f"vertex {v.vertex_id!r} has a box outside [0,1] or inverted: {v.bbox.to_xyxy()}")
         for e in v.out_edges:
             if e.source != v.vertex_id:
@@ -440,6 +445,13 @@ def find_problems(graph: GbcGraph) -> List[str]:
     if cycle:
         problems.append("cycle: " + " -> ".join(repr(c) for c in cycle))
     return problems
+
+
+def _non_finite_fields(bbox: Bbox) -> List[str]:
+    """``name=value`` of the box coordinates and confidence that are NaN or infinite."""
+    values = (("left", bbox.left), ("top", bbox.top), ("right", bbox.right), ("bottom", bbox.bottom),
+              ("confidence", bbox.confidence))
+    return [f"{name}={value!r}" for name, value in values if value is not None and not math.isfinite(value)]
 
 
 def _find_cycle(graph: GbcGraph) -> Optional[List[str]]:

@@ -280,10 +280,28 @@ def test_csv_text_only_lines_are_what_the_csv_module_writes(tmp_path, text, path
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
         w.writerow(["filepath", "title"])
         w.writerows([(path, r.text) for r in caption_rows(graph)])
-    assert out.read_bytes() == expected.read_bytes()
-    if "\r" not in text:  # the csv module writes a lone \r unquoted; its reader then splits there
-        with open(out, newline="", encoding="utf-8") as fh:
-            assert [row[1] for row in csv.reader(fh, delimiter="\t")][1:] == [text.strip(), "Second one."]
+    if "\r" not in text:
+        assert out.read_bytes() == expected.read_bytes()
+    else:  # the csv module leaves a lone \r unquoted (its reader then splits the row there): quoted here
+        assert out.read_bytes() == expected.read_bytes().replace(b"carriage\rreturn", b'"carriage\rreturn"')
+    with open(out, newline="", encoding="utf-8") as fh:
+        assert [row[1] for row in csv.reader(fh, delimiter="\t")][1:] == [text.strip(), "Second one."]
+
+
+def test_csv_rows_with_images_quote_a_lone_carriage_return(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    root = Vertex(vertex_id="", bbox=Bbox.full(), label="image",
+                  descs=[Description(text="one\rrow", label="short"), Description(text="next", label="detail")])
+    graph = GbcGraph(vertices=[root], img_path="a.jpg", img_url=None)
+    Image.new("RGB", (8, 8)).save(images / "a.jpg")
+    out = tmp_path / "t.csv"
+    export_graphs(keyed([graph]), out, ExportOptions(images_root=str(images)))
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    assert [row[1] for row in rows] == ["title", "one\rrow", "next"]
+    pandas = pytest.importorskip("pandas")
+    assert pandas.read_csv(out, sep="\t")["title"].tolist() == ["one\rrow", "next"]
 
 
 @pytest.mark.parametrize("shard_size", [1, 3, 10, 10_000, 100_001])
