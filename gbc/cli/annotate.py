@@ -222,6 +222,10 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
         index, count = parse_shard(shard)
         sources = [s for s in sources if shard_of(s.key, count) == index]
 
+    from gbc.store.writer_lock import WriterLock
+
+    # One run per store (a second is refused, naming the first); dropped by the OS if we die.
+    click.get_current_context().call_on_close(WriterLock(output, command="gbc annotate").acquire().release)
     if ray_address is not None:
         _annotate_on_ray(sources, output, config, ray_address, workers, gpus_per_worker, cpus_per_worker,
                          retry_failed, no_merge, limit, as_json, verbose, images)
