@@ -53,3 +53,10 @@ def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disabl
     if disable is None:
         disable = not sys.stderr.isatty()
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True)
+
+
+def report_damaged(damaged, what: str) -> None:
+    """List every damaged graph on stderr, then fail the command (its output covers the rest)."""
+    for key, message in damaged:
+        click.echo(f"damaged: {message}", err=True)
+    raise click.ClickException(f"{len(damaged)} damaged graph(s) {what} (gbc salvage copies the readable ones to a new store)")

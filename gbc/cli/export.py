@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 
 import click
 
-from gbc.cli.common import handle_errors, progress
+from gbc.cli.common import handle_errors, progress, report_damaged
 from gbc.cli.filter import build_score_filter, fit_score_filter, score_filter_options
 from gbc.export.captions import DEFAULT_EXCLUDED_DESC_LABELS, STRATEGIES, CaptionFilter
 from gbc.export.images import DEFAULT_JPEG_QUALITY
@@ -110,7 +110,8 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
     score_filter = build_score_filter(min_clip, drop_bottom, max_toxicity, score_names)
     if score_filter is not None:
         fit_score_filter(score_filter, src)
-    pairs, total = open_source(src, validate=validate)
+    damaged = []  # (key, message) of graphs whose stored value cannot be decoded: skipped, listed
+    pairs, total = open_source(src, validate=validate, on_damaged=lambda key, message: damaged.append((key, message)))
     if score_filter is not None:
         # captions under the score bars never reach the caption strategies
         pairs = ((key, graph) for key, graph in pairs if score_filter.apply(graph) is not None)
@@ -119,17 +120,19 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
     if not summary.rows:
         _refuse_empty(summary, out, "--images-root" if images_root is not None else "recorded" if roots else "")
     if as_json:
-        data = summary.to_dict()
+        data = {**summary.to_dict(), "damaged": [key for key, _ in damaged]}
         if score_filter is not None:
             data["score_filter"] = score_filter.summary.to_dict()
         click.echo(json.dumps(data, indent=2))
-        return
-    _print_summary(summary, out)
-    if score_filter is not None:
-        from gbc.cli.filter import print_filter_summary
+    else:
+        _print_summary(summary, out)
+        if score_filter is not None:
+            from gbc.cli.filter import print_filter_summary
 
-        click.echo("score filter:")
-        print_filter_summary(score_filter.summary.to_dict())
+            click.echo("score filter:")
+            print_filter_summary(score_filter.summary.to_dict())
+    if damaged:
+        report_damaged(damaged, "skipped by this export")
 
 
 def _refuse_empty(s, out: Path, looked_under: str) -> None:

@@ -75,6 +75,7 @@ class GraphSource:
         self.format = _source_format(self.path)
         self.validate = validate
         self.store = None
+        self.damaged: List[Tuple[str, str]] = []  # (key, message) of store graphs that cannot be decoded
         if self.is_store:
             from gbc.store.shards import open_store
 
@@ -105,7 +106,8 @@ class GraphSource:
     def graphs(self) -> Iterator[Tuple[str, GbcGraph]]:
         """``(key, graph)`` for every graph (the ``done`` images of a store)."""
         if self.store is not None:
-            for key, graph in self.store.items():
+            # Graphs whose value cannot be decoded are listed in ``damaged`` and skipped.
+            for key, graph in self.store.items(on_damaged=lambda key, message: self.damaged.append((key, message))):
                 yield key, self._checked(key, graph)
             return
         for i, graph in enumerate(self._file_graphs()):

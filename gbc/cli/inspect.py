@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 
 import click
 
-from gbc.cli.common import handle_errors, one_line
+from gbc.cli.common import handle_errors, one_line, report_damaged
 from gbc.cli.files import GraphSource
 from gbc.schemas.graph import GbcGraph, Vertex
 
@@ -221,6 +221,7 @@ def stats(path: Path, as_json: bool, plot_path: Optional[Path], show_progress: O
             result = compute_stats(graphs, n_failed=source.n_failed)
         finally:
             graphs.close()
+        damaged = source.damaged
     if plot_path is not None:
         from gbc.viz.stats_plot import plot_stats
 
@@ -232,6 +233,8 @@ def stats(path: Path, as_json: bool, plot_path: Optional[Path], show_progress: O
         click.echo(format_stats(result))
     if plot_path is not None:
         click.echo(f"Plot written to {plot_path}", err=True)
+    if damaged:
+        report_damaged(damaged, "left out of these statistics")
 
 
 # ---------------------------------------------------------------------------- validate
@@ -264,9 +267,14 @@ def validate(path: Path):
                        f"({invalid} invalid): {path} could not be read further.", err=True)
             raise
         failed = source.n_failed
+        damaged = source.damaged
+    for key, message in damaged:
+        click.echo(f"{key}: damaged: {message}")
     summary = f"{checked} graph{'s' if checked != 1 else ''} checked: {checked - invalid} valid, {invalid} invalid"
+    if damaged:
+        summary += f", {len(damaged)} damaged (unreadable; gbc salvage copies the rest)"
     if failed:
         summary += f" ({failed} failed image{'s' if failed != 1 else ''} in the store)"
     click.echo(summary + ".")
-    if invalid:
+    if invalid or damaged:
         click.get_current_context().exit(1)

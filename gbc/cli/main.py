@@ -6,6 +6,7 @@ light commands never import torch, transformers, pyarrow or ray.
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import click
@@ -22,6 +23,7 @@ COMMANDS = {
     "ls": "gbc.cli.inspect:ls",
     "merge": "gbc.cli.merge:merge",
     "render": "gbc.cli.render:render",
+    "salvage": "gbc.cli.salvage:salvage",
     "score": "gbc.cli.score:score",
     "show": "gbc.cli.inspect:show",
     "stats": "gbc.cli.inspect:stats",
@@ -38,6 +40,7 @@ SHORT_HELP = {
     "ls": "List the image keys of a store or graph file.",
     "merge": "Merge store shards into one store.",
     "render": "Draw a graph over its image, beside the graph itself.",
+    "salvage": "Copy every graph still readable out of a damaged store.",
     "score": "Score every caption: CLIP-style models against its region, toxicity.",
     "show": "Print one graph as a readable tree.",
     "stats": "Summary statistics of a set of graphs (as in the GBC paper).",
@@ -66,12 +69,19 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gbc")
-def cli():
+@click.pass_context
+def cli(ctx):
     """gbc: graph-based captioning of images.
 
     Annotate image folders into GBC graphs, inspect and convert them, and export their
     captions for CLIP training.
     """
+    from gbc.store import health
+
+    # Commands walk a store's pages in a child process (once per change) before opening it,
+    # so that damage is reported instead of killing the command by a signal.
+    health.DEEP_CHECK = True
+    ctx.call_on_close(functools.partial(setattr, health, "DEEP_CHECK", False))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 from gbc.schemas import GbcGraph
 from gbc.store.records import graph_key
@@ -21,7 +21,8 @@ def keyed(graphs: Iterable[Union[GbcGraph, KeyedGraph]]) -> Iterator[KeyedGraph]
             yield str(key), graph
 
 
-def open_source(path: Union[str, Path], validate: bool = False) -> Tuple[Iterator[KeyedGraph], Optional[int]]:
+def open_source(path: Union[str, Path], validate: bool = False,
+                on_damaged: Optional[Callable[[str, str], None]] = None) -> Tuple[Iterator[KeyedGraph], Optional[int]]:
     """``(pairs, total)`` for a store or a folder of store shards (``total`` = number of graphs)
     or a graph file (``.jsonl``, ``.json``, ``.parquet``; ``total`` None).
 
@@ -36,7 +37,7 @@ def open_source(path: Union[str, Path], validate: bool = False) -> Tuple[Iterato
         raise FileNotFoundError(f"no such file or store: {path}")
     if path.is_dir() or path.suffix == ".lmdb":
         store = open_store(str(path))
-        return _store_items(store, validate), len(store)
+        return _store_items(store, validate, on_damaged), len(store)
     return keyed(read_graphs(str(path), validate=validate)), None
 
 
@@ -64,9 +65,10 @@ def recorded_image_roots(path: Union[str, Path]) -> List[str]:
     return roots
 
 
-def _store_items(store, validate: bool) -> Iterator[KeyedGraph]:
+def _store_items(store, validate: bool, on_damaged=None) -> Iterator[KeyedGraph]:
     try:
-        for key, graph in store.items():
+        # on_damaged: graphs that cannot be decoded are reported there and skipped
+        for key, graph in (store.items(on_damaged=on_damaged) if on_damaged else store.items()):
             if validate:
                 graph.validate(strict=True, name=repr(key))
             yield key, graph

@@ -33,6 +33,7 @@ import msgspec
 from pydantic import BaseModel
 
 from gbc.schemas.graph import GbcGraph
+from gbc.store import health as _health
 from gbc.store import lmdb_env as _envs
 from gbc.store.codec import ValueCodec, ValueDecodeError
 from gbc.store.lmdb_env import SUBDBS as _SUBDBS
@@ -128,6 +129,8 @@ class GraphStore:
             raise StoreError(f"cannot create a graph store at {str(self.path)!r}: a file of that name exists")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
+        if (self.path / "data.mdb").is_file():
+            _health.check_before_open(self.path)  # LMDB would die by a signal on some damage
         self._generation = _envs.GENERATION
         with _envs.GATE:
             self._open()
@@ -462,7 +465,7 @@ class GraphStore:
             for k, v in rows:
                 yield _decode_key(k), v
 
-    def _graph_items(self) -> Iterator[Tuple[str, GbcGraph]]:
+    def _graph_items(self, on_damaged: Optional[Callable[[str, str], None]] = None) -> Iterator[Tuple[str, GbcGraph]]:
         """``(key, graph)`` in key order. Each chunk of values is decompressed before its graphs
         are parsed: one loop of zstd then one of pydantic keeps each one's tables and code in
         the CPU caches (measured: decompression costs a third less than interleaved)."""
@@ -481,7 +484,11 @@ class GraphStore:
                         raise item
                     graph = decode(*item)
                 except ValueDecodeError as exc:
-                    raise StoreCorruptError(f"graph {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
+                    message = f"graph {key!r} in store {str(self.path)!r} cannot be decoded: {exc}"
+                    if on_damaged is None:
+                        raise StoreCorruptError(message) from None
+                    on_damaged(key, message)  # listed by the caller; iteration goes on
+                    continue
                 yield key, graph
 
     def key_page(self, table: Literal["graphs", "status"] = "graphs", after: Optional[str] = None,
@@ -532,8 +539,11 @@ class GraphStore:
         """Graphs in key order (read in short transactions: writes made meanwhile may show up)."""
         return (graph for _, graph in self._graph_items())
 
-    def items(self) -> Iterator[Tuple[str, GbcGraph]]:
-        return self._graph_items()
+    def items(self, on_damaged: Optional[Callable[[str, str], None]] = None) -> Iterator[Tuple[str, GbcGraph]]:
+        """``(key, graph)`` in key order. A value that cannot be decoded raises
+        ``StoreCorruptError``, or with ``on_damaged`` is passed to it as ``(key, message)`` and
+        skipped, so that every damaged graph can be listed."""
+        return self._graph_items(on_damaged)
 
     def raw_items(self) -> Iterator[Tuple[str, bytes]]:
         """``(key, stored value)`` pairs in this store's own encoding (values may refer to this
@@ -676,6 +686,29 @@ class GraphStore:
             self._write(write)
             total += len(batch)
         return total
+
+    def write_records(self, records: Iterable[Tuple[str, Optional[GbcGraph], Optional[Dict[str, Any]], StatusRecord]]) -> int:
+        """Write ``(key, graph or None, provenance or None, status record)`` as given, all in ONE
+        transaction (``gbc salvage`` rebuilding a store). A ``done`` record needs its graph."""
+        encoded = []
+        for key, graph, provenance, record in records:
+            if record.status == "done" and graph is None:
+                raise StoreError(f"the done record of {key!r} has no graph")
+            if graph is not None:
+                _check_graph(graph)
+            encoded.append((_encode_key(key), graph, provenance,
+                            _STATUS_CODES[record.status] + record.model_dump_json().encode()))
+
+        def write(txn):
+            for k, graph, provenance, status in encoded:
+                if graph is not None:
+                    self._put_in(txn, k, graph, provenance)
+                elif provenance is not None:
+                    txn.put(k, self._codec.encode_json(provenance), db=self._db(b"provenance"))
+                txn.put(k, status, db=self._db(b"status"))
+            return len(encoded)
+
+        return self._write(write)
 
     def mark_failed(
         self,

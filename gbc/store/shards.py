@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+from gbc.store.lmdb_env import StoreCorruptError
+
 __all__ = ["MultiStore", "find_shards", "group_statuses", "is_store", "open_multi_store", "open_store", "status_name"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -155,13 +157,21 @@ class MultiStore:
     def __iter__(self) -> Iterator[str]:
         return self.keys()
 
-    def items(self) -> Iterator[Tuple[str, Any]]:
+    def items(self, on_damaged=None) -> Iterator[Tuple[str, Any]]:
+        """As ``GraphStore.items``: with ``on_damaged``, undecodable graphs are reported and skipped."""
         # the graph is read from the store whose record won: one lookup per key, not one per store
         labelled = [(i, store, str(path)) for i, (store, path) in enumerate(zip(self._stores, self.paths))]
         for key, records in group_statuses(labelled):
             index, record = self._resolve(records)
             if status_name(record) == "done":
-                yield key, self._stores[index][key]
+                try:
+                    graph = self._stores[index][key]
+                except StoreCorruptError as exc:
+                    if on_damaged is None:
+                        raise
+                    on_damaged(key, str(exc))
+                    continue
+                yield key, graph
 
     def values(self) -> Iterator[Any]:
         return (graph for _, graph in self.items())

@@ -14,7 +14,7 @@ from PIL import Image
 import gbc
 from gbc.store.writer_lock import LOCK_NAME, StoreBusyError, WriterLock
 
-SLOW = ["--mllm", "scripted", "--mllm-option", "latency_s=0.5", "--detector", "scripted", "--no-progress"]
+SLOW = ["--mllm", "scripted", "--mllm-option", "latency_s=5", "--detector", "scripted", "--no-progress"]
 
 
 @pytest.fixture
