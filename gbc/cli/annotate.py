@@ -239,6 +239,9 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
     from gbc.store.shards import open_store
     from gbc.annotators.engine import RecursiveAnnotator
 
+    from gbc.store.health import StoreFullError
+
+    committed = {"done": 0}  # images committed by this run, for a disk-full message
     store = open_store(output, readonly=False)
     try:
         _record_image_roots(store, images)
@@ -263,6 +266,7 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
             finished = summary.done + summary.failed
             bar.update(finished - state["finished"])
             state["finished"] = finished
+            committed["done"] = summary.done
             workers = getattr(engine, "workers", {})
             calls = sum(w.stats.calls for w in workers.values())
             elapsed = max(time.perf_counter() - started, 1e-9)
@@ -287,6 +291,9 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
         store.update_meta({"last_run": result, "config": config.model_dump(mode="json")})
         totals = {"done": _count(store, "done"), "failed": _count(store, "failed")}
         result["store"] = totals
+    except StoreFullError as exc:  # committed images are intact: the same command resumes
+        raise click.ClickException(f"no space left on {exc.mount}: {committed['done']} images committed, "
+                                   "rerun to resume") from None
     finally:
         store.close()
         for backend in (mllm, detector):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from typing import Callable, Tuple, Type
@@ -37,6 +38,16 @@ def handle_errors(func: Callable) -> Callable:
             sys.exit(130)
         except _USER_ERRORS as exc:
             raise click.ClickException(str(exc) or exc.__class__.__name__) from None
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            if exc.filename:
+                from gbc.store.health import mount_point
+
+                message = f"no space left on {mount_point(exc.filename)} (writing {exc.filename})"
+            else:
+                message = "no space left on device"
+            raise click.ClickException(message) from None
 
     return wrapper
 

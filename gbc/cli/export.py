@@ -115,8 +115,13 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
     if score_filter is not None:
         # captions under the score bars never reach the caption strategies
         pairs = ((key, graph) for key, graph in pairs if score_filter.apply(graph) is not None)
-    with progress(pairs, total=total, desc="export", unit="graph") as bar:
-        summary = export_graphs(bar, out, options)
+    try:
+        with progress(pairs, total=total, desc="export", unit="graph") as bar:
+            summary = export_graphs(bar, out, options)  # removes its partial files when it fails
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(out)  # name the output in a disk-full message
+        raise
     if not summary.rows:
         _refuse_empty(summary, out, "--images-root" if images_root is not None else "recorded" if roots else "")
     if as_json:

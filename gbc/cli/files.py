@@ -257,8 +257,10 @@ def convert_graphs(src: Path, dst: Path, layout: str = "auto", validate: bool = 
             if dst.exists():
                 _remove(dst)
             os.replace(tmp, dst)
-        except BaseException:
+        except BaseException as exc:
             _remove(tmp)
+            if isinstance(exc, OSError) and exc.filename is None:
+                exc.filename = str(dst)  # name the output in a disk-full message
             raise
         finally:
             bar.close()

@@ -34,6 +34,8 @@ import itertools
 import json
 import math
 import operator
+import os
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -576,7 +578,9 @@ def export_graphs(pairs: Iterable[Tuple[str, GbcGraph]], out, options: ExportOpt
         raise ValueError(f"{out} is a folder; the csv format writes one file (e.g. {out / 'train.csv'})")
     if options.fmt != "csv" and out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder; the {options.fmt} format writes shards into a folder")
+    before = _output_paths(out, options)
     writer = _WRITERS[options.fmt](out, options)
+    completed = False
     try:
         for p in _prepared(pairs, options):
             summary.graphs_read += 1
@@ -608,7 +612,40 @@ def export_graphs(pairs: Iterable[Tuple[str, GbcGraph]], out, options: ExportOpt
             summary.rows += len(p.rows)
             summary.dropped_sentences += p.dropped
             summary.rows_by_type.update(map(_CAPTION_TYPE, p.rows))
-    finally:
         writer.close()
+        completed = True
+    finally:
+        if not completed:  # a failed export (a full disk, an interrupt) leaves no partial files
+            _discard_partial(writer, out, options, before)
     summary.files = writer.files
     return summary
+
+
+def _output_paths(out: Path, options: ExportOptions) -> set:
+    """Every path an export to ``out`` may write that exists now (kept if the export fails)."""
+    roots = [out] if options.fmt != "csv" else [out, out.parent / f"{out.stem}_images"]
+    found = set()
+    for root in roots:
+        if root.exists():
+            found.add(root)
+            if root.is_dir():
+                for folder, dirs, files in os.walk(root):
+                    found.update(Path(folder) / name for name in dirs + files)
+    return found
+
+
+def _discard_partial(writer, out: Path, options: ExportOptions, before: set) -> None:
+    try:
+        writer.close()  # releases its open files; may fail again on a full disk
+    except Exception:
+        pass
+    if options.fmt == "csv" and out in before:
+        before = before - {out}  # rewritten from its first byte: what is left is partial
+    for path in sorted(_output_paths(out, options) - before, key=lambda p: len(p.parts), reverse=True):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            pass

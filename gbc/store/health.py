@@ -186,6 +186,56 @@ def verify_trees(store_dir: os.PathLike, meta: Optional[MetaPage] = None) -> Non
         raise _damaged(store, verdict["damage"])
 
 
+class StoreFullError(StoreError):
+    """The file system of a store has no room left; ``mount`` names it."""
+
+    def __init__(self, message: str, mount: str):
+        super().__init__(message)
+        self.mount = mount
+
+
+#: Free bytes a new environment needs: LMDB sizes its lock file with ftruncate and then writes
+#: it through a memory map, which dies by SIGBUS when the disk cannot back the pages.
+ROOM_TO_CREATE = 128 << 10
+
+
+def mount_point(path: os.PathLike) -> str:
+    """The mount point of the file system holding ``path`` (or its nearest existing parent)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return str(p)
+
+
+def free_bytes(path: os.PathLike) -> int:
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    st = os.statvfs(p)
+    return st.f_bavail * st.f_frsize
+
+
+def check_room_to_create(store_dir: os.PathLike) -> None:
+    """Refuse to let LMDB create files on a disk too full to hold them (see ROOM_TO_CREATE)."""
+    free = free_bytes(store_dir)
+    if free < ROOM_TO_CREATE:
+        mount = mount_point(store_dir)
+        raise StoreFullError(f"no space left on {mount}: {free} bytes free, graph store {str(store_dir)!r} "
+                             "cannot be opened for writing", mount)
+
+
+def write_failed(store_dir: os.PathLike, exc: BaseException) -> StoreError:
+    """The error for a write LMDB refused: ``StoreFullError`` when the disk is full (LMDB reports
+    ENOSPC, or EIO on some file systems with next to no room), else ``StoreError``."""
+    text = str(exc)
+    if "No space left" in text or free_bytes(store_dir) < ROOM_TO_CREATE:
+        mount = mount_point(store_dir)
+        return StoreFullError(f"no space left on {mount} (writing graph store {str(store_dir)!r}: {text})", mount)
+    return StoreError(f"cannot write graph store {str(store_dir)!r}: {text}")
+
+
 def check_before_open(store_dir: os.PathLike) -> None:
     """What ``GraphStore`` runs before LMDB maps an existing data file."""
     meta = check_file(store_dir)

@@ -129,6 +129,8 @@ class GraphStore:
             raise StoreError(f"cannot create a graph store at {str(self.path)!r}: a file of that name exists")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / "data.mdb").is_file() or not (self.path / "lock.mdb").is_file():
+            _health.check_room_to_create(self.path)  # LMDB would die by SIGBUS on a full disk
         if (self.path / "data.mdb").is_file():
             _health.check_before_open(self.path)  # LMDB would die by a signal on some damage
         self._generation = _envs.GENERATION
@@ -310,6 +312,8 @@ class GraphStore:
                 env.set_mapsize(min(current * 2, MAX_MAP_SIZE))
             except lmdb.MapResizedError:
                 env.set_mapsize(0)
+            except lmdb.Error as exc:  # the txn was aborted: what was committed before stays
+                raise _health.write_failed(self.path, exc) from None
 
     def _write(self, fn: Callable[[Any], Any]) -> Any:
         if self.readonly:

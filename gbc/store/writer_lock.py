@@ -81,8 +81,11 @@ class WriterLock:
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": now,
                   "started_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
                   "command": self.command, "argv": sys.argv}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
+        except OSError:  # a full disk: the lock holds all the same, unnamed
+            pass
         self._fd = fd
         return self
 
