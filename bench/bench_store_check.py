@@ -71,7 +71,7 @@ def main() -> None:
         print(f"read every graph (baseline): {baseline:8.3f} s")
         print(f"meta page check (each open):  {structural * 1e3:8.3f} ms")
         print(f"tree walk (first open):       {first:8.3f} s   = x{first / baseline:.2f} of reading every graph")
-        print(f"cached verdict (later opens): {cached * 1e3:8.3f} ms  = x{cached / baseline:.5f} of reading every graph")
+        print(f"cached verdict (later opens): {cached * 1e3:8.3f} ms  = x{cached / baseline:.1e} of reading every graph")
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
