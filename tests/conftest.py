@@ -43,6 +43,7 @@ SLOW_FIXTURES = frozenset({
 SLOW_MODULES = frozenset({
     "test_resume.py", "test_store_creation_race.py", "test_bench_store.py", "test_ray_inputs.py",
     "test_ray_signature.py", "test_browser.py", "test_semantic.py", "test_hf_detectors.py", "test_hf_mllm.py",
+    "test_damaged_store.py", "test_disk_full.py", "test_annotate_lock_cli.py", "test_bench_store_check.py",
 })
 #: Single tests that take seconds: whole commands in subprocesses, plots, every export format
 #: of the reference graphs, the huge-image memory bound.
