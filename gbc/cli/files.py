@@ -185,25 +185,10 @@ class GraphSource:
 
 
 def _store_entries(store) -> Iterator[Entry]:
-    """Merge the store's status records with its graphs, both in key order.
-
-    Graphs written without a status record (``put_many``, conversions) count as ``done``.
-    """
-    statuses = iter(store.statuses())
-    keys = iter(store.keys())
-    status_item = next(statuses, None)
-    key = next(keys, None)
-    while status_item is not None or key is not None:
-        # Python orders str by code point, which is the UTF-8 byte order of the store's keys.
-        if status_item is not None and (key is None or status_item[0] <= key):
-            k, record = status_item
-            if key == k:
-                key = next(keys, None)
-            yield Entry(k, record.status, getattr(record, "reason", None), getattr(record, "error_type", None))
-            status_item = next(statuses, None)
-        else:
-            yield Entry(key)
-            key = next(keys, None)
+    """The store's images in key order with their status records (every graph has one:
+    graphs imported by ``put_many`` or a conversion are ``done`` too)."""
+    for key, record in store.statuses():
+        yield Entry(key, record.status, getattr(record, "reason", None), getattr(record, "error_type", None))
 
 
 def _basename(key: str) -> str:

@@ -17,8 +17,9 @@ A key's records across the sources are resolved as follows:
       only unambiguous keys are merged: a conflicting key is copied from no shard (an output
       store that already holds it keeps its graph) and is listed in the summary.
 
-Keys are resolved from their status records; graphs stored without one (``put_many``) are
-copied too, the first store that holds them winning.
+Keys are resolved from their status records. Every graph counts as ``done``: graphs stored
+by ``put``/``put_many`` have a ``done`` record of origin ``imported`` (kept by the merge), and
+a graph of an older store without a record reads the same.
 
 The output store may already exist: its content counts as the first source, and it is
 never rewritten except where a shard brings a ``done`` graph for a key it holds as
@@ -280,7 +281,9 @@ def _plan_pass(sources: List[Path], out: Optional[Path], on_conflict: str,
 
 
 def _write_record(target, key: str, record, graph, provenance) -> None:
-    if status_name(record) == "done":
+    if status_name(record) == "done" and getattr(record, "origin", None) == "imported":
+        target.put(key, graph, provenance=provenance)
+    elif status_name(record) == "done":
         target.commit_image(key, graph, provenance=provenance, attempts=getattr(record, "attempts", 1) or 1)
     else:
         target.mark_failed(

@@ -3,7 +3,9 @@
 One LMDB environment (a directory, by convention ``*.lmdb``) with named sub-databases:
 
 - ``graphs``: image key -> compact graph value (``gbc.store.codec``)
-- ``status``: image key -> ``StatusRecord`` (done | failed, reason, error type, attempts, ...)
+- ``status``: image key -> ``StatusRecord`` (done | failed, reason, error type, attempts, ...);
+  every key that holds a graph is ``done`` (origin ``imported`` when ``put``/``put_many`` stored
+  it rather than an annotation run; a graph of an older store without a record reads the same)
 - ``meta``: name -> JSON value (format version, creation time, gbc version, run metadata)
 - ``provenance``: image key -> dict (raw model answers, backend specs, prompt version)
 - ``dicts``: id -> zstd dictionary trained on this store's first graphs
@@ -65,8 +67,18 @@ _STATUS_CODES = {"done": b"D", "failed": b"F"}
 StatusName = Literal["done", "failed"]
 
 
+#: ``StatusRecord.origin`` of graphs stored by ``put``/``put_many`` (conversions, imports)
+#: rather than committed by an annotation run.
+IMPORTED = "imported"
+
+
 class StatusRecord(BaseModel):
-    """What happened to one image: ``done`` (its graph is stored) or ``failed`` (with a reason)."""
+    """What happened to one image: ``done`` (its graph is stored) or ``failed`` (with a reason).
+
+    ``origin`` is ``None`` for a graph an annotation run committed and ``"imported"`` for one
+    stored as it was given (``put``, ``put_many``, ``gbc convert``); such records have
+    ``attempts=0``.
+    """
 
     status: StatusName
     reason: Optional[str] = None
@@ -74,6 +86,22 @@ class StatusRecord(BaseModel):
     attempts: int = 1
     time: float = 0.0
     counts: Optional[Dict[str, int]] = None
+    origin: Optional[str] = None
+
+
+def _imported_record(when: float) -> StatusRecord:
+    return StatusRecord(status="done", attempts=0, time=when, origin=IMPORTED)
+
+
+def _imported_value() -> bytes:
+    # Fields left at None are not written (they read back as their defaults): one small
+    # record per imported graph.
+    return _STATUS_CODES["done"] + _imported_record(time.time()).model_dump_json(exclude_none=True).encode()
+
+
+#: The status of a graph stored without a status record (stores written before ``put`` and
+#: ``put_many`` recorded one): it has a graph, so it is ``done``, and it was imported.
+_LEGACY_DONE = _imported_record(0.0)
 
 
 def _encode_key(key: Union[str, bytes]) -> bytes:
@@ -529,12 +557,35 @@ class GraphStore:
         with _envs.GATE:
             return int(self._env().info()["last_txnid"])
 
+    def _status_rows(self) -> Iterator[Tuple[bytes, Optional[bytes]]]:
+        """``(key bytes, status value)`` for every key with a status record or a graph, in key
+        order; the value is ``None`` for a graph stored without a record (older stores)."""
+        statuses = (row for rows in self._scan_chunks(b"status") for row in rows)
+        graphs = (k for rows in self._scan_chunks(b"graphs", keys_only=True) for k, _ in rows)
+        status, graph = next(statuses, None), next(graphs, None)
+        while status is not None or graph is not None:
+            if graph is None or (status is not None and status[0] <= graph):
+                if graph is not None and status[0] == graph:
+                    graph = next(graphs, None)
+                yield status
+                status = next(statuses, None)
+            else:
+                yield graph, None
+                graph = next(graphs, None)
+
+    def _keys_with_status(self, status: str) -> Iterator[str]:
+        code = _status_code(status)
+        done = code == _STATUS_CODES["done"]
+        for k, v in self._status_rows():
+            if (v is None and done) or (v is not None and v[:1] == code):
+                yield _decode_key(k)
+
     def keys(self, status: Optional[StatusName] = None) -> Iterator[str]:
-        """Image keys in order: of stored graphs, or of images whose status is ``status``."""
+        """Image keys in order: of stored graphs, or of images whose status is ``status``
+        (``done``: every key holding a graph, whatever wrote it)."""
         if status is None:
             return (k for k, _ in self._scan(b"graphs", keys_only=True))
-        code = _status_code(status)
-        return (k for k, v in self._scan(b"status") if v[:1] == code)
+        return self._keys_with_status(status)
 
     def __iter__(self) -> Iterator[str]:
         return self.keys()
@@ -555,19 +606,33 @@ class GraphStore:
         return self._scan(b"graphs")
 
     def status(self, key: str) -> Optional[StatusRecord]:
-        value = self._get_raw(b"status", _encode_key(key))
-        return None if value is None else self._decode_status(key, value)
+        """The status record of ``key`` (a graph stored without one reads as ``done``,
+        origin ``imported``), or ``None`` for a key the store knows nothing of."""
+        k = _encode_key(key)
+
+        def read(txn):
+            value = txn.get(k, db=self._db(b"status"))
+            if value is None and txn.get(k, db=self._db(b"graphs")) is not None:
+                return _LEGACY_DONE
+            return value
+
+        value = self._read(read)
+        if value is None or isinstance(value, StatusRecord):
+            return value
+        return self._decode_status(key, value)
 
     def statuses(self) -> Iterator[Tuple[str, StatusRecord]]:
-        """``(key, StatusRecord)`` for every image with a status, in key order."""
-        return ((k, self._decode_status(k, v)) for k, v in self._scan(b"status"))
+        """``(key, StatusRecord)`` for every image with a status or a graph, in key order."""
+        for k, v in self._status_rows():
+            key = _decode_key(k)
+            yield key, (_LEGACY_DONE if v is None else self._decode_status(key, v))
 
     def count(self, status: Optional[StatusName] = None) -> int:
-        """Number of graphs (``status=None``) or of images with that status (a scan of the status table)."""
+        """Number of graphs (``status=None``) or of images with that status (a scan of the
+        status records and the graph keys; ``count("done")`` equals ``len(store)``)."""
         if status is None:
             return len(self)
-        code = _status_code(status)
-        return sum(1 for _, v in self._scan(b"status") if v[:1] == code)
+        return sum(1 for _ in self._keys_with_status(status))
 
     def _decode_status(self, key: str, value: bytes) -> StatusRecord:
         try:
@@ -597,12 +662,22 @@ class GraphStore:
             txn.put(key, self._codec.encode_json(provenance), db=self._db(b"provenance"))
 
     def put(self, key: str, graph: GbcGraph, provenance: Optional[Dict[str, Any]] = None) -> None:
-        """Store ``graph`` under ``key`` (no status record; see ``commit_image``)."""
+        """Store ``graph`` under ``key`` as given: its status becomes ``done`` with origin
+        ``imported`` (an annotation run commits with ``commit_image`` instead)."""
         k = _encode_key(key)
-        self._write(lambda txn: self._put_in(txn, k, graph, provenance))
+        record = _imported_value()
+
+        def write(txn):
+            self._put_in(txn, k, graph, provenance)
+            txn.put(k, record, db=self._db(b"status"))
+
+        self._write(write)
 
     def put_many(self, items: Iterable[Tuple], batch_size: int = DEFAULT_BATCH_SIZE) -> int:
         """Store ``(key, graph)`` or ``(key, graph, provenance)`` items, ``batch_size`` per transaction.
+
+        Like ``put``, each key's status becomes ``done`` with origin ``imported`` (in the same
+        transaction as its graph), so a run resuming into this store never annotates it again.
 
         Each graph is serialised as soon as it arrives (while its objects are still in the CPU
         caches, and so that the batch holds bytes rather than thousands of live objects); a
@@ -631,10 +706,14 @@ class GraphStore:
         # last of equal keys still wins).
         batch.sort(key=_first)
 
+        record = _imported_value()
+
         def write(txn):
-            graphs, provenances = self._db(b"graphs"), self._db(b"provenance")
+            graphs, provenances, statuses = self._db(b"graphs"), self._db(b"provenance"), self._db(b"status")
             cur = txn.cursor(db=graphs)
             last = bytes(cur.key()) if cur.last() else None
+            cur = txn.cursor(db=statuses)
+            last_status = bytes(cur.key()) if cur.last() else None
             for key, payload, mode, provenance in batch:
                 value = self._pack_graph(key, payload, mode, txn)
                 if last is None or key > last:
@@ -642,6 +721,11 @@ class GraphStore:
                     last = key
                 else:
                     txn.put(key, value, db=graphs)
+                if last_status is None or key > last_status:
+                    txn.put(key, record, db=statuses, append=True)
+                    last_status = key
+                else:
+                    txn.put(key, record, db=statuses)
                 if provenance is not None:
                     txn.put(key, provenance, db=provenances)
             return len(batch)

@@ -217,15 +217,23 @@ def test_output_record_kept_whole_when_it_wins(tmp_path):
     assert ("plan", 2) in stages and any(stage == "copy" for stage, _ in stages)
 
 
-def test_graphs_without_status_records_are_copied_too(tmp_path):
+@pytest.mark.parametrize("legacy", [False, True])
+def test_imported_graphs_are_merged_as_done(tmp_path, legacy):
     a = tmp_path / "a.lmdb"
     with gbc.open_store(str(a), readonly=False) as store:
         store.put_many((f"k{i:04d}", synthetic_graph(i)) for i in range(300))
-    # put_many writes graphs without statuses: the merge copies them as they are.
+    if legacy:  # a store written before put_many recorded statuses: graphs only
+        import lmdb
+
+        env = lmdb.open(str(a), max_dbs=16)
+        with env.begin(write=True) as txn:
+            txn.drop(env.open_db(b"status", txn=txn), delete=False)
+        env.close()
     with gbc.open_store(str(a), readonly=False) as store:
         for i in range(0, 300, 100):
             store.commit_image(f"k{i:04d}", synthetic_graph(i))
     summary = merge_stores([a], tmp_path / "o.lmdb")
     with gbc.open_store(str(tmp_path / "o.lmdb")) as out:
-        assert len(out) == 300 and out.count("done") == 3
-    assert summary["keys"] == 3  # keys are counted from statuses
+        assert len(out) == 300 and out.count("done") == 300
+        assert [k for k, r in out.statuses() if r.origin != "imported"] == ["k0000", "k0100", "k0200"]
+    assert summary["keys"] == 300 and summary["done"] == 300

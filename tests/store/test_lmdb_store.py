@@ -102,12 +102,12 @@ def test_status_provenance_and_meta(store_path):
         store.commit_image("b.jpg", g)
         store.mark_failed("c.jpg", "image cannot be decoded", error_type="UnidentifiedImageError", attempts=3,
                           provenance={"error": "boom"})
-        store.put("d.jpg", g)  # a graph without status
+        store.put("d.jpg", g)  # an imported graph: done, origin "imported"
         store.update_meta({"run": {"backend": "replay:x", "images": 4}})
     with GraphStore(store_path) as store:
         assert len(store) == 3 and store.count() == 3
-        assert store.count("done") == 2 and store.count("failed") == 1
-        assert list(store.keys(status="done")) == ["a.jpg", "b.jpg"]
+        assert store.count("done") == 3 and store.count("failed") == 1
+        assert list(store.keys(status="done")) == ["a.jpg", "b.jpg", "d.jpg"]
         assert list(store.keys(status="failed")) == ["c.jpg"]
         done = store.status("a.jpg")
         assert isinstance(done, StatusRecord) and done.status == "done" and done.reason is None
@@ -115,8 +115,10 @@ def test_status_provenance_and_meta(store_path):
         failed = store.status("c.jpg")
         assert (failed.status, failed.reason, failed.error_type, failed.attempts) == (
             "failed", "image cannot be decoded", "UnidentifiedImageError", 3)
-        assert store.status("d.jpg") is None
-        assert [k for k, _ in store.statuses()] == ["a.jpg", "b.jpg", "c.jpg"]
+        imported = store.status("d.jpg")
+        assert (imported.status, imported.origin, imported.attempts) == ("done", "imported", 0)
+        assert done.origin is None and store.status("e.jpg") is None
+        assert [k for k, _ in store.statuses()] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
         assert store.get_provenance("a.jpg") == {"answers": ["x" * 5000], "backend": "replay:x"}
         assert store.get_provenance("c.jpg") == {"error": "boom"} and store.get_provenance("b.jpg") is None
         assert store.meta["run"] == {"backend": "replay:x", "images": 4}
