@@ -12,6 +12,7 @@ from gbc.cli.common import handle_errors, progress, report_damaged
 from gbc.cli.filter import build_score_filter, fit_score_filter, score_filter_options
 from gbc.export.captions import DEFAULT_EXCLUDED_DESC_LABELS, STRATEGIES, CaptionFilter
 from gbc.export.images import DEFAULT_JPEG_QUALITY
+from gbc.export.output import check_output
 from gbc.export.tokens import CLIP_MAX_TOKENS
 from gbc.export.writers import (
     DEFAULT_SHARD_SIZE,
@@ -66,12 +67,16 @@ _TOKEN_MODES = {"auto": None, "exact": True, "estimate": False}
               help="Processes making captions and images (the output is the same for any number).")
 @click.option("--validate", is_flag=True, help="Check every graph's invariants while reading.")
 @score_filter_options
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing output whole (the CSV and its images folder, or the shard folder); "
+                   "without it a used output is refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
 def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[str, ...], desc_labels: Tuple[str, ...],
            min_box_size: float, max_depth: Optional[int], max_tokens: int, token_mode: str, images_root: Optional[Path],
            allow_outside_root: bool, max_side: Optional[int], shard_size: int, text_only: bool, missing: str,
-           graph_json: str, jpeg_quality: int, workers: int, validate: bool, as_json: bool, min_clip: Tuple[str, ...] = (),
+           graph_json: str, jpeg_quality: int, workers: int, validate: bool, overwrite: bool, as_json: bool,
+           min_clip: Tuple[str, ...] = (),
            drop_bottom: Optional[float] = None, max_toxicity: Optional[float] = None, score_names: Tuple[str, ...] = ()):
     """Export captions (and images) of the graphs in SRC for CLIP training.
 
@@ -106,7 +111,9 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
                             images_root=str(images_root) if images_root else None, image_roots=roots,
                             max_side=max_side,
                             shard_size=shard_size, text_only=text_only, missing=missing, jpeg_quality=jpeg_quality,
-                            graph_json=graph_json, workers=workers, allow_outside_root=allow_outside_root)
+                            graph_json=graph_json, workers=workers, allow_outside_root=allow_outside_root,
+                            overwrite=overwrite)
+    check_output(out, fmt, overwrite)  # before any reading (fitting score bars reads SRC once)
     score_filter = build_score_filter(min_clip, drop_bottom, max_toxicity, score_names)
     if score_filter is not None:
         fit_score_filter(score_filter, src)

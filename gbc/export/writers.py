@@ -34,8 +34,6 @@ import itertools
 import json
 import math
 import operator
-import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from gbc.export.captions import CaptionFilter, CaptionRow, get_strategy
 from gbc.export.images import DEFAULT_JPEG_QUALITY, EncodedImage, ImageEncoder, locate_image
+from gbc.export.output import csv_images_dir, stage_output
 from gbc.schemas import GbcGraph
 
 FORMATS = ("csv", "wds", "parquet")
@@ -81,6 +80,8 @@ class ExportOptions:
     graph_json: str = "first"
     workers: int = 1
     allow_outside_root: bool = False  # read image files outside images_root too
+    #: Replace an output that already holds data (refused otherwise; see gbc.export.output).
+    overwrite: bool = False
 
     def __post_init__(self):
         if self.fmt not in FORMATS:
@@ -176,13 +177,17 @@ def _csv_field(field: str) -> str:
 class CsvWriter:
     """open_clip CSV: ``filepath<TAB>title``, one caption per row."""
 
-    def __init__(self, out: Path, options: ExportOptions):
+    def __init__(self, out: Path, options: ExportOptions, images_dir_as_read: Optional[Path] = None):
+        """``images_dir_as_read``: where the images folder will be when the CSV is read (the
+        export writes into a staging folder first); the CSV names images there."""
         self.out = out
         self.options = options
         out.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(out, "w", newline="", encoding="utf-8")
         self._fh.write("filepath\ttitle\n")
-        self.images_dir = out.parent / f"{out.stem}_images"
+        self.images_dir = csv_images_dir(out)
+        final = images_dir_as_read if images_dir_as_read is not None else self.images_dir
+        self._images_dir_as_read = final.parent.resolve() / final.name
         self._n_images = 0
         self.files = [str(out)]
 
@@ -193,10 +198,10 @@ class CsvWriter:
         cache_key = (id(g), row.bbox)
         if cache_key not in cache:
             self.images_dir.mkdir(parents=True, exist_ok=True)
-            path = self.images_dir / f"{self._n_images:09d}.jpg"
-            path.write_bytes(image.data)
+            name = f"{self._n_images:09d}.jpg"
+            (self.images_dir / name).write_bytes(image.data)
             self._n_images += 1
-            cache[cache_key] = str(path.resolve())
+            cache[cache_key] = str(self._images_dir_as_read / name)
         return cache[cache_key]
 
     def write_graph(self, g: _Graph, rows: List[CaptionRow], images: List[Optional[EncodedImage]]) -> None:
@@ -570,16 +575,35 @@ def export_graphs(pairs: Iterable[Tuple[str, GbcGraph]], out, options: ExportOpt
     ``summary.errors``. Every graph read is accounted for in the summary. With
     ``options.workers > 1`` captions and images are made in worker processes; the output
     is the same as with one.
+
+    An output that already holds data (the CSV file or its images folder, a folder that is
+    not empty) is refused with ``OutputExistsError`` unless ``options.overwrite``; the new
+    output is written beside it and replaces the old one whole only when complete.
     """
     flt = options.caption_filter
     summary = ExportSummary(token_counter=flt.token_counter()[1] if flt.max_tokens else "no limit")
     out = Path(out)
-    if options.fmt == "csv" and out.is_dir():
-        raise ValueError(f"{out} is a folder; the csv format writes one file (e.g. {out / 'train.csv'})")
-    if options.fmt != "csv" and out.exists() and not out.is_dir():
-        raise ValueError(f"{out} exists and is not a folder; the {options.fmt} format writes shards into a folder")
-    before = _output_paths(out, options)
-    writer = _WRITERS[options.fmt](out, options)
+    staged = stage_output(out, options.fmt, options.overwrite)
+    try:
+        if options.fmt == "csv":
+            writer = CsvWriter(staged.path, options, images_dir_as_read=csv_images_dir(out))
+        else:
+            writer = _WRITERS[options.fmt](staged.path, options)
+        _write_all(writer, pairs, options, summary)
+        if not summary.rows:
+            # Nothing exported: no empty output is left, and an old one is not replaced by it.
+            staged.discard()
+            summary.files = []
+            return summary
+        staged.commit()
+    except BaseException:
+        staged.discard()  # the old output, if any, stays as it was
+        raise
+    summary.files = [staged.final_name(f) for f in writer.files]
+    return summary
+
+
+def _write_all(writer, pairs: Iterable[Tuple[str, GbcGraph]], options: ExportOptions, summary: ExportSummary) -> None:
     completed = False
     try:
         for p in _prepared(pairs, options):
@@ -615,37 +639,8 @@ def export_graphs(pairs: Iterable[Tuple[str, GbcGraph]], out, options: ExportOpt
         writer.close()
         completed = True
     finally:
-        if not completed:  # a failed export (a full disk, an interrupt) leaves no partial files
-            _discard_partial(writer, out, options, before)
-    summary.files = writer.files
-    return summary
-
-
-def _output_paths(out: Path, options: ExportOptions) -> set:
-    """Every path an export to ``out`` may write that exists now (kept if the export fails)."""
-    roots = [out] if options.fmt != "csv" else [out, out.parent / f"{out.stem}_images"]
-    found = set()
-    for root in roots:
-        if root.exists():
-            found.add(root)
-            if root.is_dir():
-                for folder, dirs, files in os.walk(root):
-                    found.update(Path(folder) / name for name in dirs + files)
-    return found
-
-
-def _discard_partial(writer, out: Path, options: ExportOptions, before: set) -> None:
-    try:
-        writer.close()  # releases its open files; may fail again on a full disk
-    except Exception:
-        pass
-    if options.fmt == "csv" and out in before:
-        before = before - {out}  # rewritten from its first byte: what is left is partial
-    for path in sorted(_output_paths(out, options) - before, key=lambda p: len(p.parts), reverse=True):
-        try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        except OSError:
-            pass
+        if not completed:
+            try:
+                writer.close()  # releases its open files; may fail again on a full disk
+            except Exception:
+                pass  # the staging folder is removed by the caller anyway
