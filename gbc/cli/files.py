@@ -7,6 +7,7 @@ store by the store key, and a store also holds the images that failed.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import uuid
@@ -154,6 +155,9 @@ class GraphSource:
                 why = f"{record.error_type}: {record.reason}" if record.error_type else (record.reason or "no reason")
                 raise click.ClickException(f"image {key!r} failed ({one_line(why)}); it has no graph")
             matches = [k for k in self.store.keys() if _basename(k) == key]
+            if not matches and key.isdigit():
+                # The graph's 0-based position in key order (as `gbc ls --status done` lists them).
+                matches = list(itertools.islice(self.store.keys(), int(key), int(key) + 1))
             return self._one(key, matches, lambda k: (k, self._checked(k, self.store[k])))
         by_name: List[Tuple[str, GbcGraph]] = []
         by_index: Optional[Tuple[str, GbcGraph]] = None

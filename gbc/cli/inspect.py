@@ -176,8 +176,8 @@ def _graph_heading(key: str, graph: GbcGraph) -> List[str]:
 def show(path: Path, key: str, as_json: bool, width: Optional[int], ascii_only: bool, no_validate: bool):
     """Print one graph as a readable tree.
 
-    KEY is the image key (img_path, else img_url) as `gbc ls` prints it, or the image's file
-    name; for graph files also the graph's 0-based position. Each vertex shows its number,
+    KEY is the image key (img_path, else img_url) as `gbc ls` prints it, the image's file
+    name, or the graph's 0-based position (in a store: among its graphs in key order). Each vertex shows its number,
     label, id, box and detector confidence, then its captions and the edges to its children
     (with their texts). A vertex with several parents is shown once and referenced later.
     """

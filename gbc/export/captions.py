@@ -38,8 +38,8 @@ class CaptionFilter:
     - ``max_tokens``: CLIP token limit of a text, start/end tokens included (default 77;
       ``None`` or 0: no limit). Longer captions are split at sentence boundaries into
       chunks that fit, each its own row; a single sentence over the limit is dropped and
-      counted, never cut. The ``structured`` text is never split (it would lose its
-      structure); it is exported whole.
+      counted, never cut. The ``structured`` outline is split between its lines (a line
+      too long on its own is split at sentence boundaries), so each row is still an outline.
     - ``exact_tokens``: ``None`` uses the exact CLIP tokenizer when its merge table is
       found, else the conservative estimate; ``True`` requires it; ``False`` forces the
       estimate (see ``gbc.export.tokens``).
@@ -133,6 +133,36 @@ class _Fitter:
         chunks, dropped = split_to_fit(text, self.count, self.limit)
         self.dropped += dropped
         return chunks
+
+    def fit_lines(self, text: str) -> List[str]:
+        """Like ``fit`` for a text whose lines belong together: whole lines are packed into
+        chunks that fit (joined by newlines); a line over the limit alone is split at its
+        sentence boundaries."""
+        if self.limit is None or self.count(text) <= self.limit:
+            return [text] if text.strip() else []
+        pieces: List[Tuple[str, int]] = []
+        for line in text.split("\n"):
+            n = self.count(line)
+            if n <= self.limit:
+                pieces.append((line, n))
+                continue
+            chunks, dropped = split_long(line, self.count, self.limit)
+            self.dropped += dropped
+            pieces.extend((chunk, self.count(chunk)) for chunk in chunks)
+        # Both counters add up over whitespace-separated text (the estimate rounds up each
+        # part), so the sum of the parts' bodies bounds the count of their join.
+        out: List[str] = []
+        current: List[str] = []
+        used = 2  # start and end tokens of the chunk being filled
+        for piece, n in pieces:
+            if current and used + n - 2 > self.limit:
+                out.append("\n".join(current))
+                current, used = [], 2
+            current.append(piece)
+            used += n - 2
+        if current:
+            out.append("\n".join(current))
+        return out
 
 
 #: ``(desc label, vertex label)`` -> caption type; labels come from a small vocabulary, so
@@ -315,9 +345,11 @@ def structured_text(graph: GbcGraph, flt: CaptionFilter = CaptionFilter(), all_c
 
 
 def structured_captions(graph: GbcGraph, flt: CaptionFilter = CaptionFilter()) -> RowBatch:
-    """One row with ``structured_text(graph)`` (never split by the token limit)."""
-    text = structured_text(graph, flt)
-    return RowBatch([CaptionRow(text, "structured")] if text else [])
+    """``structured_text(graph)`` as one row, or under a token limit as several rows that fit,
+    split between the outline's lines (see ``CaptionFilter``)."""
+    fitter = _Fitter(flt)
+    rows = [CaptionRow(chunk, "structured") for chunk in fitter.fit_lines(structured_text(graph, flt))]
+    return RowBatch(rows, fitter.dropped)
 
 
 #: Strategy name -> function(graph, filter) -> RowBatch.

@@ -60,7 +60,8 @@ def _graph(root_id=""):
         ("original", {}, {"original-image": 1}),
         ("concat", {}, {"concat": 1}),
         ("concat", {"max_tokens": 20}, {"concat": 3}),
-        ("structured", {}, {"structured": 1}),
+        ("structured", {}, {"structured": 2}),  # the outline is over 77 tokens: split between lines
+        ("structured", {"max_tokens": None}, {"structured": 1}),
     ],
 )
 def test_strategy_rows_by_type(strategy, flt, expected):
