@@ -613,7 +613,7 @@ class GraphStore:
         def read(txn):
             value = txn.get(k, db=self._db(b"status"))
             if value is None and txn.get(k, db=self._db(b"graphs")) is not None:
-                return _LEGACY_DONE
+                return _LEGACY_DONE.model_copy()
             return value
 
         value = self._read(read)
@@ -625,7 +625,7 @@ class GraphStore:
         """``(key, StatusRecord)`` for every image with a status or a graph, in key order."""
         for k, v in self._status_rows():
             key = _decode_key(k)
-            yield key, (_LEGACY_DONE if v is None else self._decode_status(key, v))
+            yield key, (_LEGACY_DONE.model_copy() if v is None else self._decode_status(key, v))
 
     def count(self, status: Optional[StatusName] = None) -> int:
         """Number of graphs (``status=None``) or of images with that status (a scan of the
