@@ -49,6 +49,7 @@ class WriterLock:
         self.path = self.store_path / LOCK_NAME
         self.command = command
         self._fd: Optional[int] = None
+        self._created = False
 
     def holder(self) -> Dict[str, Any]:
         """What the lock file says about its last holder ({} when unreadable or empty)."""
@@ -64,6 +65,7 @@ class WriterLock:
             return self
         if self.store_path.exists() and not self.store_path.is_dir():
             raise StoreError(f"cannot create a graph store at {str(self.store_path)!r}: a file of that name exists")
+        self._created = not self.store_path.exists()
         self.store_path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -94,6 +96,13 @@ class WriterLock:
         # a file no one else sees.
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            if self._created and not (self.store_path / "data.mdb").exists():
+                # the run stopped before it made a store: leave no empty store folder behind
+                try:
+                    self.path.unlink()
+                    self.store_path.rmdir()
+                except OSError:
+                    pass
             os.close(fd)  # closing the only descriptor drops the flock
 
     def __enter__(self) -> "WriterLock":
