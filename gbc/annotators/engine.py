@@ -262,6 +262,11 @@ class RecursiveAnnotator:
                 loader.join(self.LOADER_JOIN_S)
             summary.elapsed_s = time.perf_counter() - start
             summary.backends = {name: w.stats.to_dict() for name, w in self.workers.items()}
+            for name, backend in (("mllm", self.mllm), ("detector", self.detector)):
+                # a backend that retries requests itself (HTTP) reports those retries too
+                request_stats = getattr(backend, "request_stats", None)
+                if callable(request_stats):
+                    summary.backends[name].update(request_stats())
         return summary
 
     #: Most finished images committed in one store transaction.

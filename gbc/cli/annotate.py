@@ -379,7 +379,8 @@ def _format_summary(result: dict) -> str:
     ]
     for name, b in result["backends"].items():
         lines.append(f"{name}: {b['calls']} calls, {b['requests']} requests, mean batch fill "
-                     f"{100 * b['mean_batch_fill']:.0f}% of {b['batch_size']}, {b['retries']} retries")
+                     f"{100 * b['mean_batch_fill']:.0f}% of {b['batch_size']}, {b['retries']} retries"
+                     + (f", {b['request_retries']} requests sent again" if "request_retries" in b else ""))
     for etype, n in sorted(result["failures"].items()):
         lines.append(f"failed: {etype} x{n}")
     lines.append(f"store {result['output']}: {result['store']['done']} done, {result['store']['failed']} failed")

@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
+import queue
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from pydantic import Field
 
 from gbc.annotators.backends.base import BackendError, BackendOptions, BackendUnavailable, MllmRequest
 from gbc.annotators.backends.hf_mllm import scale_image
 from gbc.annotators.backends.registry import register_mllm
+from gbc.annotators.backends.server_health import ServerHealth
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,85 @@ def retry_delay(headers, attempt: int, base: float, most: float) -> float:
     return min(most, base * (2**attempt))
 
 
+def read_event_stream(lines: Iterable[str], deadline: float, url: str) -> dict:
+    """A streamed chat completion (server-sent events) assembled into the shape of a plain one.
+
+    ``BackendError`` for an error event, a stream with no choices, or an answer still
+    streaming at ``deadline`` (``time.monotonic()``); a stream cut short raises the
+    transport's own error (the caller retries it like any transport failure).
+    """
+    parts: List[str] = []
+    seen_choice = False
+    for line in lines:
+        if time.monotonic() > deadline:
+            raise BackendError(f"{url}: the answer was still streaming when timeout_s ran out")
+        if not line.startswith("data:"):
+            continue  # comments, event names, keep-alives
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        try:
+            event = json.loads(data)
+        except ValueError as exc:
+            raise BackendError(f"{url} streamed an event that is not JSON: {data[:200]!r}") from exc
+        if not isinstance(event, dict):
+            raise BackendError(f"{url} streamed an unexpected event: {data[:200]!r}")
+        if event.get("error"):
+            raise BackendError(f"{url} reported an error while answering: {str(event['error'])[:300]}")
+        for choice in event.get("choices") or []:
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                seen_choice = True
+                delta = choice.get("delta") or {}
+                if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                    parts.append(delta["content"])
+    if not seen_choice:
+        raise BackendError(f"{url} streamed no answer")
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)}}]}
+
+
+def run_concurrently(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> List[Any]:
+    """``[fn(item) for item in items]`` on up to ``workers`` daemon threads.
+
+    A ``BackendUnavailable`` is raised as soon as one call raises it (the run stops; the other
+    calls end on their own, seeing the backend down); any other failure is raised once all
+    calls have ended, the first in ``items`` order. Daemon threads: a call stuck on a silent
+    server never holds up the end of the process.
+    """
+    results: List[Any] = [None] * len(items)
+    errors: Dict[int, BaseException] = {}
+    todo: "queue.SimpleQueue" = queue.SimpleQueue()
+    for index in range(len(items)):
+        todo.put(index)
+    ended: "queue.SimpleQueue" = queue.SimpleQueue()
+
+    def work() -> None:
+        while True:
+            try:
+                index = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results[index] = fn(items[index])
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                errors[index] = exc
+            ended.put(index)
+
+    for i in range(min(workers, len(items))):
+        threading.Thread(target=work, name=f"gbc-openai-{i}", daemon=True).start()
+    for _ in range(len(items)):
+        index = ended.get()
+        if isinstance(errors.get(index), BackendUnavailable):
+            while True:  # requests not started yet are dropped
+                try:
+                    todo.get_nowait()
+                except queue.Empty:
+                    break
+            raise errors[index]
+    if errors:
+        raise errors[min(errors)]
+    return results
+
+
 @register_mllm
 class OpenAiMllm:
     """Chat completions with image input over HTTP, many requests in flight."""
@@ -77,11 +158,22 @@ class OpenAiMllm:
     class Options(BackendOptions):
         concurrency: int = Field(32, ge=1, description="requests in flight at once (also the engine's batch size)")
         api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (unset: no key)")
-        timeout_s: float = Field(300.0, gt=0, description="seconds to wait for one answer")
         connect_timeout_s: float = Field(10.0, gt=0, description="seconds to wait for a connection")
+        first_byte_timeout_s: float = Field(
+            30.0, gt=0, description="seconds from sending a request to the start of the answer (its response head); "
+            "a server that accepts requests and stays silent is given up after this")
+        read_timeout_s: float = Field(
+            120.0, gt=0, description="longest silence while an answer streams in: the wait for the first token "
+            "(queueing, prefill) and between tokens")
+        timeout_s: float = Field(600.0, gt=0, description="longest time for one whole answer")
+        stream: bool = Field(True, description="ask for streamed answers (server-sent events), so that a silent server "
+                             "is noticed within the timeouts above; false: one JSON answer, waited for up to timeout_s")
         max_retries: int = Field(5, ge=0, description="retries on 429/5xx answers, timeouts and connection errors")
         backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry (Retry-After wins)")
         max_backoff_s: float = Field(60.0, ge=0, description="longest delay between two tries")
+        down_after_s: float = Field(
+            15.0, ge=0, description="transport failures (refused, reset, timed out) going on this long with no answer "
+            "to any request, confirmed by a failing GET /models, mean the server is down: the run stops")
         max_image_side: Optional[int] = Field(1024, ge=16, description="images are scaled down to this longer side")
         jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the images sent")
         extra_body: Dict[str, Any] = Field(
@@ -93,8 +185,9 @@ class OpenAiMllm:
         self.base_url, self.model = split_argument(argument)
         self.max_batch_size = self.options.concurrency
         self._client = None
-        self._pool: Optional[ThreadPoolExecutor] = None
         self._lock = threading.Lock()
+        self.health = ServerHealth(self.base_url, self._probe, self.options.down_after_s)
+        self.retries = 0  # requests sent again (after a transport failure, 429 or 5xx)
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -108,55 +201,99 @@ class OpenAiMllm:
                 if key:
                     headers["Authorization"] = f"Bearer {key}"
                 limits = httpx.Limits(max_connections=self.options.concurrency, max_keepalive_connections=self.options.concurrency)
-                timeout = httpx.Timeout(self.options.timeout_s, connect=self.options.connect_timeout_s)
-                self._client = httpx.Client(headers=headers, timeout=timeout, limits=limits)
-                self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="gbc-openai")
+                self._client = httpx.Client(headers=headers, timeout=self._timeout(self.options.first_byte_timeout_s),
+                                            limits=limits)
             return self._client
+
+    def _timeout(self, head_s: float):
+        import httpx
+
+        # the pool wait covers requests queued behind ``concurrency`` others of this backend
+        return httpx.Timeout(connect=self.options.connect_timeout_s, read=head_s, write=head_s,
+                             pool=self.options.timeout_s)
+
+    def _probe(self) -> Optional[str]:
+        """``GET /models`` with short timeouts: None when the server answers at all (any status)."""
+        import httpx
+
+        wait = min(self.options.connect_timeout_s, self.options.first_byte_timeout_s)
+        try:
+            with httpx.Client(timeout=wait) as client:  # its own connection: the pool may be stuck
+                client.get(f"{self.base_url}/models")
+        except httpx.TransportError as exc:
+            return f"GET /models: {exc.__class__.__name__}: {exc}".rstrip(": ")
+        return None
+
+    def _send(self, client, method: str, url: str, payload: Optional[dict]):
+        """One try: ``(status, headers, body)`` where body is the parsed JSON answer (a streamed
+        chat answer is assembled into the same shape) or, for an HTTP error, its text."""
+        # A streamed answer starts at once (then tokens follow); a plain one arrives whole.
+        streamed = payload is None or bool(payload.get("stream"))
+        head_s = self.options.first_byte_timeout_s if streamed else self.options.timeout_s
+        request = client.build_request(method, url, json=payload, timeout=self._timeout(head_s))
+        response = client.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                response.read()
+                return response.status_code, response.headers, response.text
+            # The head has arrived: from here on, silence is bounded by read_timeout_s. httpx reads
+            # the body with the timeouts held by the request when the body is first read.
+            request.extensions["timeout"] = {**request.extensions.get("timeout", {}), "read": self.options.read_timeout_s}
+            deadline = time.monotonic() + self.options.timeout_s
+            if "text/event-stream" in response.headers.get("content-type", ""):
+                return response.status_code, response.headers, read_event_stream(response.iter_lines(), deadline, url)
+            body = response.read()
+            try:
+                return response.status_code, response.headers, json.loads(body)
+            except ValueError as exc:
+                raise BackendError(f"{url} answered with invalid JSON: {body[:200]!r}") from exc
+        finally:
+            response.close()
 
     def _call(self, method: str, path: str, payload: Optional[dict] = None) -> dict:
         """One API call with retries; a ``BackendError`` once retrying cannot help.
 
-        ``BackendUnavailable`` (the run stops) when the server could not be reached on any try
-        (connection refused, unknown host, connect timeout) or rejects the credentials
-        (401/403); other failures concern this request only.
+        ``BackendUnavailable`` (the run stops) when the server rejects the credentials (401/403)
+        or is judged down by ``ServerHealth`` (transport failures with no answer in between,
+        confirmed by a probe); other failures concern this request only.
         """
         import httpx
 
+        self.health.check()
         client = self._http()
         url = f"{self.base_url}{path}"
         last = ""
-        unreachable = False
         for attempt in range(self.options.max_retries + 1):
             headers = None
+            started = time.monotonic()
+            retries_left = attempt < self.options.max_retries
             try:
-                response = client.request(method, url, json=payload)
-            except (httpx.TransportError,) as exc:  # connection refused/reset, timeouts
-                last = f"{exc.__class__.__name__}: {exc}"
-                # no connection at all (refused, DNS, connect timeout), unlike a read timeout
-                # or a reset, which the server may cause for one request only
-                unreachable = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                status, headers, body = self._send(client, method, url, payload)
+            except httpx.TransportError as exc:  # refused, reset, timed out, broken response
+                last = f"{exc.__class__.__name__}: {exc}".rstrip(": ")
+                self.health.failed(started, last, retries_left)
             else:
-                unreachable = False
-                if response.status_code < 400:
-                    try:
-                        return response.json()
-                    except ValueError as exc:
-                        raise BackendError(f"{url} answered with invalid JSON: {response.text[:200]!r}") from exc
-                last = f"HTTP {response.status_code}: {response.text[:300]}"
-                if response.status_code in CREDENTIAL_STATUSES:
+                self.health.answered()
+                if status < 400:
+                    return body
+                last = f"HTTP {status}: {str(body)[:300]}"
+                if status in CREDENTIAL_STATUSES:
                     raise BackendUnavailable(
                         f"{method} {url} was refused with {last}; check the API key in ${self.options.api_key_env}")
-                if response.status_code not in RETRY_STATUSES:
+                if status not in RETRY_STATUSES:
                     raise BackendError(f"{method} {url} failed with {last}")
-                headers = response.headers
-            if attempt < self.options.max_retries:
+            if retries_left:
                 delay = retry_delay(headers, attempt, self.options.backoff_s, self.options.max_backoff_s)
                 log.warning("%s %s: %s; retry %d in %.1f s", method, url, last, attempt + 1, delay)
-                time.sleep(delay)
-        error = BackendUnavailable if unreachable else BackendError
-        raise error(
-            f"{method} {url} failed after {self.options.max_retries + 1} tries ({last}); is the server running and reachable?"
-        )
+                with self._lock:
+                    self.retries += 1
+                self.health.wait(delay)
+        raise BackendError(f"{method} {url} failed after {self.options.max_retries + 1} tries ({last})")
+
+    def request_stats(self) -> dict:
+        """Counters for the run summary: requests sent again, transport failures, server checks."""
+        return {"request_retries": self.retries, "transport_failures": self.health.transport_failures,
+                "server_checks": self.health.probes}
 
     def model_name(self) -> str:
         """The ``#model`` of the spec, else the first model the server lists."""
@@ -194,6 +331,8 @@ class OpenAiMllm:
         }
         if options.seed is not None:
             payload["seed"] = options.seed
+        if self.options.stream:
+            payload["stream"] = True
         payload.update(self.options.extra_body)
         return payload
 
@@ -211,14 +350,12 @@ class OpenAiMllm:
             return []
         self.model_name()  # resolve once, before fanning out
         self._http()
-        return list(self._pool.map(self._answer, requests))
+        return run_concurrently(self._answer, requests, self.options.concurrency)
 
     def close(self) -> None:
-        """Close connections and worker threads."""
+        """Close connections (requests still in flight on a down server end with their timeouts,
+        on daemon threads that never hold up the process)."""
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
             if self._client is not None:
                 self._client.close()
                 self._client = None
