@@ -185,6 +185,8 @@ class OpenAiMllm:
         self.base_url, self.model = split_argument(argument)
         self.max_batch_size = self.options.concurrency
         self._client = None
+        self._probe_client = None
+        self._tls_context = None
         self._lock = threading.Lock()
         self.health = ServerHealth(self.base_url, self._probe, self.options.down_after_s)
         self.retries = 0  # requests sent again (after a transport failure, 429 or 5xx)
@@ -202,8 +204,16 @@ class OpenAiMllm:
                     headers["Authorization"] = f"Bearer {key}"
                 limits = httpx.Limits(max_connections=self.options.concurrency, max_keepalive_connections=self.options.concurrency)
                 self._client = httpx.Client(headers=headers, timeout=self._timeout(self.options.first_byte_timeout_s),
-                                            limits=limits)
+                                            limits=limits, verify=self._tls())
             return self._client
+
+    def _tls(self):
+        # made once: loading the CA bundle costs a tenth of a second, on every client otherwise
+        if self._tls_context is None:
+            import httpx
+
+            self._tls_context = httpx.create_ssl_context()
+        return self._tls_context
 
     def _timeout(self, head_s: float):
         import httpx
@@ -216,10 +226,15 @@ class OpenAiMllm:
         """``GET /models`` with short timeouts: None when the server answers at all (any status)."""
         import httpx
 
-        wait = min(self.options.connect_timeout_s, self.options.first_byte_timeout_s)
+        with self._lock:
+            if self._probe_client is None:
+                # its own client and connection: the requests' pool may be full of stuck ones
+                wait = min(self.options.connect_timeout_s, self.options.first_byte_timeout_s)
+                self._probe_client = httpx.Client(timeout=wait, verify=self._tls(),
+                                                  limits=httpx.Limits(max_keepalive_connections=0))
+            client = self._probe_client
         try:
-            with httpx.Client(timeout=wait) as client:  # its own connection: the pool may be stuck
-                client.get(f"{self.base_url}/models")
+            client.get(f"{self.base_url}/models")
         except httpx.TransportError as exc:
             return f"GET /models: {exc.__class__.__name__}: {exc}".rstrip(": ")
         return None
@@ -356,6 +371,7 @@ class OpenAiMllm:
         """Close connections (requests still in flight on a down server end with their timeouts,
         on daemon threads that never hold up the process)."""
         with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            for client in (self._client, self._probe_client):
+                if client is not None:
+                    client.close()
+            self._client = self._probe_client = None
