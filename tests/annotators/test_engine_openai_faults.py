@@ -69,7 +69,7 @@ def test_a_server_that_is_down_stops_the_run_and_fails_nothing(tmp_path, server,
             run(server, images, store)
         elapsed = time.monotonic() - start
         assert store.count("failed") == 0 and store.count("done") == 0
-    assert elapsed < 10, elapsed  # before: 3 images x 3 engine tries x 6 HTTP tries, then all failed
+    assert elapsed < 12, elapsed  # before: 3 images x 3 engine tries x 6 HTTP tries, then all failed
     stats = info.value.run_summary.backends["mllm"]
     assert stats["transport_failures"] >= 1 and stats["server_checks"] >= 1
 
@@ -82,7 +82,7 @@ def test_a_server_that_starts_resetting_mid_run_stops_it_and_a_rerun_finishes(tm
         start = time.monotonic()
         with pytest.raises(BackendUnavailable):
             run(server, images, store, options={"concurrency": 1}, **{"limits.images_in_flight": 2})
-        assert time.monotonic() - start < 10
+        assert time.monotonic() - start < 12
         done = set(store.keys(status="done"))
         assert 1 <= len(done) < len(images) and store.count("failed") == 0
         assert all(store.status(s.key) is None for s in images if s.key not in done)

@@ -88,8 +88,8 @@ def test_a_server_that_resets_every_connection_is_down(servers):
     with pytest.raises(BackendUnavailable, match=r"not answering.*(reset|Disconnected|Protocol).*check of the server failed"):
         backend.generate([request() for _ in range(8)])
     # the first failure with no answer in between asks the server, which resets that too: no
-    # waiting through 5 retries of 0.5 s doubling (15 s)
-    assert time.monotonic() - start < 5
+    # waiting through 5 retries of 0.5 s doubling (15.5 s)
+    assert time.monotonic() - start < 10
     assert server.probes >= 1
     with pytest.raises(BackendUnavailable):  # once down, later calls stop at once
         backend.generate([request()])
@@ -102,8 +102,8 @@ def test_a_silent_server_is_down_after_the_first_byte_timeout(servers):
     start = time.monotonic()
     with pytest.raises(BackendUnavailable, match="ReadTimeout.*check of the server failed.*ReadTimeout"):
         backend.generate([request() for _ in range(4)])
-    # one first-byte timeout (0.5 s) plus one probe (0.5 s), not 4 requests x 4 tries
-    assert time.monotonic() - start < 6
+    # one first-byte timeout (0.5 s) plus one probe (0.5 s), not 4 tries of each request
+    assert time.monotonic() - start < 10
     backend.close()
 
 
@@ -128,7 +128,7 @@ def test_a_server_that_starts_resetting_mid_run_becomes_unavailable(servers):
     start = time.monotonic()
     with pytest.raises(BackendUnavailable):
         backend.generate([request(), request()])
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 10
 
 
 def test_one_request_that_always_fails_stays_its_own_failure(servers):
@@ -153,7 +153,13 @@ def test_a_short_outage_within_down_after_s_is_retried(servers):
                                                      "max_backoff_s": 0.1, "down_after_s": 30.0})
     import threading
 
-    threading.Timer(0.5, lambda: setattr(server, "mode", "ok")).start()
+    def heal_after_three_resets():
+        deadline = time.monotonic() + 60
+        while server.received < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.mode = "ok"
+
+    threading.Thread(target=heal_after_three_resets, daemon=True).start()
     assert backend.generate([request()]) == [server.answer]
     stats = backend.request_stats()
     assert stats["request_retries"] >= 2 and stats["transport_failures"] >= 2 and stats["server_checks"] == 0
