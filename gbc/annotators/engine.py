@@ -40,6 +40,7 @@ from gbc.annotators.images import ImageLoadError, ImageSource, keep_freed_memory
 from gbc.annotators.job import ImageFailure, ImageJob, JobSettings
 from gbc.annotators.regions import PixelBudget, open_image
 from gbc.annotators.scheduler import BackendWorker, BatchOutcome, RetryPolicy, Task
+from gbc.store.keys import is_text, key_from_name
 
 
 @dataclass
@@ -289,6 +290,8 @@ class RecursiveAnnotator:
         try:
             for item in images:
                 source = item if isinstance(item, ImageSource) else ImageSource(key=_name_of(item), path=str(item))
+                if not is_text(source.key):  # undecodable file name bytes: no JSON, LMDB key or log takes them
+                    source = ImageSource(key=key_from_name(source.key), path=source.path)
                 slots.acquire()
                 if stop.is_set():
                     return
@@ -399,7 +402,7 @@ def _describe(error: BaseException) -> tuple:
 
 
 def _name_of(path: Any) -> str:
-    return os.path.basename(str(path))
+    return os.path.basename(os.fspath(path) if isinstance(path, os.PathLike) else str(path))
 
 
 def _policy(section) -> RetryPolicy:

@@ -1,9 +1,10 @@
 """Finding images on disk and loading them robustly.
 
 Keys are stable: for a folder argument, the path of each image relative to that folder with
-POSIX separators (``birds/owl.jpg``); for a file argument, its name. Loading never returns a
-half-usable image: it either gives an RGB picture with the EXIF rotation applied or raises
-``ImageLoadError`` with a reason that the engine records as the image's failure.
+POSIX separators (``birds/owl.jpg``); for a file argument, its name. A name that is not valid
+UTF-8 gets its readable, reversible escaped form (``bad\\xffutf8.jpg``, see ``gbc.store.keys``).
+Loading never returns a half-usable image: it either gives an RGB picture with the EXIF rotation
+applied or raises ``ImageLoadError`` with a reason that the engine records as the image's failure.
 
 >>> from PIL import Image
 >>> import tempfile, os
@@ -16,6 +17,7 @@ half-usable image: it either gives an RGB picture with the EXIF rotation applied
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Iterable, Iterator, List, Sequence, Tuple, Union
 
 from gbc.errors import GbcError
 from gbc.schemas import geometry
+from gbc.store.keys import key_from_name, printable
 
 #: Extensions of the image files found in folders (compared case-insensitively).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -61,13 +64,14 @@ def discover_images(paths: Sequence[Union[str, os.PathLike]], extensions: Iterab
         if path.is_dir():
             items = _walk(path, exts)
         elif path.exists():
-            items = [ImageSource(key=path.name, path=str(path))]
+            items = [ImageSource(key=key_from_name(path.name), path=str(path))]
         else:
-            raise FileNotFoundError(f"no such file or folder: {raw}")
+            raise FileNotFoundError(f"no such file or folder: {printable(os.fspath(raw))}")
         for item in items:
             other = found.get(item.key)
             if other is not None and os.path.abspath(other.path) != os.path.abspath(item.path):
-                raise ValueError(f"two inputs have the same image key {item.key!r}: {other.path} and {item.path}")
+                raise ValueError(f"two inputs have the same image key {item.key!r}: {printable(other.path)} and "
+                                 f"{printable(item.path)}")
             found[item.key] = item
     return [found[k] for k in sorted(found)]
 
@@ -79,7 +83,7 @@ def _walk(root: Path, exts: Tuple[str, ...]) -> Iterator[ImageSource]:
             if name.startswith(".") or not name.lower().endswith(exts):
                 continue
             full = Path(dirpath) / name
-            yield ImageSource(key=full.relative_to(root).as_posix(), path=str(full))
+            yield ImageSource(key=key_from_name(full.relative_to(root).as_posix()), path=str(full))
 
 
 def load_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
@@ -94,7 +98,7 @@ def load_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_IMAG
     try:
         size = os.path.getsize(path)
     except OSError as exc:
-        raise ImageLoadError(f"cannot read file: {exc.strerror or exc}", "FileNotFound") from None
+        raise ImageLoadError(*_unreadable(exc)) from None
     if size == 0:
         raise ImageLoadError("empty file (0 bytes)", "EmptyFile")
     try:
@@ -123,6 +127,23 @@ def load_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_IMAG
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # PIL reports truncated or corrupt data as OSError/SyntaxError/EOFError
         raise ImageLoadError(f"corrupt or truncated image: {exc}", "CorruptImage") from None
+
+
+#: Why a file cannot be opened, by errno: (reason, error type). Others: "cannot read file".
+_OPEN_ERRORS = {
+    errno.ENOENT: ("file not found (deleted, or a broken symbolic link)", "FileNotFound"),
+    errno.ELOOP: ("symbolic link loop (the link points back to itself)", "SymlinkLoop"),
+    errno.EACCES: ("permission denied", "PermissionDenied"),
+    errno.EPERM: ("permission denied", "PermissionDenied"),
+    errno.ENAMETOOLONG: ("file name too long", "NameTooLong"),
+}
+
+
+def _unreadable(exc: OSError) -> Tuple[str, str]:
+    known = _OPEN_ERRORS.get(exc.errno)
+    if known is not None:
+        return known
+    return f"cannot read file: {exc.strerror or exc}", "UnreadableFile"
 
 
 def _to_rgb(im):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 from gbc.schemas import GbcGraph
+from gbc.store.keys import name_from_key
 
 #: JPEG quality of re-encoded images and crops.
 DEFAULT_JPEG_QUALITY = 95
@@ -59,6 +60,17 @@ def locate_image(img_path: Optional[str], roots: Roots = None, allow_outside: bo
     ``recorded_roots`` (the input folders a store recorded when it was annotated), which then
     are the roots.
     """
+    found = _locate(img_path, roots, allow_outside, recorded_roots)
+    original = name_from_key(img_path) if img_path and found.path is None else None
+    if original is not None:  # an escaped key of a file name that is not UTF-8: the name itself
+        by_name = _locate(original, roots, allow_outside, recorded_roots)
+        if by_name.path is not None or found.refused is None:
+            return by_name
+    return found
+
+
+def _locate(img_path: Optional[str], roots: Roots, allow_outside: bool,
+            recorded_roots: Sequence[os.PathLike]) -> ImageLookup:
     if not img_path:
         return ImageLookup()
     recorded = Path(img_path)

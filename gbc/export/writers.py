@@ -43,6 +43,7 @@ from gbc.export.captions import CaptionFilter, CaptionRow, get_strategy
 from gbc.export.images import DEFAULT_JPEG_QUALITY, EncodedImage, ImageEncoder, locate_image
 from gbc.export.output import csv_images_dir, stage_output
 from gbc.schemas import GbcGraph
+from gbc.store.keys import is_text, printable
 
 FORMATS = ("csv", "wds", "parquet")
 #: Samples per WebDataset or Parquet shard (img2dataset's default).
@@ -192,9 +193,12 @@ class CsvWriter:
         self.files = [str(out)]
 
     def _image_file(self, g: _Graph, row: CaptionRow, image: EncodedImage, cache: Dict) -> str:
-        # The source file is referenced as is unless the sample is a crop or was re-encoded.
+        # The source file is referenced as is unless the sample is a crop or was re-encoded,
+        # or its path is not valid UTF-8 (a CSV line cannot hold it): then it is copied.
         if image.copied and g.source is not None:
-            return str(g.source.resolve())
+            source = str(g.source.resolve())
+            if is_text(source):
+                return source
         cache_key = (id(g), row.bbox)
         if cache_key not in cache:
             self.images_dir.mkdir(parents=True, exist_ok=True)
@@ -441,7 +445,7 @@ class ParquetWriter(_ShardedWriter):
 
     def write_graph(self, g: _Graph, rows: List[CaptionRow], images: List[Optional[EncodedImage]]) -> None:
         image_key = g.key
-        image_path = str(g.source) if g.source is not None else g.recorded_path()
+        image_path = printable(str(g.source)) if g.source is not None else g.recorded_path()
         start = self.index
         if self.shard >= 0 and start + len(rows) <= self.options.shard_size and images and images[0] is None:
             # Text-only graph that fits in the open shard: keys made in one go, rows added at once.
