@@ -17,6 +17,7 @@ import gzip
 import io
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import IO, Any, Dict, Iterable, Iterator, Union
 
@@ -112,12 +113,27 @@ def _open_binary(path: Path) -> IO[bytes]:
 
 
 def _read_jsonl(path: Path) -> Iterator:
-    with _open_binary(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {lineno}"
-            yield where, parse_graph_record(line, where)
+    lineno = 0
+    try:
+        with _open_binary(path) as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}, line {lineno}"
+                yield where, parse_graph_record(line, where)
+    except GraphFormatError:
+        raise
+    except Exception as exc:
+        # gzip: EOFError when cut short, BadGzipFile (an OSError) or zlib.error when damaged;
+        # zstandard: ZstdError. As for a damaged plain line, the records before the break have
+        # been read and the error names the line where it broke.
+        if not isinstance(exc, (EOFError, OSError, zlib.error)) and type(exc).__name__ != "ZstdError":
+            raise
+        what = "the compressed file is truncated or damaged" if path.name.lower().endswith((".gz", ".zst")) \
+            else "the file cannot be read further"
+        raise GraphFormatError(
+            f"{path}, line {lineno + 1}: {what} ({type(exc).__name__}: {exc}); {lineno} line(s) before it were read"
+        ) from None
 
 
 class _JsonText:
