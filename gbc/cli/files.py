@@ -147,6 +147,9 @@ class GraphSource:
 
     def find(self, key: str) -> Tuple[str, GbcGraph]:
         """The graph named ``key``: its image key, else its file name, else (files) its 0-based index."""
+        from gbc.store.keys import key_from_name
+
+        key = key_from_name(key)  # a name typed as its raw bytes (not UTF-8) finds its escaped key
         if self.store is not None:
             if key in self.store:
                 return key, self._checked(key, self.store[key])

@@ -15,7 +15,9 @@ def find_graph(path: Path, key: str) -> Tuple[str, GbcGraph]:
     """The graph named ``key`` in a store or graph file: its image key (img_path, else img_url),
     else the base name of its img_path, else (files) its 0-based position."""
     from gbc.export.source import open_source
+    from gbc.store.keys import key_from_name
 
+    key = key_from_name(key)  # a name typed as its raw bytes (not UTF-8) finds its escaped key
     if not path.exists():
         raise FileNotFoundError(f"no such file or store: {path}")
     if path.is_dir() or path.suffix == ".lmdb":

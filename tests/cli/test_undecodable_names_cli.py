@@ -61,10 +61,12 @@ def test_annotate_does_the_file_with_a_readable_key(annotated):
 
 def test_show_finds_it_by_its_key(annotated):
     tmp, folder, out, _ = annotated
-    for args in ([KEY], [KEY, "--json"]):
+    # by its key as printed, or by the name's own bytes as a shell passes them
+    for args in ([KEY], [KEY, "--json"], [os.fsdecode(BAD)]):
         proc = gbc("show", out, *args)
         no_trouble(proc)
         assert proc.returncode == 0, proc.stderr
+        assert KEY == json.loads(proc.stdout)["img_path"] if "--json" in args else KEY in proc.stdout.splitlines()[0]
     graph = json.loads(gbc("show", out, KEY, "--json").stdout)
     assert graph["img_path"] == KEY
 
