@@ -98,7 +98,7 @@ def load_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_IMAG
     try:
         size = os.path.getsize(path)
     except OSError as exc:
-        raise ImageLoadError(*_unreadable(exc)) from None
+        raise ImageLoadError(*describe_open_error(exc)) from None
     if size == 0:
         raise ImageLoadError("empty file (0 bytes)", "EmptyFile")
     try:
@@ -139,7 +139,8 @@ _OPEN_ERRORS = {
 }
 
 
-def _unreadable(exc: OSError) -> Tuple[str, str]:
+def describe_open_error(exc: OSError) -> Tuple[str, str]:
+    """``(reason, error type)`` of a file that cannot be opened (missing, a symbolic link loop, ...)."""
     known = _OPEN_ERRORS.get(exc.errno)
     if known is not None:
         return known

@@ -33,7 +33,7 @@ import threading
 from typing import Any, Callable, Optional, Tuple, Union
 
 from gbc.schemas import geometry
-from gbc.annotators.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, _to_rgb
+from gbc.annotators.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, _to_rgb, describe_open_error
 
 Box = Tuple[float, float, float, float]
 FULL: Box = (0.0, 0.0, 1.0, 1.0)
@@ -168,7 +168,7 @@ def open_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_IMAG
     try:
         size = os.path.getsize(path)
     except OSError as exc:
-        raise ImageLoadError(f"cannot read file: {exc.strerror or exc}", "FileNotFound") from None
+        raise ImageLoadError(*describe_open_error(exc)) from None
     if size == 0:
         raise ImageLoadError("empty file (0 bytes)", "EmptyFile")
     try:
