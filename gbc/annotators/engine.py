@@ -40,7 +40,7 @@ from gbc.annotators.images import ImageLoadError, ImageSource, keep_freed_memory
 from gbc.annotators.job import ImageFailure, ImageJob, JobSettings
 from gbc.annotators.regions import PixelBudget, open_image
 from gbc.annotators.scheduler import BackendWorker, BatchOutcome, RetryPolicy, Task
-from gbc.store.keys import is_text, key_from_name
+from gbc.store.keys import is_text, key_from_name, printable
 
 
 @dataclass
@@ -236,7 +236,7 @@ class RecursiveAnnotator:
                         continue
                     job = ImageJob(source.key, image, self.settings, seq)
                     job.charged_pixels = image.decode_pixels
-                    job.source_path = os.path.abspath(source.path)  # recorded in the provenance
+                    job.source_path = printable(os.path.abspath(source.path))  # recorded in the provenance
                     seq += 1
                     jobs[source.key] = job
                     guarded(job, job.start)

@@ -356,10 +356,13 @@ def _record_image_roots(store, images) -> None:
     find them without --images-root: the absolute path of each folder given (keys are relative
     to it), or the folder of each file given (its key is the file name). Roots of earlier runs
     into the same store are kept."""
+    from gbc.store.keys import printable
+
     roots = list((store.meta or {}).get("image_roots") or [])
     for given in images:
         path = os.path.abspath(given)
         root = path if os.path.isdir(path) else os.path.dirname(path)
+        root = printable(root)  # a folder name that is not UTF-8: its escaped form (gbc.store.keys)
         if root not in roots:
             roots.append(root)
     store.update_meta({"image_roots": roots})
