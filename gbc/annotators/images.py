@@ -176,20 +176,31 @@ def _to_rgb(im):
     return im.convert("RGB")
 
 
+def _fit_scale(width: int, height: int, max_side: int, min_side: int) -> float:
+    if max(width, height) > max_side:
+        return max_side / max(width, height)
+    if min(width, height) < min_side:
+        return min(min_side / min(width, height), max_side / max(width, height))
+    return 1.0
+
+
+def fit_size(width: int, height: int, max_side: int, min_side: int = 1) -> Tuple[int, int]:
+    """The size ``scale_to_fit`` gives an image of ``width`` x ``height``."""
+    scale = _fit_scale(width, height, max_side, min_side)
+    if abs(scale - 1.0) < 1e-9:
+        return (width, height)
+    return (max(1, round(width * scale)), max(1, round(height * scale)))
+
+
 def scale_to_fit(image, max_side: int, min_side: int = 1):
     """Scale ``image`` so its longest side is at most ``max_side`` and, when possible, its
     shortest side at least ``min_side`` (tiny crops are enlarged; the longest-side cap wins)."""
     from PIL import Image
 
-    width, height = image.size
-    scale = 1.0
-    if max(width, height) > max_side:
-        scale = max_side / max(width, height)
-    elif min(width, height) < min_side:
-        scale = min(min_side / min(width, height), max_side / max(width, height))
+    scale = _fit_scale(*image.size, max_side, min_side)
     if abs(scale - 1.0) < 1e-9:
         return image
-    new = (max(1, round(width * scale)), max(1, round(height * scale)))
+    new = fit_size(*image.size, max_side, min_side)
     return image.resize(new, Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS)
 
 

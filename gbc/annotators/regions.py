@@ -33,7 +33,7 @@ import threading
 from typing import Any, Callable, Optional, Tuple, Union
 
 from gbc.schemas import geometry
-from gbc.annotators.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, _to_rgb, describe_open_error
+from gbc.annotators.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, _to_rgb, describe_open_error, fit_size
 
 Box = Tuple[float, float, float, float]
 FULL: Box = (0.0, 0.0, 1.0, 1.0)
@@ -198,18 +198,6 @@ def open_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_IMAG
     if orientation in _SWAPPING_ORIENTATIONS:
         width, height = height, width
     return ImageHandle(path, (width, height), fmt, max_decoded_side, orientation or 1)
-
-
-def fit_size(width: int, height: int, max_side: int, min_side: int = 1) -> Tuple[int, int]:
-    """The size ``scale_to_fit`` gives an image of ``width`` x ``height``."""
-    scale = 1.0
-    if max(width, height) > max_side:
-        scale = max_side / max(width, height)
-    elif min(width, height) < min_side:
-        scale = min(min_side / min(width, height), max_side / max(width, height))
-    if abs(scale - 1.0) < 1e-9:
-        return (width, height)
-    return (max(1, round(width * scale)), max(1, round(height * scale)))
 
 
 def pixel_box(size: Tuple[int, int], box: Box) -> Tuple[int, int, int, int]:
