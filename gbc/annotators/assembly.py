@@ -135,9 +135,9 @@ def build_graph(job, mask_inside_threshold: float = 0.85) -> GbcGraph:
     root = vertices[""]
     graph = GbcGraph(
         vertices=list(vertices.values()),
-        img_url=None,
+        img_url=getattr(job, "img_url", None),
         img_path=job.key,
-        original_caption=None,
+        original_caption=getattr(job, "original_caption", None),
         short_caption=next((d.text for d in root.descs if d.label == "short"), None),
         detail_caption=next((d.text for d in root.descs if d.label == "detail"), None),
         img_size=tuple(job.size),

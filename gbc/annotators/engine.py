@@ -54,6 +54,7 @@ class RunSummary:
     edges: int = 0
     elapsed_s: float = 0.0
     failures: Dict[str, int] = field(default_factory=dict)  # error type -> count
+    duplicates: int = 0  # images whose key was already in flight (a duplicate key in the inputs): not annotated
     backends: Dict[str, dict] = field(default_factory=dict)
 
     @property
@@ -74,6 +75,7 @@ class RunSummary:
             "elapsed_s": round(self.elapsed_s, 3),
             "images_per_s": round(self.images_per_s, 3),
             "failures": dict(self.failures),
+            "duplicates": self.duplicates,
             "backends": {k: dict(v) for k, v in self.backends.items()},
         }
 
@@ -152,11 +154,11 @@ class RecursiveAnnotator:
             batch = list(pending)
             pending.clear()
             if commit_many is not None and len(batch) > 1:
-                commit_many(batch)
+                commit_many(batch)  # items of images from tar shards and lists carry their origin
             else:
-                for key, graph, provenance in batch:
-                    store.commit_image(key, graph, provenance=provenance)
-            for _, graph, _ in batch:
+                for key, graph, provenance, *origin in batch:
+                    store.commit_image(key, graph, provenance=provenance, **({"origin": origin[0]} if origin else {}))
+            for _, graph, *_ in batch:
                 summary.done += 1
                 summary.vertices += graph.n_vertices
                 summary.edges += graph.n_edges
@@ -176,17 +178,20 @@ class RecursiveAnnotator:
                         graph = self._assemble(job)
                     except Exception as exc:  # a bug for this image only: recorded, the run goes on
                         error = exc
+                # Where the image came from (input and position), when the input says: kept with
+                # its status so that a later run tells a resumed image from a duplicate key.
+                origin = {"origin": job.origin} if job.origin else {}
                 if graph is not None:
                     # committed after the event that finished it (with the other images it
                     # finished), or now when a group is full
-                    pending.append((job.key, graph, self._provenance(job)))
+                    pending.append((job.key, graph, self._provenance(job)) + ((job.origin,) if job.origin else ()))
                     if len(pending) >= self.COMMIT_BATCH:
                         flush()
                     return
                 else:
                     reason, etype = _describe(error)
                     store.mark_failed(job.key, reason, error_type=etype, attempts=attempts,
-                                      provenance=self._provenance(job))
+                                      provenance=self._provenance(job), **origin)
                     summary.failed += 1
                     summary.failures[etype] = summary.failures.get(etype, 0) + 1
             finally:
@@ -228,13 +233,21 @@ class RecursiveAnnotator:
                     raise event.error
                 if isinstance(event, tuple):  # (source, image or ImageLoadError)
                     source, image = event
+                    if source.key in jobs:
+                        # Two inputs gave the same key while the first is in flight: one graph would
+                        # replace the other, so the second is left out (and counted).
+                        summary.duplicates += 1
+                        if not isinstance(image, BaseException):
+                            budget.release(image.decode_pixels)
+                        slots.release()
+                        continue
                     summary.images += 1
                     if isinstance(image, BaseException):
-                        job = ImageJob(source.key, _Blank(), self.settings, seq)
+                        job = _with_input(ImageJob(source.key, _Blank(), self.settings, seq), source)
                         jobs[source.key] = job
                         finish(job, image)
                         continue
-                    job = ImageJob(source.key, image, self.settings, seq)
+                    job = _with_input(ImageJob(source.key, image, self.settings, seq), source)
                     job.charged_pixels = image.decode_pixels
                     job.source_path = printable(os.path.abspath(source.path))  # recorded in the provenance
                     seq += 1
@@ -296,7 +309,10 @@ class RecursiveAnnotator:
                 if stop.is_set():
                     return
                 try:
-                    image: Any = open_image(source.path, max_pixels=limits.max_image_pixels,
+                    if source.error is not None:  # the input could not deliver it (HTTP 404, no image member, ...)
+                        raise ImageLoadError(source.error, source.error_type or "InputError")
+                    image: Any = open_image(source.path if source.data is None else source.data,
+                                            max_pixels=limits.max_image_pixels,
                                             max_decoded_side=limits.max_decoded_side)
                 except ImageLoadError as exc:
                     image = exc
@@ -393,6 +409,12 @@ class _Blank:
     """Stand-in pixels for an image that failed to load (its job only records the failure)."""
 
     size = (0, 0)
+
+
+def _with_input(job: ImageJob, source: ImageSource) -> ImageJob:
+    """What the input says about the image beyond its pixels (URL, alt-text, origin)."""
+    job.img_url, job.original_caption, job.origin = source.url, source.caption, source.origin
+    return job
 
 
 def _describe(error: BaseException) -> tuple:

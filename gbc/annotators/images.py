@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, List, Sequence, Tuple, Union
+from typing import Tuple, Union
 
 from gbc.errors import GbcError
 from gbc.schemas import geometry
-from gbc.store.keys import key_from_name, printable
 
-#: Extensions of the image files found in folders (compared case-insensitively).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+# Discovery lives with the other inputs; re-exported here for the engine and its callers.
+from gbc.inputs.folders import IMAGE_EXTENSIONS, discover_images  # noqa: F401
+from gbc.inputs.items import ImageSource  # noqa: F401
 
 #: Default refusal limit for decoded pixels (width x height), guarding against decompression bombs.
 DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
@@ -43,66 +42,30 @@ class ImageLoadError(GbcError, ValueError):
         self.error_type = error_type
 
 
-@dataclass(frozen=True)
-class ImageSource:
-    """An image to annotate: ``key`` names it in the store, ``path`` is where it is read from."""
-
-    key: str
-    path: str
-
-
-def discover_images(paths: Sequence[Union[str, os.PathLike]], extensions: Iterable[str] = IMAGE_EXTENSIONS) -> List[ImageSource]:
-    """Images under ``paths`` (folders searched recursively, files taken as given), sorted by key.
-
-    Raises ``FileNotFoundError`` for a path that does not exist and ``ValueError`` when two
-    inputs produce the same key (their graphs would overwrite each other).
-    """
-    exts = tuple(e.lower() for e in extensions)
-    found: dict = {}
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            items = _walk(path, exts)
-        elif path.exists():
-            items = [ImageSource(key=key_from_name(path.name), path=str(path))]
-        else:
-            raise FileNotFoundError(f"no such file or folder: {printable(os.fspath(raw))}")
-        for item in items:
-            other = found.get(item.key)
-            if other is not None and os.path.abspath(other.path) != os.path.abspath(item.path):
-                raise ValueError(f"two inputs have the same image key {item.key!r}: {printable(other.path)} and "
-                                 f"{printable(item.path)}")
-            found[item.key] = item
-    return [found[k] for k in sorted(found)]
-
-
-def _walk(root: Path, exts: Tuple[str, ...]) -> Iterator[ImageSource]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.startswith(".") or not name.lower().endswith(exts):
-                continue
-            full = Path(dirpath) / name
-            yield ImageSource(key=key_from_name(full.relative_to(root).as_posix()), path=str(full))
-
-
-def load_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
-    """Decode ``path`` into an RGB ``PIL.Image`` (first frame, EXIF rotation applied).
+def load_image(path: Union[str, os.PathLike, bytes], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+    """Decode ``path`` (a file, or the image's bytes) into an RGB ``PIL.Image`` (first frame,
+    EXIF rotation applied).
 
     Transparent images are composed over white; 16-bit, CMYK, palette and grayscale images are
     converted. Raises ``ImageLoadError`` for empty, truncated, unreadable or oversized files.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = os.fspath(path)
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise ImageLoadError(*describe_open_error(exc)) from None
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        import io
+
+        size = len(path)
+        opened = io.BytesIO(path)
+    else:
+        opened = path = os.fspath(path)
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise ImageLoadError(*describe_open_error(exc)) from None
     if size == 0:
         raise ImageLoadError("empty file (0 bytes)", "EmptyFile")
     try:
-        with Image.open(path) as im:
+        with Image.open(opened) as im:
             width, height = im.size
             if width < 1 or height < 1:
                 raise ImageLoadError(f"image has no pixels ({width}x{height})", "EmptyImage")

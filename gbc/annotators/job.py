@@ -125,6 +125,10 @@ class ImageJob:
         self.answers: List[dict] = []
         self.raw_detections: List[dict] = []
         self.notes: List[str] = []
+        # From the input, when it says (a URL list's URL, a tar sample's alt-text and position).
+        self.img_url: Optional[str] = None
+        self.original_caption: Optional[str] = None
+        self.origin: Optional[str] = None
 
     # ------------------------------------------------------------------ helpers
     @property

@@ -71,8 +71,9 @@ class ImageHandle:
     budget of the engine charges for this image.
     """
 
-    def __init__(self, path: str, size: Tuple[int, int], fmt: str, max_decoded_side: int, orientation: int = 1):
-        self.path = path
+    def __init__(self, path: Union[str, bytes], size: Tuple[int, int], fmt: str, max_decoded_side: int,
+                 orientation: int = 1):
+        self.path = path  # a file, or the image's bytes (tar members, downloads)
         self.orientation = orientation  # EXIF orientation read with the header (1: upright)
         self.size = size
         self.format = fmt
@@ -111,7 +112,7 @@ class ImageHandle:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(self.path) as im:
+            with Image.open(_readable(self.path)) as im:
                 raw_w, raw_h = im.size
                 if im.format == "JPEG" and scale < 1.0:
                     # the decoder picks the largest 1/2^k reduction that stays at or above this size
@@ -155,24 +156,39 @@ class ImageHandle:
             self._whole = {}
 
 
-def open_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+def _readable(path: Union[str, bytes]):
+    """What ``Image.open`` reads: the file, or the bytes held in memory."""
+    if isinstance(path, bytes):
+        import io
+
+        return io.BytesIO(path)
+    return path
+
+
+def open_image(path: Union[str, os.PathLike, bytes], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                max_decoded_side: int = DEFAULT_MAX_DECODED_SIDE) -> ImageHandle:
-    """Read the header of ``path``: size, format, orientation and the limits; no pixels.
+    """Read the header of ``path`` (a file, or the image's bytes): size, format, orientation and
+    the limits; no pixels.
 
     Raises ``ImageLoadError`` (with the same reasons as ``load_image``) for missing, empty,
     unrecognised or oversized files; damage in the pixel data shows when pixels are decoded.
     """
     from PIL import Image, UnidentifiedImageError
 
-    path = os.fspath(path)
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise ImageLoadError(*describe_open_error(exc)) from None
+    if isinstance(path, (bytearray, memoryview)):
+        path = bytes(path)
+    if isinstance(path, bytes):
+        size = len(path)
+    else:
+        path = os.fspath(path)
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise ImageLoadError(*describe_open_error(exc)) from None
     if size == 0:
         raise ImageLoadError("empty file (0 bytes)", "EmptyFile")
     try:
-        with Image.open(path) as im:
+        with Image.open(_readable(path)) as im:
             width, height = im.size
             fmt = im.format or ""
             if width < 1 or height < 1:

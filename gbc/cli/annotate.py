@@ -145,6 +145,17 @@ def _check_default_models(config) -> None:
 @click.option("--no-merge", is_flag=True,
               help="With --ray: leave the per-worker shards in OUTPUT/shards (read as one store; gbc merge later).")
 @click.option("--limit", type=int, help="Annotate at most N images (after skipping finished ones).")
+@click.option("--url-col", default="url", show_default=True, help="URL lists: the column of image URLs.")
+@click.option("--key-col", help="URL lists: the column of image keys (default: LIST-STEM/ROW).")
+@click.option("--caption-col", help="URL lists: the column of original captions.")
+@click.option("--download-concurrency", type=click.IntRange(min=1), default=16, show_default=True,
+              help="URL lists: downloads at once.")
+@click.option("--download-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="URL lists: seconds per download attempt.")
+@click.option("--download-retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="URL lists: retries of a timeout, connection error, HTTP 429 or 5xx (with backoff).")
+@click.option("--max-download-mb", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="URL lists: larger images fail as too large.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.option("--progress/--no-progress", "show_progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True,
@@ -154,8 +165,15 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
              max_vertices, mllm_batch_size, detector_batch_size, images_in_flight, max_image_side, min_crop_side,
              crop_margin, retries, timeout_s, no_entity, no_composition, no_relation, seed, sets, retry_failed,
              shard, limit, as_json, show_progress, ray_address=None, workers=1, gpus_per_worker=0,
-             cpus_per_worker=None, no_merge=False, verbose=False):
-    """Annotate IMAGES (folders, searched recursively, or files) into GBC graphs in the store OUTPUT.
+             cpus_per_worker=None, no_merge=False, verbose=False, url_col="url", key_col=None, caption_col=None,
+             download_concurrency=16, download_timeout=10.0, download_retries=2, max_download_mb=20.0):
+    """Annotate IMAGES into GBC graphs in the store OUTPUT.
+
+    IMAGES are folders (searched recursively) and image files, WebDataset tar shards (paths or
+    URLs, with brace ranges like shards/{00000..00099}.tar), img2dataset output folders, and URL
+    lists (.parquet, .csv, .tsv, .jsonl, .txt), mixed freely. They are read as the run goes:
+    tar samples and list rows are checked against OUTPUT one by one, and URLs are downloaded
+    just ahead of the engine. A missing or truncated shard is a warning; the run goes on.
 
     The run resumes by default: images already done or failed in OUTPUT are skipped, and
     each image is committed as soon as it is finished, so a killed run loses nothing that
@@ -213,20 +231,37 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
             _check_default_models(config)
         config = config.with_overrides(_default_specs(config))
 
-    from gbc.annotators.images import discover_images
+    from gbc.inputs import Columns, DownloadOptions, InputStream, StoreResume, resolve
 
-    sources = discover_images(images)
+    units = resolve(images)
+    part = None
     if shard:
-        from gbc.distributed.sharding import parse_shard, shard_of
+        from gbc.distributed.sharding import parse_shard
 
-        index, count = parse_shard(shard)
-        sources = [s for s in sources if shard_of(s.key, count) == index]
+        part = parse_shard(shard)
+    columns = Columns(url=url_col, key=key_col, caption=caption_col)
+    download = DownloadOptions(concurrency=download_concurrency, timeout_s=download_timeout,
+                               retries=download_retries, max_bytes=int(max_download_mb * 1024 * 1024))
+
+    def open_inputs(store):
+        return InputStream(units, columns=columns, download=download, skip=StoreResume(store, retry_failed),
+                           shard=part, limit=limit, warn=lambda message: click.echo(f"Warning: {message}", err=True))
 
     from gbc.store.writer_lock import WriterLock
 
     # One run per store (a second is refused, naming the first); dropped by the OS if we die.
     click.get_current_context().call_on_close(WriterLock(output, command="gbc annotate").acquire().release)
     if ray_address is not None:
+        from gbc.annotators.images import discover_images
+
+        if any(u.kind != "images" for u in units):
+            raise click.UsageError("--ray reads image folders and files only for now; run tar shards and URL lists "
+                                   "with one `gbc annotate --shard i/N` job per machine")
+        sources = discover_images([u.location for u in units])
+        if part:
+            from gbc.distributed.sharding import shard_of
+
+            sources = [s for s in sources if shard_of(s.key, part[1]) == part[0]]
         _annotate_on_ray(sources, output, config, ray_address, workers, gpus_per_worker, cpus_per_worker,
                          retry_failed, no_merge, limit, as_json, verbose, images)
         return
@@ -244,20 +279,14 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
     committed = {"done": 0}  # images committed by this run, for a disk-full message
     store = open_store(output, readonly=False)
     try:
-        _record_image_roots(store, images)
-        done = set(store.keys(status="done"))
-        failed = set(store.keys(status="failed"))
-        if retry_failed:
-            todo = [s for s in sources if s.key in failed]
-        else:
-            todo = [s for s in sources if s.key not in done and s.key not in failed]
-        skipped = len(sources) - len(todo)
-        if limit is not None:
-            todo = todo[:limit]
-        click.echo(f"{len(sources)} images found, {skipped} skipped (already in {output}), {len(todo)} to annotate",
-                   err=True)
+        _record_image_roots(store, [u.location for u in units if u.kind == "images"])
+        todo = open_inputs(store)
+        kinds = sorted({u.kind for u in todo.selected_units()})
+        click.echo(f"reading {len(todo.selected_units())} input(s) ({', '.join(kinds) or 'none'})"
+                   + (f", shard {shard} by {'file' if todo.by_file else 'image key'}" if shard else "")
+                   + f"; images already in {output} are skipped", err=True)
         annotator = RecursiveAnnotator(config, mllm, detector)
-        bar = progress(total=len(todo), desc="annotate", unit="img",
+        bar = progress(total=None, desc="annotate", unit="img",
                        disable=None if show_progress is None else not show_progress)
         started = time.perf_counter()
         state = {"finished": 0}
@@ -285,7 +314,11 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
         finally:
             bar.close()
         result = summary.to_dict()
-        result.update({"found": len(sources), "skipped": skipped, "shard": shard, "output": str(output),
+        counts = todo.counts
+        result.update({"found": counts.found, "skipped": counts.skipped, "shard": shard, "output": str(output),
+                       "duplicates": counts.duplicates + summary.duplicates, "inputs": counts.inputs,
+                       "inputs_missing": counts.inputs_missing, "warnings": counts.warnings,
+                       "downloads": getattr(todo, "download_stats", None),
                        "mllm": config.mllm.spec, "detector": config.detector.spec,
                        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         store.update_meta({"last_run": result, "config": config.model_dump(mode="json")})
@@ -386,6 +419,10 @@ def _format_summary(result: dict) -> str:
                      + (f", {b['request_retries']} requests sent again" if "request_retries" in b else ""))
     for etype, n in sorted(result["failures"].items()):
         lines.append(f"failed: {etype} x{n}")
+    if result.get("duplicates"):
+        lines.append(f"duplicate keys left out: {result['duplicates']}")
+    if result.get("inputs_missing"):
+        lines.append(f"missing inputs skipped: {result['inputs_missing']}")
     lines.append(f"store {result['output']}: {result['store']['done']} done, {result['store']['failed']} failed")
     return "\n".join(lines)
 

@@ -86,6 +86,8 @@ class StatusRecord(BaseModel):
     attempts: int = 1
     time: float = 0.0
     counts: Optional[Dict[str, int]] = None
+    #: ``imported``, or where the image came from (input and position, e.g. ``00003.tar:17``) when
+    #: the input said; None for images from folders.
     origin: Optional[str] = None
 
 
@@ -732,7 +734,8 @@ class GraphStore:
 
         return self._write(write)
 
-    def commit_image(self, key: str, graph: GbcGraph, provenance: Optional[Dict[str, Any]] = None, attempts: int = 1) -> None:
+    def commit_image(self, key: str, graph: GbcGraph, provenance: Optional[Dict[str, Any]] = None, attempts: int = 1,
+                     origin: Optional[str] = None) -> None:
         """Write the graph, a ``done`` status and the provenance of one image in ONE transaction."""
         k = _encode_key(key)
         _check_graph(graph)
@@ -741,6 +744,7 @@ class GraphStore:
             attempts=attempts,
             time=time.time(),
             counts={"vertices": graph.n_vertices, "edges": graph.n_edges, "captions": graph.n_captions},
+            origin=origin,
         )
 
         def write(txn):
@@ -750,22 +754,25 @@ class GraphStore:
         self._write(write)
 
     def commit_images(self, items: Iterable[Tuple], batch_size: int = DEFAULT_BATCH_SIZE) -> int:
-        """``commit_image`` for many ``(key, graph)`` or ``(key, graph, provenance)`` items:
+        """``commit_image`` for many ``(key, graph)``, ``(key, graph, provenance)`` or
+        ``(key, graph, provenance, origin)`` items:
         each batch of ``batch_size`` images (graph, ``done`` status, provenance) is ONE
         transaction, so an image is either wholly committed or not at all. Returns the count."""
         total = 0
         batch: List[Tuple] = []
 
         def write(txn):
-            for key, graph, provenance in batch:
+            for key, graph, provenance, origin in batch:
                 self._put_in(txn, key, graph, provenance)
                 record = StatusRecord(status="done", attempts=1, time=time.time(), counts={
-                    "vertices": graph.n_vertices, "edges": graph.n_edges, "captions": graph.n_captions})
+                    "vertices": graph.n_vertices, "edges": graph.n_edges, "captions": graph.n_captions},
+                    origin=origin)
                 txn.put(key, _STATUS_CODES["done"] + record.model_dump_json().encode(), db=self._db(b"status"))
 
         for item in items:
             _check_graph(item[1])
-            batch.append((_encode_key(item[0]), item[1], item[2] if len(item) > 2 else None))
+            batch.append((_encode_key(item[0]), item[1], item[2] if len(item) > 2 else None,
+                          item[3] if len(item) > 3 else None))
             if len(batch) >= batch_size:
                 self._write(write)
                 total += len(batch)
@@ -805,11 +812,13 @@ class GraphStore:
         error_type: Optional[str] = None,
         attempts: int = 1,
         provenance: Optional[Dict[str, Any]] = None,
+        origin: Optional[str] = None,
     ) -> None:
         """Record that ``key`` failed (one transaction). Any graph stored under ``key`` is removed,
         so a key's graph and its status never disagree."""
         k = _encode_key(key)
-        record = StatusRecord(status="failed", reason=reason, error_type=error_type, attempts=attempts, time=time.time())
+        record = StatusRecord(status="failed", reason=reason, error_type=error_type, attempts=attempts, time=time.time(),
+                              origin=origin)
 
         def write(txn):
             txn.delete(k, db=self._db(b"graphs"))
