@@ -181,7 +181,11 @@ class RecursiveAnnotator:
                 # Where the image came from (input and position), when the input says: kept with
                 # its status so that a later run tells a resumed image from a duplicate key.
                 origin = {"origin": job.origin} if job.origin else {}
-                if graph is not None:
+                if job.origin and _taken_elsewhere(store, job.key, job.origin):
+                    # The same key from another input finished while this one was waiting or
+                    # in flight: keep the first one's record (inputs check before, this closes the gap).
+                    summary.duplicates += 1
+                elif graph is not None:
                     # committed after the event that finished it (with the other images it
                     # finished), or now when a group is full
                     pending.append((job.key, graph, self._provenance(job)) + ((job.origin,) if job.origin else ()))
@@ -409,6 +413,13 @@ class _Blank:
     """Stand-in pixels for an image that failed to load (its job only records the failure)."""
 
     size = (0, 0)
+
+
+def _taken_elsewhere(store: Any, key: str, origin: str) -> bool:
+    status = getattr(store, "status", None)
+    record = status(key) if status is not None else None
+    recorded = getattr(record, "origin", None)
+    return bool(recorded) and recorded != origin
 
 
 def _with_input(job: ImageJob, source: ImageSource) -> ImageJob:

@@ -18,6 +18,7 @@ from gbc.export.writers import (
     DEFAULT_SHARD_SIZE,
     FORMATS,
     GRAPH_JSON_POLICIES,
+    IMAGE_POLICIES,
     MISSING_POLICIES,
     ExportOptions,
     export_graphs,
@@ -62,6 +63,13 @@ _TOKEN_MODES = {"auto": None, "exact": True, "estimate": False}
               help="Graphs whose image file is missing: skip them (counted) or export them text-only.")
 @click.option("--graph-json", type=click.Choice(GRAPH_JSON_POLICIES), default="first", show_default=True,
               help="wds: which samples' .json carry the whole graph: the first row of each graph, every row, or none.")
+@click.option("--images", "image_policy", type=click.Choice(IMAGE_POLICIES), default="all", show_default=True,
+              help="wds: which samples carry their image: every caption row, or only the first row of each graph "
+                   "that uses it (the others name that sample in image_in: about one image per graph).")
+@click.option("--align-with", "align_with", multiple=True, metavar="SHARDS",
+              help="wds: write caption shards that line up with these input tar shards (same names, same sample "
+                   "keys in the same order, captions only, no images). Repeatable; brace ranges and "
+                   "img2dataset folders work. SRC must be a store.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=DEFAULT_JPEG_QUALITY, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes making captions and images (the output is the same for any number).")
@@ -77,7 +85,8 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
            allow_outside_root: bool, max_side: Optional[int], shard_size: int, text_only: bool, missing: str,
            graph_json: str, jpeg_quality: int, workers: int, validate: bool, overwrite: bool, as_json: bool,
            min_clip: Tuple[str, ...] = (),
-           drop_bottom: Optional[float] = None, max_toxicity: Optional[float] = None, score_names: Tuple[str, ...] = ()):
+           drop_bottom: Optional[float] = None, max_toxicity: Optional[float] = None, score_names: Tuple[str, ...] = (),
+           image_policy: str = "all", align_with: Tuple[str, ...] = ()):
     """Export captions (and images) of the graphs in SRC for CLIP training.
 
     SRC is a store (.lmdb, or a folder of store shards) or a graph file (.jsonl, .json,
@@ -89,6 +98,7 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
       gbc export graphs.lmdb -o train.csv --images-root images/
       gbc export graphs.jsonl -o shards/ --format wds --max-side 512 --images-root images/
       gbc export graphs.lmdb -o text/ --format parquet --captions short --text-only
+      gbc export cc12m.lmdb -o captions/ --format wds --align-with /data/cc12m-wds
     """
     from gbc.export.source import open_source
 
@@ -112,9 +122,15 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
                             max_side=max_side,
                             shard_size=shard_size, text_only=text_only, missing=missing, jpeg_quality=jpeg_quality,
                             graph_json=graph_json, workers=workers, allow_outside_root=allow_outside_root,
-                            overwrite=overwrite)
+                            overwrite=overwrite, images=image_policy)
     check_output(out, fmt, overwrite)  # before any reading (fitting score bars reads SRC once)
     score_filter = build_score_filter(min_clip, drop_bottom, max_toxicity, score_names)
+    if align_with:
+        if score_filter is not None:
+            raise click.BadParameter("caption shards aligned with input shards take no score filter (yet)",
+                                     param_hint="--align-with")
+        _export_aligned(src, out, fmt, align_with, options, as_json)
+        return
     if score_filter is not None:
         fit_score_filter(score_filter, src)
     damaged = []  # (key, message) of graphs whose stored value cannot be decoded: skipped, listed
@@ -166,6 +182,38 @@ def _refuse_empty(s, out: Path, looked_under: str) -> None:
     else:
         why = "no caption passed the filters"
     raise click.ClickException(f"nothing exported from {s.graphs_read} graph(s): {why}")
+
+
+def _export_aligned(src: Path, out: Path, fmt: str, align_with: Tuple[str, ...], options, as_json: bool) -> None:
+    """``--align-with``: one caption shard per input shard (see ``gbc.export.aligned``)."""
+    from gbc.export.aligned import export_aligned
+    from gbc.inputs import resolve
+    from gbc.inputs.tars import iter_tar_keys
+
+    if fmt != "wds":
+        raise click.BadParameter("caption shards aligned with input shards are WebDataset shards: add --format wds",
+                                 param_hint="--align-with")
+    if not (src.is_dir() or src.suffix == ".lmdb"):
+        raise click.BadParameter(f"{src} is not a store; aligned shards look graphs up by key in a store",
+                                 param_hint="SRC")
+    units = resolve(align_with)
+    for unit in units:
+        if unit.kind != "tar":
+            raise click.BadParameter(f"{unit.location} is not a tar shard", param_hint="--align-with")
+        if not unit.location.startswith(("http://", "https://")) and not Path(unit.location).is_file():
+            raise click.BadParameter(f"shard {unit.location} does not exist", param_hint="--align-with")
+    if not units:
+        raise click.BadParameter("no tar shard found", param_hint="--align-with")
+    from gbc.store.shards import open_store
+
+    with open_store(str(src)) as store:
+        summary = export_aligned(store, ((u.label, iter_tar_keys(u.location)) for u in units), out, options)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"caption shards: {summary['shards']} in {out} (aligned with the input shards)")
+    click.echo(f"samples: {summary['done']} with captions, {summary['failed']} failed, "
+               f"{summary['missing']} not in the store; {summary['rows']} captions")
 
 
 def _print_summary(s, out: Path) -> None:

@@ -284,7 +284,8 @@ def _write_record(target, key: str, record, graph, provenance) -> None:
     if status_name(record) == "done" and getattr(record, "origin", None) == "imported":
         target.put(key, graph, provenance=provenance)
     elif status_name(record) == "done":
-        target.commit_image(key, graph, provenance=provenance, attempts=getattr(record, "attempts", 1) or 1)
+        target.commit_image(key, graph, provenance=provenance, attempts=getattr(record, "attempts", 1) or 1,
+                            origin=getattr(record, "origin", None))
     else:
         target.mark_failed(
             key,
@@ -292,6 +293,7 @@ def _write_record(target, key: str, record, graph, provenance) -> None:
             error_type=getattr(record, "error_type", None),
             attempts=getattr(record, "attempts", 1) or 1,
             provenance=provenance,
+            origin=getattr(record, "origin", None),  # where the image came from, for later resumes
         )
 
 

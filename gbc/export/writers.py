@@ -61,6 +61,9 @@ MISSING_POLICIES = ("skip", "text")
 #: Which WebDataset samples carry the whole graph in their .json: every sample, only the
 #: first sample of each graph (the others name it by ``image_key``), or none.
 GRAPH_JSON_POLICIES = ("all", "first", "none")
+#: Which WebDataset samples carry their image: every sample, or only the first sample of each
+#: graph that uses it (the graph's other samples with the same image name that one in ``image_in``).
+IMAGE_POLICIES = ("all", "first")
 
 
 @dataclass
@@ -83,6 +86,7 @@ class ExportOptions:
     allow_outside_root: bool = False  # read image files outside images_root too
     #: Replace an output that already holds data (refused otherwise; see gbc.export.output).
     overwrite: bool = False
+    images: str = "all"
 
     def __post_init__(self):
         if self.fmt not in FORMATS:
@@ -94,6 +98,8 @@ class ExportOptions:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.missing not in MISSING_POLICIES:
             raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {self.missing!r}")
+        if self.images not in IMAGE_POLICIES:
+            raise ValueError(f"images must be one of {', '.join(IMAGE_POLICIES)}, got {self.images!r}")
         if self.graph_json not in GRAPH_JSON_POLICIES:
             raise ValueError(f"graph_json must be one of {', '.join(GRAPH_JSON_POLICIES)}, got {self.graph_json!r}")
 
@@ -354,13 +360,22 @@ class WdsWriter(_ShardedWriter):
         import msgspec
 
         policy = self.options.graph_json
+        once = self.options.images == "first"
+        carried: Dict[int, Tuple[int, str]] = {}  # id of an encoded image -> (shard, key of the sample holding it)
         for i, (row, image) in enumerate(zip(rows, images)):
             key = self._next_key()
             meta = {"key": key, **_row_meta(g, row)}
+            shared = False
             if image is not None:
                 meta.update(width=image.width, height=image.height,
                             original_width=image.original_width, original_height=image.original_height)
-                self._tar.add(f"{key}.jpg", image.data)
+                holder = carried.get(id(image)) if once else None
+                if holder is not None and holder[0] == self.shard:  # never point into another shard
+                    meta["image_in"] = holder[1]
+                    shared = True
+                else:
+                    self._tar.add(f"{key}.jpg", image.data)
+                    carried[id(image)] = (self.shard, key)
             self._tar.add(f"{key}.txt", row.text.encode("utf-8"))
             head = msgspec.json.encode(meta)
             if policy == "all" or (policy == "first" and i == 0):
@@ -370,7 +385,7 @@ class WdsWriter(_ShardedWriter):
             idx = self._index
             idx["key"].append(key)
             idx["caption"].append(row.text)
-            idx["status"].append("success" if image is not None else "text_only")
+            idx["status"].append("text_only" if image is None else "shared_image" if shared else "success")
             idx["error_message"].append(None)
             idx["width"].append(image.width if image else None)
             idx["height"].append(image.height if image else None)

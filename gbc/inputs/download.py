@@ -169,10 +169,15 @@ class Downloader:
                 yield source
                 continue
             pending.add(self._pool.submit(self.fill, source))
-            while len(pending) >= window:
-                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
+            # Hand over what has finished at once (the engine should not wait for a full
+            # window when most rows are skipped); block only when the window is full.
+            finished = {f for f in pending if f.done()}
+            if len(pending) - len(finished) >= window:
+                more, _ = cf.wait(pending - finished, return_when=cf.FIRST_COMPLETED)
+                finished |= more
+            pending -= finished
+            for future in finished:
+                yield future.result()
         while pending:
             done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
             for future in done:

@@ -16,6 +16,7 @@ in exactly one part.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -25,6 +26,8 @@ from gbc.inputs.items import ImageSource, InputError
 from gbc.inputs.urllists import Columns, check_columns
 
 SkipFn = Callable[[str, Optional[str]], Optional[str]]
+#: Images asked about at once (one store transaction for a ``StoreResume``).
+SKIP_BATCH = 1024
 WarnFn = Callable[[str], None]
 
 
@@ -59,7 +62,8 @@ class InputStream:
     """Iterable of the ``ImageSource`` items to annotate from ``units`` (see the module docstring).
 
     ``skip(key, origin)`` returns None to annotate an image, ``"duplicate..."`` (a message) for
-    a key that another input already gave, or any other string to pass it over as finished.
+    a key that another input already gave, or any other string to pass it over as finished;
+    when it has a ``many(keys, origins)`` method, that is asked about batches instead.
     ``limit`` stops after that many items. ``warn`` receives one line per run-level problem
     (missing or truncated shard, duplicate key). Iterate once.
     """
@@ -114,28 +118,49 @@ class InputStream:
         if self._warn is not None:
             self._warn(message)
 
-    def _decide(self, unit: InputUnit, key: str, origin: Optional[str]) -> Optional[str]:
-        """None to annotate; else why not (counted here)."""
-        if not self._in_part(unit, key):
-            return "other part"
-        self.counts.found += 1
-        if self._skip is None:
-            return None
-        why = self._skip(key, origin)
-        if why is None:
-            return None
-        if why.startswith("duplicate"):
-            self.counts.duplicates += 1
-            self.warn(why)
-        else:
-            self.counts.skipped += 1
-        return why
+    def _decide(self, unit: InputUnit, keys: List[str], origins: List[Optional[str]]) -> List[Optional[str]]:
+        """Per image, None to annotate it, else why not (counted here)."""
+        answers: List[Optional[str]] = ["other part"] * len(keys)
+        mine = [i for i, key in enumerate(keys) if self._in_part(unit, key)]
+        self.counts.found += len(mine)
+        if self._skip is None or not mine:
+            for i in mine:
+                answers[i] = None
+            return answers
+        many = getattr(self._skip, "many", None)
+        wanted_keys, wanted_origins = [keys[i] for i in mine], [origins[i] for i in mine]
+        said = many(wanted_keys, wanted_origins) if many is not None else [
+            self._skip(k, o) for k, o in zip(wanted_keys, wanted_origins)]
+        for i, why in zip(mine, said):
+            answers[i] = why
+            if why is None:
+                continue
+            if why.startswith("duplicate"):
+                self.counts.duplicates += 1
+                self.warn(why)
+            else:
+                self.counts.skipped += 1
+        return answers
+
+    def _batched(self, unit: InputUnit, rows: Iterator, make=None) -> Iterator[ImageSource]:
+        """``rows`` (``ImageSource`` items, or tuples that start with key and origin, made into
+        items by ``make``) less those that ``skip`` passes over, asked about ``SKIP_BATCH`` at a time."""
+        while True:
+            chunk = list(itertools.islice(rows, SKIP_BATCH))
+            if not chunk:
+                return
+            if make is None:
+                answers = self._decide(unit, [s.key for s in chunk], [s.origin for s in chunk])
+                yield from (s for s, why in zip(chunk, answers) if why is None)
+            else:
+                answers = self._decide(unit, [r[0] for r in chunk], [r[1] for r in chunk])
+                yield from (make(r) for r, why in zip(chunk, answers) if why is None)
 
     # ------------------------------------------------------------------ reading
     def _raw(self) -> Iterator[ImageSource]:
         from gbc.inputs.folders import discover_images
         from gbc.inputs.tars import iter_tar
-        from gbc.inputs.urllists import iter_list
+        from gbc.inputs.urllists import iter_rows, row_source
 
         units = self.selected_units()
         image_args = [u.location for u in units if u.kind == "images"]
@@ -143,9 +168,7 @@ class InputStream:
             # Folders and files as before: listed and sorted together (keys clash across them).
             self.counts.inputs += len(image_args)
             unit = next(u for u in units if u.kind == "images")
-            for source in discover_images(image_args):
-                if self._decide(unit, source.key, None) is None:
-                    yield source
+            yield from self._batched(unit, iter(discover_images(image_args)))
         for unit in units:
             if unit.kind == "tar":
                 self.counts.inputs += 1
@@ -153,7 +176,7 @@ class InputStream:
                     self.counts.inputs_missing += 1
                     self.warn(f"shard {unit.location} does not exist; skipped")
                     continue
-                decide = (lambda key, origin, unit=unit: self._decide(unit, key, origin))
+                decide = (lambda keys, origins, unit=unit: self._decide(unit, keys, origins))
                 yield from iter_tar(unit.location, unit.label, decide, self.warn, self.tar_timeout_s)
             elif unit.kind == "list":
                 self.counts.inputs += 1
@@ -161,9 +184,7 @@ class InputStream:
                     self.counts.inputs_missing += 1
                     self.warn(f"URL list {unit.location} does not exist; skipped")
                     continue
-                for source in iter_list(unit.location, unit.fmt, self.columns, unit.label):
-                    if self._decide(unit, source.key, source.origin) is None:
-                        yield source
+                yield from self._batched(unit, iter_rows(unit.location, unit.fmt, self.columns, unit.label), row_source)
 
     def _limited(self) -> Iterator[ImageSource]:
         for source in self._raw():

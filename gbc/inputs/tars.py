@@ -16,6 +16,7 @@ after the samples read so far; the run goes on with the next input.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import tarfile
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -25,8 +26,10 @@ from gbc.inputs.items import ImageSource
 #: Member extensions taken as the sample's image, in order of preference.
 IMAGE_MEMBER_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 
-#: ``skip(key, origin)`` returns None to annotate the sample, else why it is passed over.
-SkipFn = Callable[[str, str], Optional[str]]
+#: ``skip(keys, origins)`` returns, per sample, None to annotate it, else why it is passed over.
+SkipManyFn = Callable[[List[str], List[str]], List[Optional[str]]]
+#: Samples asked about at once (one store transaction).
+SKIP_BATCH = 1024
 WarnFn = Callable[[str], None]
 
 
@@ -72,13 +75,13 @@ def open_tar(location: str, timeout_s: float = 60.0):
     return tf, tf.close
 
 
-def iter_tar(location: str, label: str, skip: SkipFn, warn: WarnFn, timeout_s: float = 60.0) -> Iterator[ImageSource]:
+def iter_tar(location: str, label: str, skip: SkipManyFn, warn: WarnFn, timeout_s: float = 60.0) -> Iterator[ImageSource]:
     """Samples of the shard at ``location`` as ``ImageSource`` items (see the module docstring).
 
     ``label`` names the shard in origins (``label:index``, index counting samples from 0) and
-    in warnings. Samples that ``skip`` passes over are not yielded. A sample without an image
-    member is yielded with an ``error``; a key seen earlier in the same shard is left out with
-    a warning.
+    in warnings. ``skip(keys, origins)`` answers for a batch of samples; those it passes over
+    are not yielded (nor read). A sample without an image member is yielded with an
+    ``error``; a key seen earlier in the same shard is left out with a warning.
     """
     try:
         tf, close = open_tar(location, timeout_s)
@@ -88,51 +91,136 @@ def iter_tar(location: str, label: str, skip: SkipFn, warn: WarnFn, timeout_s: f
     except (tarfile.TarError, OSError, EOFError) as exc:
         warn(f"shard {location} cannot be read ({_why(exc)}); skipped")
         return
+    try:
+        if location.startswith(("http://", "https://")):
+            yield from _streamed(tf, location, label, skip, warn)
+        else:
+            yield from _seekable(tf, location, label, skip, warn)
+    finally:
+        close()
+
+
+class _Header:
+    __slots__ = ("ext", "offset", "size")
+
+    def __init__(self, ext: str, offset: int, size: int):
+        self.ext, self.offset, self.size = ext, offset, size
+
+
+def _seekable(tf, location: str, label: str, skip: SkipManyFn, warn: WarnFn) -> Iterator[ImageSource]:
+    """A local shard: read every header first (the data is seeked past), ask ``skip`` about
+    the samples in batches, then read only the members of the samples to annotate."""
+    samples: List[Tuple[str, int, List[_Header]]] = []
     seen: set = set()  # keys of this shard only: bounded by the shard's size
+    damaged = None
+    try:
+        while True:
+            member = tf.next()
+            if member is None:
+                break
+            tf.members.clear()  # tarfile keeps every header otherwise; ours are smaller
+            if not member.isfile():
+                continue
+            key, ext = split_member(member.name)
+            if samples and samples[-1][0] == key:
+                samples[-1][2].append(_Header(ext, member.offset_data, member.size))
+                continue
+            if key in seen:
+                warn(f"duplicate key {key!r} in shard {label} (sample {len(samples)}); left out")
+                samples.append((key, -1, []))  # keeps the positions of the samples after it
+                continue
+            seen.add(key)
+            samples.append((key, len(samples), [_Header(ext, member.offset_data, member.size)]))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        damaged = exc
+    end = tf.offset
+    size = os.fstat(tf.fileobj.fileno()).st_size if hasattr(tf.fileobj, "fileno") and not _compressed(tf) else None
+    if damaged is not None:
+        warn(f"shard {label} is damaged after {len(samples)} sample(s) ({_why(damaged)}); the rest of it is skipped")
+    elif size is not None and size < end + 1024:
+        warn(f"shard {label} has no end-of-archive marker (truncated?) after {len(samples)} sample(s)")
+    seen.clear()
+    fh = tf.fileobj
+    for start in range(0, len(samples), SKIP_BATCH):
+        chunk = [s for s in samples[start:start + SKIP_BATCH] if s[1] >= 0]
+        answers = skip([s[0] for s in chunk], [f"{label}:{s[1]}" for s in chunk])
+        for (key, index, headers), why in zip(chunk, answers):
+            if why is not None:
+                continue
+            sample = _Sample(key, index, skip=False)
+            for header in headers:
+                sample.members.append(header.ext)
+                wanted = _rank(header.ext) >= 0 and (sample.image_ext is None or _rank(header.ext) < _rank(sample.image_ext))
+                if not (wanted or header.ext in ("txt", "json")):
+                    continue
+                try:
+                    fh.seek(header.offset)
+                    data = fh.read(header.size)
+                except (OSError, EOFError) as exc:
+                    data, sample.error = None, f"cannot read this sample from the shard {label} ({_why(exc)})"
+                if data is not None and len(data) < header.size:
+                    warn(f"shard {label} is truncated inside sample {index} ({key!r})")
+                    data, sample.error = None, f"the shard {label} ends inside this sample"
+                if data is None:
+                    continue
+                if wanted:
+                    sample.image_ext, sample.image = header.ext, data
+                elif header.ext == "txt":
+                    sample.text = data
+                else:
+                    sample.meta = data
+            yield _finish(sample, location, label)
+
+
+def _compressed(tf) -> bool:
+    return type(tf.fileobj).__name__ != "BufferedReader"
+
+
+def _streamed(tf, location: str, label: str, skip: SkipManyFn, warn: WarnFn) -> Iterator[ImageSource]:
+    """A shard over HTTP, read once in order: each sample is asked about when it starts."""
+    seen: set = set()
     current: Optional[_Sample] = None
     index = 0
     try:
-        try:
-            for member in tf:
-                if not member.isfile():
-                    continue
-                key, ext = split_member(member.name)
-                if current is None or key != current.key:
-                    if current is not None:
-                        out = _finish(current, location, label)
-                        if out is not None:
-                            yield out
-                        current = None
-                    if key in seen:
-                        warn(f"duplicate key {key!r} in shard {label} (sample {index}); left out")
-                        current = _Sample(key, index, skip=True)
-                    else:
-                        seen.add(key)
-                        current = _Sample(key, index, skip=skip(key, f"{label}:{index}") is not None)
-                    index += 1
-                current.members.append(ext)
-                if current.skip:
-                    continue
-                wanted = _rank(ext) >= 0 and (current.image_ext is None or _rank(ext) < _rank(current.image_ext))
-                if wanted or ext in ("txt", "json"):
-                    fh = tf.extractfile(member)
-                    data = fh.read() if fh is not None else b""
-                    if wanted:
-                        current.image_ext, current.image = ext, data
-                    elif ext == "txt":
-                        current.text = data
-                    else:
-                        current.meta = data
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            warn(f"shard {label} is truncated or damaged after {index} sample(s) ({_why(exc)}); the rest of it is skipped")
-            if current is not None and not current.skip:
-                current.error = f"the shard {label} ends or is damaged inside this sample ({_why(exc)})"
-        if current is not None:
-            out = _finish(current, location, label)
-            if out is not None:
-                yield out
-    finally:
-        close()
+        for member in tf:
+            tf.members.clear()
+            if not member.isfile():
+                continue
+            key, ext = split_member(member.name)
+            if current is None or key != current.key:
+                if current is not None:
+                    out = _finish(current, location, label)
+                    if out is not None:
+                        yield out
+                    current = None
+                if key in seen:
+                    warn(f"duplicate key {key!r} in shard {label} (sample {index}); left out")
+                    current = _Sample(key, index, skip=True)
+                else:
+                    seen.add(key)
+                    current = _Sample(key, index, skip=skip([key], [f"{label}:{index}"])[0] is not None)
+                index += 1
+            current.members.append(ext)
+            if current.skip:
+                continue
+            wanted = _rank(ext) >= 0 and (current.image_ext is None or _rank(ext) < _rank(current.image_ext))
+            if wanted or ext in ("txt", "json"):
+                fh = tf.extractfile(member)
+                data = fh.read() if fh is not None else b""
+                if wanted:
+                    current.image_ext, current.image = ext, data
+                elif ext == "txt":
+                    current.text = data
+                else:
+                    current.meta = data
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        warn(f"shard {label} is truncated or damaged after {index} sample(s) ({_why(exc)}); the rest of it is skipped")
+        if current is not None and not current.skip:
+            current.error = f"the shard {label} ends or is damaged inside this sample ({_why(exc)})"
+    if current is not None:
+        out = _finish(current, location, label)
+        if out is not None:
+            yield out
 
 
 def _why(exc: BaseException) -> str:
@@ -162,3 +250,19 @@ def _finish(sample: _Sample, location: str, label: str) -> Optional[ImageSource]
         found = ", ".join("." + e for e in sample.members) or "nothing"
         return ImageSource(error=f"sample has no image member (found {found})", error_type="NoImageMember", **common)
     return ImageSource(data=sample.image, **common)
+
+
+def iter_tar_keys(location: str, timeout_s: float = 60.0) -> Iterator[str]:
+    """The sample keys of a shard in order, reading only member headers (on a local shard)."""
+    tf, close = open_tar(location, timeout_s)
+    seen: set = set()  # a key met again later in the shard was left out when annotating: here too
+    try:
+        for member in tf:
+            if not member.isfile():
+                continue
+            key = split_member(member.name)[0]
+            if key not in seen:
+                seen.add(key)
+                yield key
+    finally:
+        close()

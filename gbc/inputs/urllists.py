@@ -13,7 +13,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 from gbc.inputs.items import ImageSource, InputError
 
@@ -77,29 +77,45 @@ def default_key(stem: str, row: int) -> str:
     return f"{stem}/{row:09d}"
 
 
+#: A row as read, before it is made an ``ImageSource``: key, origin, URL (or the list's path
+#: when there is none), caption, error, error type.
+Row = Tuple[str, str, str, Optional[str], Optional[str], Optional[str]]
+
+
 def iter_list(path: str, fmt: str, columns: Columns, label: str) -> Iterator[ImageSource]:
     """One ``ImageSource`` per row (``path`` = URL, not downloaded yet); rows without a usable
     URL come with an ``error``. ``label`` names the list in origins (``label:row``)."""
+    return map(row_source, iter_rows(path, fmt, columns, label))
+
+
+def row_source(row: Row) -> ImageSource:
+    key, origin, url, caption, error, error_type = row
+    if error is None:
+        return ImageSource(key, url, None, None, None, url, caption, origin)
+    return ImageSource(key, url, None, error, error_type, None, caption, origin)
+
+
+def iter_rows(path: str, fmt: str, columns: Columns, label: str) -> Iterator[Row]:
+    """The rows of ``iter_list`` as plain tuples (cheap to make; most are skipped on a resume)."""
     stem = Path(path).stem
+    key_col, caption_col, url_col = columns.key, columns.caption, columns.url
     for row, record in enumerate(_records(path, fmt, columns)):
         origin = f"{label}:{row}"
         if isinstance(record, str):  # a line that could not be read as a record
-            yield ImageSource(key=default_key(stem, row), path=path, error=record, error_type="BadListRow", origin=origin)
+            yield default_key(stem, row), origin, path, None, record, "BadListRow"
             continue
-        raw_key = record.get(columns.key) if columns.key else None
-        key = str(raw_key).strip() if raw_key not in (None, "") else default_key(stem, row)
-        caption = record.get(columns.caption) if columns.caption else None
+        raw_key = record.get(key_col) if key_col else None
+        key = str(raw_key).strip() if raw_key not in (None, "") else f"{stem}/{row:09d}"
+        caption = record.get(caption_col) if caption_col else None
         caption = str(caption) if caption not in (None, "") else None
-        url = record.get(columns.url)
-        url = str(url).strip() if url is not None else ""
+        url = record.get(url_col)
+        url = url.strip() if isinstance(url, str) else ("" if url is None else str(url).strip())
         if not url:
-            yield ImageSource(key=key, path=path, error=f"row {row} has no URL in column {columns.url!r}",
-                              error_type="NoURL", caption=caption, origin=origin)
-        elif not url.lower().startswith(("http://", "https://")):
-            yield ImageSource(key=key, path=url, error=f"not an http(s) URL: {url[:200]}", error_type="BadURL",
-                              caption=caption, origin=origin)
+            yield key, origin, path, caption, f"row {row} has no URL in column {url_col!r}", "NoURL"
+        elif not url[:8].lower().startswith(("http://", "https://")):
+            yield key, origin, url, caption, f"not an http(s) URL: {url[:200]}", "BadURL"
         else:
-            yield ImageSource(key=key, path=url, url=url, caption=caption, origin=origin)
+            yield key, origin, url, caption, None, None
 
 
 def _records(path: str, fmt: str, columns: Columns) -> Iterator:
@@ -107,9 +123,9 @@ def _records(path: str, fmt: str, columns: Columns) -> Iterator:
         import pyarrow.parquet as pq
 
         parquet = pq.ParquetFile(path)
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH, columns=columns.wanted()):
+        names = columns.wanted()
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH, columns=names):
             data = batch.to_pydict()
-            names = list(data)
             for values in zip(*(data[n] for n in names)):
                 yield dict(zip(names, values))
         return

@@ -106,6 +106,14 @@ def _imported_value() -> bytes:
 _LEGACY_DONE = _imported_record(0.0)
 
 
+class _StatusLite(msgspec.Struct):
+    status: str
+    origin: Optional[str] = None
+
+
+_STATUS_LITE = msgspec.json.Decoder(_StatusLite).decode
+
+
 def _encode_key(key: Union[str, bytes]) -> bytes:
     data = key.encode("utf-8") if isinstance(key, str) else bytes(key)
     if not data:
@@ -622,6 +630,33 @@ class GraphStore:
         if value is None or isinstance(value, StatusRecord):
             return value
         return self._decode_status(key, value)
+
+    def status_origins(self, keys: Iterable[str]) -> List[Optional[Tuple[str, Optional[str]]]]:
+        """``(status, origin)`` of each key, or None for a key without a status, read in one
+        transaction and decoded partly (what resuming a run over millions of inputs asks)."""
+        encoded = [_encode_key(k) for k in keys]
+
+        def read(txn):
+            db, graphs = self._db(b"status"), self._db(b"graphs")
+            # a graph stored without a status record (older stores) is done and imported
+            return [txn.get(k, db=db) or (_LEGACY_DONE if txn.get(k, db=graphs) is not None else None)
+                    for k in encoded]
+
+        out: List[Optional[Tuple[str, Optional[str]]]] = []
+        for key, value in zip(encoded, self._read(read)):
+            if value is None:
+                out.append(None)
+                continue
+            if value is _LEGACY_DONE:
+                out.append(("done", IMPORTED))
+                continue
+            try:
+                lite = _STATUS_LITE(value[1:])
+            except msgspec.DecodeError as exc:
+                raise StoreCorruptError(f"status of {_decode_key(key)!r} in store {str(self.path)!r} cannot be "
+                                        f"decoded: {exc}") from None
+            out.append((lite.status, lite.origin))
+        return out
 
     def statuses(self) -> Iterator[Tuple[str, StatusRecord]]:
         """``(key, StatusRecord)`` for every image with a status or a graph, in key order."""
