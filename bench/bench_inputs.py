@@ -238,7 +238,7 @@ def child_baseline(args) -> None:
         if unit.kind == "list":
             items.extend(iter_list(unit.location, unit.fmt, Columns(), unit.label))
         else:
-            items.extend(iter_tar(unit.location, unit.label, lambda k, o: None, lambda m: None))
+            items.extend(iter_tar(unit.location, unit.label, lambda keys, origins: [None] * len(keys), lambda m: None))
     todo = [s for s in items if s.key not in finished]
     print(json.dumps({"items": len(items), "todo": len(todo), "first_image_s": time.perf_counter() - started}))
 
@@ -252,7 +252,7 @@ def annotate_cmd(inputs: str, store: Path, extra=()):
 def part_streaming(scratch: Path, sizes, base_store: Path) -> list:
     rows = []
     for kind in ("list", "shards"):
-        for n in sizes:
+        for n in sizes[kind]:
             inputs = str(scratch / f"list-{n}" / "urls.parquet") if kind == "list" else str(scratch / f"shards-{n}")
             store = scratch / f"run-{kind}-{n}.lmdb"
             shutil.rmtree(store, ignore_errors=True)
@@ -337,32 +337,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="largest number of inputs (list rows, tar samples)")
     parser.add_argument("--quick", action="store_true", help="20,000 inputs")
+    parser.add_argument("--tar-n", type=int, default=None, help="largest number of tar samples (default: --n)")
     parser.add_argument("--downloads", type=int, default=None, help="images fetched per download setting")
     parser.add_argument("--keep", help="scratch folder to use and keep")
     parser.add_argument("--json", dest="json_out", help="write the figures to this file")
     args = parser.parse_args()
     n = 20_000 if args.quick else args.n
     sizes = sorted({min(n, s) for s in (10_000, 100_000, n)})
+    tar_n = min(n, args.tar_n or n)
+    tar_sizes = sorted({min(tar_n, s) for s in sizes})
     downloads = args.downloads or (2_000 if args.quick else 20_000)
     scratch = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="gbc-bench-inputs-"))
     scratch.mkdir(parents=True, exist_ok=True)
     server, base = start_server(scratch)
     try:
-        print(f"inputs: sizes {', '.join(f'{s:,}' for s in sizes)}; {SHARDS} tar shards; scratch {scratch}", flush=True)
+        print(f"inputs: URL lists of {', '.join(f'{s:,}' for s in sizes)} rows; {SHARDS} tar shards holding "
+              f"{', '.join(f'{s:,}' for s in tar_sizes)} samples; scratch {scratch}", flush=True)
         t = time.perf_counter()
-        for size in sizes:
+        for size in sizes:  # always written: the server's port changes from run to run
             write_list(scratch / f"list-{size}" / "urls.parquet", size, base)
-            write_shards(scratch / f"shards-{size}", size)
-        base_store = scratch / "base.lmdb"
-        shutil.rmtree(base_store, ignore_errors=True)
+        for size in tar_sizes:
+            if not (scratch / f"shards-{size}").exists():
+                write_shards(scratch / f"shards-{size}", size)
+        base_store = scratch / f"base-{n}-{tar_n}.lmdb"
         # The same keys and origins for every size: lists are prefixes of each other, and a
         # shard sample's key and position do not depend on how many samples its shard holds.
-        kept = fill_store(base_store, ((f"urls/{i:09d}", f"urls.parquet:{i}") for i in range(n) if i % KEEP_ONE_IN))
-        kept += fill_store(base_store, (pair for i, pair in enumerate(shard_keys(n)) if i % KEEP_ONE_IN))
+        if not (base_store / "data.mdb").exists():
+            partial = base_store.with_name(base_store.name + ".part")
+            shutil.rmtree(partial, ignore_errors=True)
+            fill_store(partial, ((f"urls/{i:09d}", f"urls.parquet:{i}") for i in range(n) if i % KEEP_ONE_IN))
+            fill_store(partial, (pair for i, pair in enumerate(shard_keys(tar_n)) if i % KEEP_ONE_IN))
+            partial.rename(base_store)
+        kept = (n - -(-n // KEEP_ONE_IN)) + (tar_n - -(-tar_n // KEEP_ONE_IN))
         print(f"built inputs and a store of {kept:,} finished images in {time.perf_counter() - t:.0f} s", flush=True)
-        figures = {"sizes": sizes}
+        figures = {"sizes": sizes, "tar_sizes": tar_sizes}
         print("1. streaming (gbc annotate, scripted backends, store holds all but 1 in 1,000):", flush=True)
-        figures["streaming"] = part_streaming(scratch, sizes, base_store)
+        figures["streaming"] = part_streaming(scratch, {"list": sizes, "shards": tar_sizes}, base_store)
         print("2. resume start-up:", flush=True)
         figures["resume"] = part_resume(scratch, n)
         print("3. download throughput (local server in another process):", flush=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from gbc.errors import GbcError
 
-class InputError(ValueError):
+
+class InputError(GbcError, ValueError):
     """A run-level problem with the inputs themselves (unknown kind, list without its URL column, ...)."""
 
 
