@@ -255,8 +255,15 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
         from gbc.annotators.images import discover_images
 
         if any(u.kind != "images" for u in units):
-            raise click.UsageError("--ray reads image folders and files only for now; run tar shards and URL lists "
-                                   "with one `gbc annotate --shard i/N` job per machine")
+            # Tar shards and URL lists are read by Ray tasks, a stream per input, and checked
+            # against OUTPUT there; --limit and --shard apply as in a local run.
+            from gbc.distributed.ray_inputs import RayInputs
+
+            inputs = RayInputs(units, columns=columns, download=download, part=part, limit=limit)
+            _annotate_on_ray(inputs, output, config, ray_address, workers, gpus_per_worker, cpus_per_worker,
+                             retry_failed, no_merge, None, as_json, verbose,
+                             [u.location for u in units if u.kind == "images"])
+            return
         sources = discover_images([u.location for u in units])
         if part:
             from gbc.distributed.sharding import shard_of
@@ -346,15 +353,20 @@ def _annotate_on_ray(sources, output, config, address, workers, gpus_per_worker,
     from gbc.distributed.shadowing import check_no_shadowing
 
     check_no_shadowing()  # before anything is printed or started (annotate_on_ray checks it too)
-    found = len(sources)
-    if retry_failed:
+    streamed = hasattr(sources, "dataset")
+    found = None if streamed else len(sources)
+    if streamed:
+        click.echo(f"reading {len(sources.units)} input(s) on Ray; annotating with {workers} worker(s)", err=True)
+    elif retry_failed:
         # As in-process: only the images that failed before (in the output or its shards).
         failed = finished_keys(output, retry_failed=False) - finished_keys(output, retry_failed=True)
         sources = [s for s in sources if s.key in failed]
-    if limit is not None:
+    if limit is not None and not streamed:
         finished = finished_keys(output, retry_failed=retry_failed)
         sources = [s for s in sources if s.key not in finished][:limit]
-    click.echo(f"{found} images found, {len(sources)} considered; annotating on Ray with {workers} worker(s)", err=True)
+    if not streamed:
+        click.echo(f"{found} images found, {len(sources)} considered; annotating on Ray with {workers} worker(s)",
+                   err=True)
     result = annotate_on_ray(
         sources, output, config=config,
         mllm_spec=config.mllm.spec, mllm_options=config.mllm.options,
@@ -362,7 +374,7 @@ def _annotate_on_ray(sources, output, config, address, workers, gpus_per_worker,
         address=None if address == "local" else address, workers=workers, gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker, retry_failed=retry_failed, merge=not no_merge, verbose=verbose,
     )
-    result.update({"found": found, "output": str(output), "mllm": config.mllm.spec, "detector": config.detector.spec,
+    result.update({"found": result["images"] if streamed else found, "output": str(output), "mllm": config.mllm.spec, "detector": config.detector.spec,
                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     if result["merged"]:
         from gbc.store.shards import open_store

@@ -272,20 +272,28 @@ def annotate_on_ray(
             probe.close()
     modules = _backend_modules(*probes)
 
-    items: List[Tuple[str, str]] = []
-    seen: Set[str] = set()
-    for image in images:
-        key, path = _item(image)
-        if key in seen:
-            raise ValueError(f"image key {key!r} appears twice in the input")
-        seen.add(key)
-        items.append((key, path))
-    finished = finished_keys(out, retry_failed=retry_failed)
-    todo = [{"key": k, "path": p} for k, p in items if k not in finished]
-    summary: Dict[str, Any] = {
-        "images": len(items), "skipped": len(items) - len(todo), "submitted": len(todo),
-        "done": 0, "failed": 0, "missing": 0, "workers": workers, "ray_seconds": 0.0,
-    }
+    # Tar shards and URL lists (RayInputs) are read inside the cluster, as a stream; images
+    # given one by one are listed here and checked against the finished keys.
+    streamed = hasattr(images, "dataset") and hasattr(images, "counts")
+    if streamed:
+        todo: Any = images
+        summary: Dict[str, Any] = {"images": 0, "skipped": 0, "submitted": 0, "done": 0, "failed": 0, "missing": 0,
+                                   "workers": workers, "ray_seconds": 0.0}
+    else:
+        items: List[Tuple[str, str]] = []
+        seen: Set[str] = set()
+        for image in images:
+            key, path = _item(image)
+            if key in seen:
+                raise ValueError(f"image key {key!r} appears twice in the input")
+            seen.add(key)
+            items.append((key, path))
+        finished = finished_keys(out, retry_failed=retry_failed)
+        todo = [{"key": k, "path": p} for k, p in items if k not in finished]
+        summary = {
+            "images": len(items), "skipped": len(items) - len(todo), "submitted": len(todo),
+            "done": 0, "failed": 0, "missing": 0, "workers": workers, "ray_seconds": 0.0,
+        }
 
     if todo:
         ray_started = time.perf_counter()
@@ -294,9 +302,18 @@ def annotate_on_ray(
         if retry_failed:
             # Images failed for killing their workers get a fresh count of worker deaths.
             (shards / DEATHS_LOG).unlink(missing_ok=True)
-        counts = _run_pipeline(todo, shards, config, mllm_spec, mllm_options, detector_spec, detector_options,
-                               modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed, verbose)
+        run_id = uuid.uuid4().hex
+        try:
+            counts = _run_pipeline(todo, shards, config, mllm_spec, mllm_options, detector_spec, detector_options,
+                                   modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed, verbose,
+                                   run_id)
+        finally:
+            seen_by_inputs = todo.counts(out, run_id) if streamed else None
         summary.update(counts)
+        if seen_by_inputs is not None:
+            summary["submitted"] = counts["done"] + counts["failed"] + counts["missing"]
+            summary["images"] = seen_by_inputs.pop("found")
+            summary.update(seen_by_inputs)
         summary["ray_seconds"] = round(time.perf_counter() - ray_started, 3)
 
     shard_paths = [p for p in sorted(shards.glob("*.lmdb")) if _has_store(p)]
@@ -364,15 +381,16 @@ def _backend_unavailable(exc: BaseException):
 
 def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
                   modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed,
-                  verbose: bool = False) -> Dict[str, Any]:
+                  verbose: bool = False, run_id: str = "") -> Dict[str, Any]:
     with _ray_output_aside(verbose) as terminal:
         return _run_on_ray(todo, shards, config, mllm_spec, mllm_options, detector_spec, detector_options, modules,
-                           address, workers, gpus_per_worker, cpus_per_worker, retry_failed, verbose, terminal)
+                           address, workers, gpus_per_worker, cpus_per_worker, retry_failed, verbose, terminal,
+                           run_id or uuid.uuid4().hex)
 
 
 def _run_on_ray(todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
                 modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed, verbose,
-                terminal) -> Dict[str, Any]:
+                terminal, run_id: str) -> Dict[str, Any]:
     import ray
 
     owns_ray = _init_ray(address, verbose)
@@ -394,7 +412,6 @@ def _run_on_ray(todo, shards: Path, config, mllm_spec, mllm_options, detector_sp
         # that a remote cluster cannot hold fails with a clear timeout instead of waiting forever.
         context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
         unavailable = None
-        run_id = uuid.uuid4().hex
         try:
             return _stream(ray, todo, shards, config, mllm_spec, mllm_options, detector_spec, detector_options,
                            modules, workers, gpus_per_worker, cpus_per_worker, retry_failed, run_id, terminal)
@@ -430,10 +447,16 @@ def _stream(ray, todo, shards: Path, config, mllm_spec, mllm_options, detector_s
     from gbc.distributed.worker import ShardAnnotator
 
     shards.mkdir(parents=True, exist_ok=True)
-    # Small runs are cut finer so that every worker gets a share.
-    spread = workers * TASKS_IN_FLIGHT_PER_ACTOR * 2
-    batch_size = min(_images_per_batch(config), max(MIN_IMAGES_PER_BATCH, -(-len(todo) // spread)))
-    dataset = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), workers * 4)))
+    if hasattr(todo, "dataset"):  # inputs read by Ray tasks: the number of images is not known ahead
+        total = None
+        batch_size = _images_per_batch(config)
+        dataset = todo.dataset(ray, shards.parent, retry_failed, run_id)
+    else:
+        total = len(todo)
+        # Small runs are cut finer so that every worker gets a share.
+        spread = workers * TASKS_IN_FLIGHT_PER_ACTOR * 2
+        batch_size = min(_images_per_batch(config), max(MIN_IMAGES_PER_BATCH, -(-len(todo) // spread)))
+        dataset = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), workers * 4)))
     annotated = dataset.map_batches(
         ShardAnnotator,
         fn_constructor_kwargs={
@@ -453,7 +476,7 @@ def _stream(ray, todo, shards: Path, config, mllm_spec, mllm_options, detector_s
     engine_seconds = 0.0
     started_at = time.time()
     first_batch_at = None
-    bar = _progress(len(todo), terminal)
+    bar = _progress(total, terminal)
     try:
         # One pass over the rows: the pipeline runs once and results stream in as batches finish.
         for row in annotated.iter_rows():

@@ -278,15 +278,19 @@ class ShardAnnotator:
     def _annotate(self, batch: Dict[str, Any]) -> Dict[str, List[Any]]:
         from gbc.annotators.images import ImageSource
 
+        from gbc.distributed.ray_inputs import source_from_row
+
         keys = [str(k) for k in batch["key"]]
         paths = [str(p) for p in batch["path"]]
+        # Rows read from tar shards and URL lists carry the image's bytes (or why there are none).
+        rich = "data" in batch
         store = self._own_store()
         self._adopt_orphans()
         deaths, death_shards = read_deaths(self._folder)
         own = {k for k in keys if self._finished(store.status(k))}
         elsewhere = self._committed_in([k for k in keys if k not in own and deaths[k]], death_shards)
         fresh, suspects = [], []
-        for key, path in zip(keys, paths):
+        for i, (key, path) in enumerate(zip(keys, paths)):
             if key in own or key in elsewhere:
                 continue
             if deaths[key] >= MAX_WORKER_DEATHS_PER_IMAGE:
@@ -298,9 +302,9 @@ class ShardAnnotator:
                     attempts=deaths[key],
                 )
             elif deaths[key]:
-                suspects.append(ImageSource(key=key, path=path))
+                suspects.append(source_from_row(batch, i) if rich else ImageSource(key=key, path=path))
             else:
-                fresh.append(ImageSource(key=key, path=path))
+                fresh.append(source_from_row(batch, i) if rich else ImageSource(key=key, path=path))
         started_at = time.time()
         started = time.perf_counter()
         if fresh:
