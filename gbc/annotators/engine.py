@@ -55,6 +55,7 @@ class RunSummary:
     elapsed_s: float = 0.0
     failures: Dict[str, int] = field(default_factory=dict)  # error type -> count
     duplicates: int = 0  # images whose key was already in flight (a duplicate key in the inputs): not annotated
+    warnings: List[str] = field(default_factory=list)  # one line per duplicate key caught here (the first 50)
     backends: Dict[str, dict] = field(default_factory=dict)
 
     @property
@@ -184,7 +185,7 @@ class RecursiveAnnotator:
                 if job.origin and _taken_elsewhere(store, job.key, job.origin):
                     # The same key from another input finished while this one was waiting or
                     # in flight: keep the first one's record (inputs check before, this closes the gap).
-                    summary.duplicates += 1
+                    _duplicate(summary, job.key, job.origin, _recorded_origin(store, job.key))
                 elif graph is not None:
                     # committed after the event that finished it (with the other images it
                     # finished), or now when a group is full
@@ -240,7 +241,7 @@ class RecursiveAnnotator:
                     if source.key in jobs:
                         # Two inputs gave the same key while the first is in flight: one graph would
                         # replace the other, so the second is left out (and counted).
-                        summary.duplicates += 1
+                        _duplicate(summary, source.key, source.origin, jobs[source.key].origin)
                         if not isinstance(image, BaseException):
                             budget.release(image.decode_pixels)
                         slots.release()
@@ -415,11 +416,22 @@ class _Blank:
     size = (0, 0)
 
 
-def _taken_elsewhere(store: Any, key: str, origin: str) -> bool:
+def _recorded_origin(store: Any, key: str) -> Optional[str]:
     status = getattr(store, "status", None)
     record = status(key) if status is not None else None
-    recorded = getattr(record, "origin", None)
+    return getattr(record, "origin", None)
+
+
+def _taken_elsewhere(store: Any, key: str, origin: str) -> bool:
+    recorded = _recorded_origin(store, key)
     return bool(recorded) and recorded != origin
+
+
+def _duplicate(summary: RunSummary, key: str, origin: Optional[str], first: Optional[str]) -> None:
+    summary.duplicates += 1
+    if len(summary.warnings) < 50:
+        summary.warnings.append(f"duplicate key {key!r}: at {origin or 'an input'}, already taken from "
+                                f"{first or 'another input'}; left out")
 
 
 def _with_input(job: ImageJob, source: ImageSource) -> ImageJob:

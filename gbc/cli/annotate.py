@@ -321,10 +321,12 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
         finally:
             bar.close()
         result = summary.to_dict()
+        for line in summary.warnings:  # duplicates caught by the engine rather than by the inputs
+            click.echo(f"Warning: {line}", err=True)
         counts = todo.counts
         result.update({"found": counts.found, "skipped": counts.skipped, "shard": shard, "output": str(output),
                        "duplicates": counts.duplicates + summary.duplicates, "inputs": counts.inputs,
-                       "inputs_missing": counts.inputs_missing, "warnings": counts.warnings,
+                       "inputs_missing": counts.inputs_missing, "warnings": counts.warnings + summary.warnings,
                        "downloads": getattr(todo, "download_stats", None),
                        "mllm": config.mllm.spec, "detector": config.detector.spec,
                        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
