@@ -424,7 +424,7 @@ def _recorded_origin(store: Any, key: str) -> Optional[str]:
 
 def _taken_elsewhere(store: Any, key: str, origin: str) -> bool:
     recorded = _recorded_origin(store, key)
-    return bool(recorded) and recorded != origin
+    return bool(recorded) and recorded not in (origin, "imported")
 
 
 def _duplicate(summary: RunSummary, key: str, origin: Optional[str], first: Optional[str]) -> None:

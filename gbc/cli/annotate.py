@@ -324,6 +324,9 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
         for line in summary.warnings:  # duplicates caught by the engine rather than by the inputs
             click.echo(f"Warning: {line}", err=True)
         counts = todo.counts
+        # counted as the inputs were read (nothing listed them up front)
+        click.echo(f"{counts.found} images found, {counts.skipped} skipped (already in {output}), "
+                   f"{summary.images} annotated", err=True)
         result.update({"found": counts.found, "skipped": counts.skipped, "shard": shard, "output": str(output),
                        "duplicates": counts.duplicates + summary.duplicates, "inputs": counts.inputs,
                        "inputs_missing": counts.inputs_missing, "warnings": counts.warnings + summary.warnings,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence
 
+#: The origin a store records for graphs imported rather than annotated.
+IMPORTED = "imported"
+
 
 class StoreResume:
     """``skip`` for ``InputStream``: asks ``store`` whether each image needs annotating.
@@ -40,7 +43,8 @@ class StoreResume:
         if found is None:
             return "not failed before" if self.retry_failed else None
         status, recorded = found
-        if origin and recorded and recorded != origin:
+        # a graph imported into the store (origin "imported") is finished, not a second image
+        if origin and recorded and recorded not in (origin, IMPORTED):
             return f"duplicate key {key!r}: at {origin}, already taken from {recorded}; left out"
         if self.retry_failed and status == "failed":
             return None
