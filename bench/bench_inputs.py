@@ -18,6 +18,7 @@ one image in 1,000 of them. Then, each in its own process:
 
     python bench/bench_inputs.py --quick      # 20,000 inputs (about a minute)
     python bench/bench_inputs.py              # 1,000,000 inputs (tens of minutes, ~3 GB of scratch)
+    python bench/bench_inputs.py --parts resume   # one part only
 """
 
 from __future__ import annotations
@@ -341,7 +342,13 @@ def main() -> None:
     parser.add_argument("--downloads", type=int, default=None, help="images fetched per download setting")
     parser.add_argument("--keep", help="scratch folder to use and keep")
     parser.add_argument("--json", dest="json_out", help="write the figures to this file")
+    parser.add_argument("--parts", default="streaming,resume,download",
+                        help="comma-separated parts to run: streaming, resume, download (default: all three)")
     args = parser.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    unknown = parts - {"streaming", "resume", "download"}
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     n = 20_000 if args.quick else args.n
     sizes = sorted({min(n, s) for s in (10_000, 100_000, n)})
     tar_n = min(n, args.tar_n or n)
@@ -356,31 +363,38 @@ def main() -> None:
         t = time.perf_counter()
         for size in sizes:  # always written: the server's port changes from run to run
             write_list(scratch / f"list-{size}" / "urls.parquet", size, base)
-        for size in tar_sizes:
+        for size in (tar_sizes if "streaming" in parts else []):
             if not (scratch / f"shards-{size}").exists():
                 write_shards(scratch / f"shards-{size}", size)
         base_store = scratch / f"base-{n}-{tar_n}.lmdb"
         # The same keys and origins for every size: lists are prefixes of each other, and a
         # shard sample's key and position do not depend on how many samples its shard holds.
-        if not (base_store / "data.mdb").exists():
+        if "streaming" in parts and not (base_store / "data.mdb").exists():
             partial = base_store.with_name(base_store.name + ".part")
             shutil.rmtree(partial, ignore_errors=True)
             fill_store(partial, ((f"urls/{i:09d}", f"urls.parquet:{i}") for i in range(n) if i % KEEP_ONE_IN))
             fill_store(partial, (pair for i, pair in enumerate(shard_keys(tar_n)) if i % KEEP_ONE_IN))
             partial.rename(base_store)
-        kept = (n - -(-n // KEEP_ONE_IN)) + (tar_n - -(-tar_n // KEEP_ONE_IN))
-        print(f"built inputs and a store of {kept:,} finished images in {time.perf_counter() - t:.0f} s", flush=True)
+        if "streaming" in parts:
+            kept = (n - -(-n // KEEP_ONE_IN)) + (tar_n - -(-tar_n // KEEP_ONE_IN))
+            print(f"built inputs and a store of {kept:,} finished images in {time.perf_counter() - t:.0f} s", flush=True)
+        else:
+            print(f"built the inputs in {time.perf_counter() - t:.0f} s", flush=True)
         figures = {"sizes": sizes, "tar_sizes": tar_sizes}
-        print("1. streaming (gbc annotate, scripted backends, store holds all but 1 in 1,000):", flush=True)
-        figures["streaming"] = part_streaming(scratch, {"list": sizes, "shards": tar_sizes}, base_store)
-        print("2. resume start-up:", flush=True)
-        figures["resume"] = part_resume(scratch, n)
-        print("3. download throughput (local server in another process):", flush=True)
-        figures["download"] = part_download(base, downloads)
-        peaks = [r["peak_anon_mb"] for r in figures["streaming"]]
-        print(f"summary: peak driver memory {min(peaks):.0f}-{max(peaks):.0f} MB anonymous across "
-              f"{sizes[0]:,}-{sizes[-1]:,} inputs (aim < {AIM_PEAK_MB} MB, flat); resume start-up "
-              f"{figures['resume']['first_image_s']:.1f} s (aim < {AIM_RESUME_S:.0f} s)")
+        if "streaming" in parts:
+            print("1. streaming (gbc annotate, scripted backends, store holds all but 1 in 1,000):", flush=True)
+            figures["streaming"] = part_streaming(scratch, {"list": sizes, "shards": tar_sizes}, base_store)
+            peaks = [r["peak_anon_mb"] for r in figures["streaming"]]
+            print(f"summary: peak driver memory {min(peaks):.0f}-{max(peaks):.0f} MB anonymous across "
+                  f"{sizes[0]:,}-{sizes[-1]:,} inputs (aim < {AIM_PEAK_MB} MB, flat)", flush=True)
+        if "resume" in parts:
+            print("2. resume start-up:", flush=True)
+            figures["resume"] = part_resume(scratch, n)
+            print(f"summary: resume start-up {figures['resume']['first_image_s']:.1f} s "
+                  f"(aim < {AIM_RESUME_S:.0f} s)", flush=True)
+        if "download" in parts:
+            print("3. download throughput (local server in another process):", flush=True)
+            figures["download"] = part_download(base, downloads)
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(figures, indent=2))
     finally:
