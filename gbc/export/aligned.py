@@ -42,7 +42,7 @@ def export_aligned(store, shards: Iterable[Tuple[str, Iterator[str]]], out, opti
     ``graph_json``). Two input shards with the same file name are refused (their caption
     shards would overwrite each other).
     """
-    from gbc.export.writers import _TarWriter
+    from gbc.export.tar import TarWriter
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ def export_aligned(store, shards: Iterable[Tuple[str, Iterator[str]]], out, opti
             raise ValueError(f"two input shards are named {name}: their caption shards would have the same name")
         names.add(tar_name)
         counts: Counter = Counter()
-        tar = _TarWriter(out / tar_name)
+        tar = TarWriter(out / tar_name)
         try:
             for key in keys:
                 record = store.status(key)

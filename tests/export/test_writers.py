@@ -231,9 +231,9 @@ def test_parquet_loads_with_hugging_face_datasets(dataset, tmp_path):
 
 
 def test_tar_writer_output_is_read_by_tarfile_and_rejects_long_names(tmp_path):
-    from gbc.export.writers import _TarWriter
+    from gbc.export.tar import TarWriter
 
-    w = _TarWriter(tmp_path / "a.tar")
+    w = TarWriter(tmp_path / "a.tar")
     payloads = {"000000000.txt": b"hello", "000000000.json": b"{}" * 300, "empty.jpg": b"", "block": b"z" * 512}
     for name, data in payloads.items():
         w.add(name, data)

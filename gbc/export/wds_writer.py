@@ -1,0 +1,109 @@
+"""The WebDataset writer: tar shards in the img2dataset layout, with a Parquet index per shard.
+
+``00000.tar``, ``00001.tar``, ... hold ``<key>.jpg``, ``<key>.txt`` and ``<key>.json`` (key,
+caption metadata and the whole graph) per sample, with keys of 9 digits (shard number then
+index in the shard) as img2dataset writes them; beside each tar a ``00000.parquet`` index
+(key, caption, status, sizes, ...) and a ``00000_stats.json``. By default
+(``graph_json="first"``) only the first sample of each graph carries the graph; the others
+name it by ``image_key``. ``"all"`` repeats it in every sample (a graph has ~16 rows under
+``gbc-captions``: the graph copies are then most of a shard).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any, Dict, List, Optional, Tuple
+
+from gbc.export.captions import CaptionRow
+from gbc.export.images import EncodedImage
+from gbc.export.tar import TarWriter
+from gbc.export.writer_base import ExportedGraph, ShardedWriter
+
+
+def _row_meta(g: ExportedGraph, row: CaptionRow) -> Dict[str, Any]:
+    return {
+        "image_key": g.key,
+        "caption_type": row.caption_type,
+        "vertex_id": row.vertex_id,
+        "vertex_label": row.vertex_label,
+        "desc_label": row.desc_label,
+        "bbox": list(row.bbox) if row.bbox is not None else None,
+    }
+
+
+def _wds_index_columns():
+    import pyarrow as pa
+
+    return {
+        "key": pa.string(), "caption": pa.string(), "status": pa.string(), "error_message": pa.string(),
+        "width": pa.int32(), "height": pa.int32(), "original_width": pa.int32(), "original_height": pa.int32(),
+        "image_key": pa.string(), "caption_type": pa.string(),
+    }
+
+
+class WdsWriter(ShardedWriter):
+    """WebDataset tar shards in the img2dataset layout, with a Parquet index per shard."""
+
+    def _open_shard(self) -> None:
+        self._tar_path = self.out / f"{self.shard:05d}.tar"
+        self._tar = TarWriter(self._tar_path)
+        self._columns = _wds_index_columns()
+        self._index: Dict[str, list] = {k: [] for k in self._columns}
+        self._stats = Counter()
+
+    def _close_shard(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._tar.close()
+        table = pa.table({k: pa.array(v, type=self._columns[k]) for k, v in self._index.items()})
+        index_path = self.out / f"{self.shard:05d}.parquet"
+        pq.write_table(table, index_path)
+        stats = {"count": self._stats["count"], "successes": self._stats["success"], "failed_to_download": 0,
+                 "failed_to_resize": 0, "text_only": self._stats["text_only"],
+                 "caption_types": {k[5:]: v for k, v in sorted(self._stats.items()) if k.startswith("type:")}}
+        stats_path = self.out / f"{self.shard:05d}_stats.json"
+        stats_path.write_text(json.dumps(stats, indent=2))
+        self.files += [str(self._tar_path), str(index_path), str(stats_path)]
+
+    def write_graph(self, g: ExportedGraph, rows: List[CaptionRow], images: List[Optional[EncodedImage]]) -> None:
+        import msgspec
+
+        policy = self.options.graph_json
+        once = self.options.images == "first"
+        carried: Dict[int, Tuple[int, str]] = {}  # id of an encoded image -> (shard, key of the sample holding it)
+        for i, (row, image) in enumerate(zip(rows, images)):
+            key = self._next_key()
+            meta = {"key": key, **_row_meta(g, row)}
+            shared = False
+            if image is not None:
+                meta.update(width=image.width, height=image.height,
+                            original_width=image.original_width, original_height=image.original_height)
+                holder = carried.get(id(image)) if once else None
+                if holder is not None and holder[0] == self.shard:  # never point into another shard
+                    meta["image_in"] = holder[1]
+                    shared = True
+                else:
+                    self._tar.add(f"{key}.jpg", image.data)
+                    carried[id(image)] = (self.shard, key)
+            self._tar.add(f"{key}.txt", row.text.encode("utf-8"))
+            head = msgspec.json.encode(meta)
+            if policy == "all" or (policy == "first" and i == 0):
+                # The graph is encoded once per graph and spliced into the sample's metadata.
+                head = head[:-1] + b',"graph":' + g.graph_json + b"}"
+            self._tar.add(f"{key}.json", head)
+            idx = self._index
+            idx["key"].append(key)
+            idx["caption"].append(row.text)
+            idx["status"].append("text_only" if image is None else "shared_image" if shared else "success")
+            idx["error_message"].append(None)
+            idx["width"].append(image.width if image else None)
+            idx["height"].append(image.height if image else None)
+            idx["original_width"].append(image.original_width if image else None)
+            idx["original_height"].append(image.original_height if image else None)
+            idx["image_key"].append(g.key)
+            idx["caption_type"].append(row.caption_type)
+            self._stats["count"] += 1
+            self._stats["success" if image is not None else "text_only"] += 1
+            self._stats["type:" + row.caption_type] += 1

@@ -1,0 +1,74 @@
+"""What every export writer is given (``ExportedGraph``), and the shard counting of the
+sharded writers (WebDataset, Parquet) with img2dataset's sample keys.
+
+A writer has ``write_graph(graph, rows, images)``, ``close()`` and ``files`` (the paths it
+wrote); ``gbc.export.writers.export_graphs`` drives it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+from gbc.schemas import GbcGraph
+
+
+class ExportedGraph:
+    """One graph being exported: its key, its image (if any) and its JSON encoded once."""
+
+    def __init__(self, key: str, graph: GbcGraph, source: Optional[Path]):
+        self.key = key
+        self.graph = graph
+        self.source = source
+        self._json: Optional[bytes] = None
+
+    @property
+    def graph_json(self) -> bytes:
+        if self._json is None:
+            self._json = self.graph.to_json()
+        return self._json
+
+    def recorded_path(self) -> str:
+        return self.graph.img_path or self.graph.img_url or ""
+
+
+def sample_key(shard: int, index: int, shard_size: int) -> str:
+    # img2dataset: 5 digits of shard number, then enough digits for an index in the shard
+    # (4 for the default 10,000 samples per shard: keys of 9 digits).
+    width = max(4, len(str(shard_size - 1)))
+    return f"{shard:05d}{index:0{width}d}"
+
+
+class ShardedWriter:
+    """Counts samples into shards of ``options.shard_size``; subclasses open and close shards."""
+
+    def __init__(self, out: Path, options):
+        self.out = out
+        self.options = options
+        out.mkdir(parents=True, exist_ok=True)
+        self.shard = -1
+        self.index = options.shard_size  # forces opening shard 0 on the first sample
+        self.files: List[str] = []
+        # sample_key's layout as one %-format, built once (a key is made per row).
+        self._key_format = "%%05d%%0%dd" % len(sample_key(0, 0, options.shard_size)[5:])
+
+    def _next_key(self) -> str:
+        if self.index >= self.options.shard_size:
+            if self.shard >= 0:
+                self._close_shard()
+            self.shard += 1
+            self.index = 0
+            self._open_shard()
+        key = self._key_format % (self.shard, self.index)
+        self.index += 1
+        return key
+
+    def close(self) -> None:
+        if self.shard >= 0:
+            self._close_shard()
+
+    def _open_shard(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _close_shard(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
