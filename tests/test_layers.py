@@ -1,6 +1,6 @@
 """The package's layers import one way only, and nothing inside imports the top-level package.
 
-Layers, lowest first: ``errors`` / ``_version``; ``schemas``; ``store``; the stages that use
+Layers, lowest first: ``errors`` / ``_version`` / ``_threads``; ``schemas``; ``store``; the stages that use
 stores (``inputs``, ``annotators``, ``scoring``, ``export``, ``viz``, ``view``, ``stats``);
 ``distributed``; ``cli``. A module may import its own layer or lower ones, never higher.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "gbc"
 
 RANK = {
-    "errors": 0, "_version": 0,
+    "errors": 0, "_version": 0, "_threads": 0,
     "schemas": 1,
     "store": 2,
     "inputs": 3, "annotators": 3, "scoring": 3, "export": 3, "viz": 3, "view": 3, "stats": 3,

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence
 
+from gbc._threads import HelperThread, Pending
 from gbc.errors import GbcError
 from gbc.annotators.backends.base import BackendUnavailable
 
@@ -92,101 +93,31 @@ class CallStats:
         }
 
 
-def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
-    """Run ``fn`` in a helper thread and wait at most ``timeout_s``.
-
-    A call that times out is abandoned (Python cannot stop a thread); its late result is
-    dropped. The helper thread is a daemon so it never blocks interpreter exit.
-    """
-    box: dict = {}
-    done = threading.Event()
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed over to the caller below
-            box["error"] = exc
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=target, name="gbc-backend-call", daemon=True)
-    thread.start()
-    if not done.wait(timeout_s):
-        raise CallTimeout(f"backend call did not finish within {timeout_s:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-class _Helper:
-    """One long-lived daemon thread that runs the functions handed to it, one at a time.
-
-    Starting a thread per backend call or per prepared batch costs more CPU than a
-    zero-latency backend call itself; a helper is reused until a call it runs times out
-    (then it is abandoned: it finishes that call, drops the result and exits).
-    """
-
-    def __init__(self, name: str):
-        self._inbox: "queue.SimpleQueue" = queue.SimpleQueue()
-        self.abandoned = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            item = self._inbox.get()
-            if item is None:
-                return
-            fn, box, done = item
-            try:
-                box["value"] = fn()
-            except BaseException as exc:  # noqa: BLE001 - handed over to the caller
-                box["error"] = exc
-            finally:
-                done.set()
-            # Drop this thread's references to the call (its requests and results) before
-            # waiting for the next one: an idle helper must not keep a finished image alive.
-            item = fn = box = done = None
-            if self.abandoned:
-                return
-
-    def submit(self, fn: Callable[[], Any]) -> tuple:
-        """Start ``fn``; returns ``(box, done)``: ``done`` is set once ``box`` holds ``value`` or ``error``."""
-        box: dict = {}
-        done = threading.Event()
-        self._inbox.put((fn, box, done))
-        return box, done
-
-    def close(self) -> None:
-        self.abandoned = True
-        self._inbox.put(None)
-
-
 class _Helpers:
     """The helper threads of one worker thread: one for backend calls, one for preparing batches."""
 
     def __init__(self, label: str):
         self._label = label
-        self._call: Optional[_Helper] = None
-        self._prepare: Optional[_Helper] = None
+        self._call: Optional[HelperThread] = None
+        self._prepare: Optional[HelperThread] = None
 
     def call(self, fn: Callable[[], Any], timeout_s: float) -> Any:
-        """``call_with_timeout`` on a reused thread."""
+        """``fn()`` on a reused thread, waiting at most ``timeout_s``. A call that times out is
+        abandoned (Python cannot stop a thread): its helper exits after it, its late result is
+        dropped, and the next call gets a new helper."""
         if self._call is None:
-            self._call = _Helper(f"gbc-{self._label}-call")
-        box, done = self._call.submit(fn)
-        if not done.wait(timeout_s):
-            self._call.abandoned = True  # it exits after this call; the next call gets a new one
+            self._call = HelperThread(f"gbc-{self._label}-call")
+        pending = self._call.submit(fn)
+        if not pending.wait(timeout_s):
+            self._call.close()
             self._call = None
             raise CallTimeout(f"backend call did not finish within {timeout_s:g} s")
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
+        return pending.result()
 
-    def prepare(self, fn: Callable[[], Any]) -> "_Prepared":
+    def prepare(self, fn: Callable[[], Any]) -> Pending:
         if self._prepare is None:
-            self._prepare = _Helper(f"gbc-{self._label}-prepare")
-        return _Prepared(*self._prepare.submit(fn))
+            self._prepare = HelperThread(f"gbc-{self._label}-prepare")
+        return self._prepare.submit(fn)
 
     def close(self) -> None:
         for helper in (self._call, self._prepare):
@@ -315,10 +246,10 @@ class BackendWorker:
             helpers.close()
 
     def _serve(self, helpers: "_Helpers") -> None:
-        ahead: Optional[_Prepared] = None
+        ahead: Optional[Pending] = None
         while True:
             if ahead is not None:
-                outcome, requests = ahead.wait()
+                outcome, requests = ahead.result()
                 ahead = None
             else:
                 batch = self._take()
@@ -360,11 +291,8 @@ class BackendWorker:
     def _call_once(self, requests: List[Any]) -> List[Any]:
         start = time.perf_counter()
         try:
-            helpers = getattr(self._local, "helpers", None)
-            if helpers is not None:
-                results = helpers.call(lambda: self._call(requests), self.policy.timeout_s)
-            else:
-                results = call_with_timeout(lambda: self._call(requests), self.policy.timeout_s)
+            # calls are made only by worker threads (``run``), each with its own helpers
+            results = self._local.helpers.call(lambda: self._call(requests), self.policy.timeout_s)
             if not isinstance(results, list) or len(results) != len(requests):
                 got = len(results) if isinstance(results, list) else type(results).__name__
                 raise RuntimeError(f"backend returned {got} results for {len(requests)} requests")
@@ -418,17 +346,3 @@ class BackendWorker:
 
         solve(0, len(requests), error)
         return results, errors
-
-
-class _Prepared:
-    """A batch being prepared by a helper thread; ``wait()`` returns ``(outcome, requests)``."""
-
-    def __init__(self, box: dict, done: threading.Event):
-        self._box = box
-        self._done = done
-
-    def wait(self) -> tuple:
-        self._done.wait()
-        if "error" in self._box:
-            raise self._box["error"]
-        return self._box["value"]

@@ -39,13 +39,11 @@ _KINDS = ("transformers", "open_clip")
 
 @dataclass
 class ModelOptions:
-    """Where and how a scoring model runs. ``simulate_oom_above`` makes batches larger than that
-    raise a CUDA out-of-memory error (to exercise batch halving without a GPU)."""
+    """Where and how a scoring model runs."""
 
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = DEFAULT_BATCH_SIZE
-    simulate_oom_above: Optional[int] = None
 
 
 @dataclass
@@ -109,7 +107,6 @@ class _BatchRunner:
 
     def __init__(self, options: ModelOptions, label: str):
         self.batch_size = max(1, int(options.batch_size))
-        self.simulate_oom_above = options.simulate_oom_above
         self.label = label
 
     def run(self, inputs: Dict[str, Any], call: Callable[[Dict[str, Any]], np.ndarray]) -> np.ndarray:
@@ -119,10 +116,6 @@ class _BatchRunner:
         while start < n:
             size = min(self.batch_size, n - start)
             try:
-                if self.simulate_oom_above is not None and size > self.simulate_oom_above:
-                    import torch
-
-                    raise torch.cuda.OutOfMemoryError(f"simulated CUDA out of memory for a batch of {size}")
                 parts.append(call(_slice(inputs, start, start + size)))
             except Exception as exc:
                 if not is_out_of_memory(exc) or size == 1:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
+from gbc._threads import HelperThread, Pending
 from gbc.schemas import Bbox, GbcGraph, geometry
 from gbc.schemas.description import CaptionStatistics, ClipScores, Description
 from gbc.scoring.models import ClipScoreModel, ModelOptions, ToxicityModel, create_clip_model, parse_clip_option
@@ -254,16 +255,24 @@ class CaptionScorer:
         self.load()
         summary = summary if summary is not None else ScoreSummary()
         started = time.perf_counter()
-        with ThreadPoolExecutor(self.load_threads, thread_name_prefix="gbc-score-load") as loaders, \
-                ThreadPoolExecutor(1, thread_name_prefix="gbc-score-prepare") as preparer:
-            pending = None
-            for entries in self._groups(_keyed(items)):
-                future = preparer.submit(self._prepare, entries, loaders)
-                if pending is not None:
-                    yield self._finish(pending.result(), summary, started)
-                pending = future
-            if pending is not None:
-                yield self._finish(pending.result(), summary, started)
+        # the next batch is prepared (images read, crops made) while the models run this one
+        preparer = HelperThread("gbc-score-prepare")
+        pending: Optional[Pending] = None
+        try:
+            with ThreadPoolExecutor(self.load_threads, thread_name_prefix="gbc-score-load") as loaders:
+                try:
+                    for entries in self._groups(_keyed(items)):
+                        previous, pending = pending, preparer.submit(lambda entries=entries: self._prepare(entries, loaders))
+                        if previous is not None:
+                            yield self._finish(previous.result(), summary, started)
+                    if pending is not None:
+                        last, pending = pending, None
+                        yield self._finish(last.result(), summary, started)
+                finally:
+                    if pending is not None:
+                        pending.wait()  # stopped early: the loaders stay open until it is done
+        finally:
+            preparer.close()
 
     def _finish(self, batch: _Batch, summary: ScoreSummary, started: float) -> List[ScoredGraph]:
         results = self._run(batch, summary)

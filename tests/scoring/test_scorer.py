@@ -14,6 +14,7 @@ from gbc.scoring import CaptionScorer, ScoreSummary, score_graphs
 from gbc.scoring.models import ModelOptions, TransformersClip, default_score_name, parse_clip_option
 from gbc.scoring.scorer import reference_crop_box
 from models import TOXICITY_LABELS
+from out_of_memory import fail_above, rows
 
 
 def _scorer(tiny_clip, tiny_toxicity=None, images_root=None, batch_size=64, **kwargs):
@@ -105,9 +106,13 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_scores(tiny_clip, syn
     plain = _scores(list(score_graphs(_copies(graphs[:3]), _scorer(tiny_clip, images_root=images, batch_size=8))))
     scorer = _scorer(tiny_clip, images_root=images, batch_size=8)
     model = scorer.clip_models[0]
-    model._images.simulate_oom_above = model._texts.simulate_oom_above = 2
+    model.load()
+    images = model.model.get_image_features = fail_above(model.model.get_image_features, 2, rows("pixel_values"))
+    texts = model.model.get_text_features = fail_above(model.model.get_text_features, 2, rows("input_ids"))
     halved = _scores(list(score_graphs(_copies(graphs[:3]), scorer)))
     assert model._images.batch_size == 2 and model._texts.batch_size == 2
+    assert max(images.sizes) > 2 and max(texts.sizes) > 2  # out of memory was met, then batches of 2
+    assert images.sizes[-1] <= 2 and texts.sizes[-1] <= 2
     np.testing.assert_allclose(halved, plain, atol=1e-5)
 
 

@@ -80,9 +80,6 @@ class DetectorOptions(BackendOptions):
         1333, ge=16, description="images are scaled down to this longer side before preprocessing"
     )
     revision: Optional[str] = Field(None, description="hub revision (branch, tag or commit) to load")
-    simulate_oom_above: Optional[int] = Field(
-        None, ge=0, description="testing aid: raise a CUDA out-of-memory error for batches larger than this"
-    )
 
 
 class _ZeroShotDetector:
@@ -167,9 +164,6 @@ class _ZeroShotDetector:
         import torch
 
         try:
-            limit = self.options.simulate_oom_above
-            if limit is not None and len(chunks) > limit:
-                raise torch.cuda.OutOfMemoryError(f"simulated CUDA out of memory for a batch of {len(chunks)} (limit {limit})")
             return self.run_rows(images, chunks)
         except Exception as exc:
             if not is_out_of_memory(exc) or len(chunks) == 1:

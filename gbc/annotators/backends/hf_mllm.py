@@ -146,9 +146,6 @@ class TransformersMllm:
         generation_kwargs: Dict[str, Any] = Field(
             default_factory=dict, description="extra keyword arguments for generate (e.g. repetition_penalty)"
         )
-        simulate_oom_above: Optional[int] = Field(
-            None, ge=0, description="testing aid: raise a CUDA out-of-memory error for batches larger than this"
-        )
 
     def __init__(self, argument: str, options: Optional["TransformersMllm.Options"] = None):
         if not argument:
@@ -307,9 +304,6 @@ class TransformersMllm:
     def _generate_batch(self, batch: List[MllmRequest]) -> List[str]:
         import torch
 
-        limit = self.options.simulate_oom_above
-        if limit is not None and len(batch) > limit:
-            raise torch.cuda.OutOfMemoryError(f"simulated CUDA out of memory for a batch of {len(batch)} (limit {limit})")
         prompts = [self.build_prompt(r) for r in batch]
         images = [scale_image(r.image, self.options.max_image_side) for r in batch]
         inputs = self.processor(images=images, text=prompts, return_tensors="pt", padding=True)

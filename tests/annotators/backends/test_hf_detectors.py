@@ -14,6 +14,7 @@ from gbc.annotators.backends.hf_detectors import (
     unique_phrases,
 )
 from gbc.annotators.backends.registry import create_detector
+from out_of_memory import fail_above, rows
 
 PHRASES = ["cat", "red sofa", "man", "two cups", "tree"]
 
@@ -92,15 +93,24 @@ def test_batch_equals_single_requests(request, fixture):
         same(found, detector.detect([req])[0])
 
 
-def test_simulated_out_of_memory_halves_the_batch(tiny_owlv2, owl):
+def _out_of_memory_above(detector, limit):
+    detector.load()
+    detector.model.forward = fail_above(detector.model.forward, limit, rows("pixel_values"))
+    return detector.model.forward.sizes
+
+
+def test_out_of_memory_halves_the_batch(tiny_owlv2, owl):
     import torch
 
     requests = [DetectionRequest(image=picture((60, 40), seed), phrases=PHRASES[:2]) for seed in range(5)]
-    halving = create_detector(f"owlv2:{tiny_owlv2}", {"device": "cpu", "threshold": 0.0, "simulate_oom_above": 2})
+    halving = create_detector(f"owlv2:{tiny_owlv2}", {"device": "cpu", "threshold": 0.0})
+    sizes = _out_of_memory_above(halving, 2)
     for got, expected in zip(halving.detect(requests), owl.detect(requests)):
         same(got, expected)
+    assert sizes[0] == 5 and max(sizes[1:]) == 2
     assert halving.max_batch_size == 2
-    always = create_detector(f"owlv2:{tiny_owlv2}", {"device": "cpu", "simulate_oom_above": 0})
+    always = create_detector(f"owlv2:{tiny_owlv2}", {"device": "cpu"})
+    _out_of_memory_above(always, 0)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         always.detect(requests[:2])
 

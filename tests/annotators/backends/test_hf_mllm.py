@@ -14,6 +14,7 @@ from gbc.annotators.backends.hf_mllm import (
     scale_image,
 )
 from gbc.annotators.backends.registry import create_mllm
+from out_of_memory import fail_above, rows
 
 SIZES = [(40, 20), (13, 50), (64, 64), (90, 31), (25, 25)]
 COLORS = [(200, 10, 10), (0, 120, 30), (20, 20, 220), (240, 240, 0), (90, 90, 90)]
@@ -97,18 +98,27 @@ def test_llava_next_prepends_the_system_prompt_and_batches_any_resolution(tiny_l
     assert backend.model is None
 
 
-def test_simulated_out_of_memory_halves_the_batch(tiny_llava, llava):
+def _out_of_memory_above(backend, limit):
+    backend.load()
+    backend.model.generate = fail_above(backend.model.generate, limit, rows("input_ids"))
+    return backend.model.generate.sizes
+
+
+def test_out_of_memory_halves_the_batch(tiny_llava, llava):
     batch = requests(5)
     expected = llava.generate(batch)
-    backend = create_mllm(f"transformers:{tiny_llava}", {"device": "cpu", "max_batch_size": 5, "simulate_oom_above": 2})
+    backend = create_mllm(f"transformers:{tiny_llava}", {"device": "cpu", "max_batch_size": 5})
+    sizes = _out_of_memory_above(backend, 2)
     assert backend.generate(batch) == expected
+    assert sizes == [5, 2, 2, 1]  # the batch of 5 fails, then halves: 2 + 2 + the rest
     assert backend.max_batch_size == 2  # later batches start at the size that fitted
 
 
 def test_out_of_memory_on_a_single_request_is_raised(tiny_llava):
     import torch
 
-    backend = create_mllm(f"transformers:{tiny_llava}", {"device": "cpu", "simulate_oom_above": 0})
+    backend = create_mllm(f"transformers:{tiny_llava}", {"device": "cpu"})
+    _out_of_memory_above(backend, 0)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         backend.generate(requests(3))
     assert backend.max_batch_size == 1
