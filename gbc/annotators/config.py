@@ -20,13 +20,12 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Literal, Mapping, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from gbc.annotators.detection import DetectionSettings, EntityDetectionSettings
+from gbc.annotators.kinds import GenerationConfig, query_kinds
+from gbc.annotators.kinds.image import ImageGenerationConfig  # noqa: F401 - importable from here as before
 from gbc.errors import GbcError, describe_validation_error
-
-QUERY_KINDS = ("image", "entity", "composition", "relation")
-
 
 class ConfigError(GbcError, ValueError):
     """A configuration file or override that cannot be used (unknown key, bad value)."""
@@ -83,20 +82,33 @@ class QueriesConfig(_Section):
     reference_parsing: bool = Field(False, description="read image and relation answers as the reference pipeline (apple/ml-gbc) does, so that its recordings replay exactly: objects tagged in the concise caption are kept beyond limits.max_entities (only the identification list is cut), and a relation member counts only where its own name is written ('[bowl]' is not the member 'bowls')")
 
 
-class GenerationConfig(_Section):
-    temperature: float = Field(0.1, ge=0, description="sampling temperature")
-    max_new_tokens: int = Field(512, ge=1, description="answer length limit in tokens")
-
-
-class ImageGenerationConfig(GenerationConfig):
-    max_new_tokens: int = Field(1024, ge=1, description="answer length limit in tokens (the image answer is the longest)")
-
-
 class GenerationSection(_Section):
-    image: ImageGenerationConfig = Field(default_factory=ImageGenerationConfig)
-    entity: GenerationConfig = Field(default_factory=GenerationConfig)
-    composition: GenerationConfig = Field(default_factory=GenerationConfig)
-    relation: GenerationConfig = Field(default_factory=GenerationConfig)
+    """``generation.<kind>``: the generation settings of every registered query kind, each
+    validated by its kind's own model (``QueryKind.generation``, holding the kind's defaults);
+    an unknown kind is an error like any unknown setting."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _per_kind(cls, data: Any, handler: Any) -> Any:
+        if isinstance(data, cls):
+            return data
+        checked = _kinds_section().model_validate(data if data is not None else {})
+        return handler({name: getattr(checked, name) for name in type(checked).model_fields})
+
+
+_SECTION_MODELS: Dict[tuple, type] = {}
+
+
+def _kinds_section() -> type:
+    """A model with one field per registered kind (made again only when the kinds change)."""
+    kinds = tuple((kind.name, kind.generation) for kind in query_kinds())
+    model = _SECTION_MODELS.get(kinds)
+    if model is None:
+        fields = {name: (settings, Field(default_factory=settings)) for name, settings in kinds}
+        model = _SECTION_MODELS[kinds] = create_model("GenerationSection", __base__=_Section, **fields)
+    return model
 
 
 class AnnotateConfig(_Section):
@@ -187,4 +199,6 @@ def describe_settings(config: Optional[BaseModel] = None, prefix: str = "") -> D
             out.update(describe_settings(value, f"{prefix}{name}."))
         else:
             out[f"{prefix}{name}"] = (value, field.description or "")
+    for name, value in (config.model_extra or {}).items():  # generation.<kind> sections
+        out.update(describe_settings(value, f"{prefix}{name}."))
     return out

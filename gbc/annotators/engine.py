@@ -37,7 +37,9 @@ from gbc.errors import GbcError
 from gbc.annotators.backends.base import BackendUnavailable
 from gbc.annotators.config import AnnotateConfig
 from gbc.annotators.images import ImageLoadError, ImageSource, keep_freed_memory
-from gbc.annotators.job import ImageFailure, ImageJob, JobSettings
+from gbc.annotators.job import DETECTION, ImageJob
+from gbc.annotators.job_settings import JobSettings
+from gbc.annotators.kinds import ImageFailure
 from gbc.annotators.regions import PixelBudget, open_image
 from gbc.annotators.scheduler import BackendWorker, BatchOutcome, RetryPolicy, Task
 from gbc.store.keys import is_text, key_from_name, printable
@@ -209,10 +211,10 @@ class RecursiveAnnotator:
 
         def submit(tasks: List[Task]) -> None:
             if len(tasks) == 1:
-                (det_worker if tasks[0].kind == "detect" else mllm_worker).submit(tasks[0])
+                (det_worker if tasks[0].kind is DETECTION else mllm_worker).submit(tasks[0])
                 return
-            det_worker.submit_many([t for t in tasks if t.kind == "detect"])
-            mllm_worker.submit_many([t for t in tasks if t.kind != "detect"])
+            det_worker.submit_many([t for t in tasks if t.kind is DETECTION])
+            mllm_worker.submit_many([t for t in tasks if t.kind is not DETECTION])
 
         def guarded(job: ImageJob, fn: Callable[[], Optional[List[Task]]]) -> None:
             if job.finished:
@@ -353,20 +355,12 @@ class RecursiveAnnotator:
                           f"{type(err).__name__}: {err}")
                 finish(job, _BackendFailure(reason, type(err).__name__), attempts=outcome.attempts + 1)
                 continue
-            if task.kind == "detect":
+            if task.kind is DETECTION:
                 guarded(job, lambda t=task, r=result: job.on_detections(t, r))
+            elif not isinstance(result, str):
+                finish(job, _BackendFailure(f"MLLM returned {type(result).__name__} instead of text", "BadAnswer"))
             else:
-                if not isinstance(result, str):
-                    finish(job, _BackendFailure(f"MLLM returned {type(result).__name__} instead of text", "BadAnswer"))
-                    continue
-                if task.kind == "image":
-                    guarded(job, lambda r=result: job.on_image_answer(r))
-                elif task.kind == "entity":
-                    guarded(job, lambda t=task, r=result: job.on_entity_answer(t.vertex_id, r))
-                elif task.kind == "composition":
-                    guarded(job, lambda t=task, r=result: job.on_composition_answer(t, r))
-                else:
-                    guarded(job, lambda t=task, r=result: job.on_relation_answer(t, r))
+                guarded(job, lambda t=task, r=result: job.on_answer(t, r))
 
     def _assemble(self, job: ImageJob):
         from gbc.annotators.assembly import build_graph

@@ -15,8 +15,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from gbc.errors import GbcError
 from gbc.annotators.backends.base import DetectionRequest, GenerationOptions, MllmRequest
+from gbc.annotators.kinds import ImageFailure, QueryKind, query_kinds
+from gbc.annotators.kinds import composition as composition_kind
+from gbc.annotators.kinds import entity as entity_kind
+from gbc.annotators.kinds import relation as relation_kind
+from gbc.annotators.kinds.composition import CompositionQuery  # noqa: F401 - the records of job.compositions
+from gbc.annotators.kinds.relation import RelationQuery  # noqa: F401 - the records of job.relations
 from gbc.annotators.regions import FULL, Region
 from gbc.annotators.scheduler import Task
 from gbc.schemas import geometry
@@ -25,14 +30,10 @@ from gbc.schemas.graph import child_id
 
 Box = Tuple[float, float, float, float]
 
+#: The kind of the detection tasks (every other task's kind is its ``QueryKind``).
+DETECTION = "detect"
 
-class ImageFailure(GbcError):
-    """The image cannot get a graph; ``reason`` is recorded in the store."""
-
-    def __init__(self, reason: str, error_type: str = "NoUsableAnswer"):
-        super().__init__(reason)
-        self.reason = reason
-        self.error_type = error_type
+__all__ = ["DETECTION", "Group", "ImageFailure", "ImageJob", "Node", "stable_int"]
 
 
 def stable_int(*parts: Any) -> int:
@@ -77,25 +78,6 @@ class Node:
         return [self.name] + self.aliases
 
 
-@dataclass
-class CompositionQuery:
-    vertex_id: str
-    parent_id: str
-    name: str
-    members: List[str]
-    member_names: List[str]
-    hints: List[str]
-    descs: List[Tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass
-class RelationQuery:
-    parent_id: str
-    member_ids: List[str]  # group prefixes
-    member_names: List[str]  # group phrases
-    relations: List[Tuple[str, List[int]]] = field(default_factory=list)
-
-
 class ImageJob:
     """Everything known about one in-flight image; methods return the tasks to submit next.
 
@@ -103,7 +85,8 @@ class ImageJob:
     only read immutable values captured when the task was made.
     """
 
-    def __init__(self, key: str, image: Any, settings: "JobSettings", seq: int):
+    def __init__(self, key: str, image: Any, settings: Any, seq: int):
+        # settings: a JobSettings (gbc.annotators.job_settings), resolved once per run
         self.key = key
         self.image = image  # an ImageHandle: pixels are decoded when a backend asks for them
         self.size = image.size
@@ -115,9 +98,10 @@ class ImageJob:
         self.order: List[str] = []
         self.compositions: List[CompositionQuery] = []
         self.relations: List[RelationQuery] = []
-        self.open: Dict[int, int] = {}
+        self.open: Dict[int, int] = {}  # stage-1 queries and detections not yet back, by level
         self.detections: Dict[int, List[Tuple[str, List[Tuple[str, str, List[Bbox]]]]]] = {}
-        self.stage2_pending = 0
+        self.stage2_pending = 0  # composition and relation queries not yet back
+        self.queries_out = 0  # MLLM queries sent and not yet answered, of every kind
         self.stage1_done = False
         self.waiters: Dict[str, List[Node]] = {}  # child id -> parents whose stage 2 waits for its answer
         self.waiting_parents = 0
@@ -133,7 +117,7 @@ class ImageJob:
     # ------------------------------------------------------------------ helpers
     @property
     def done(self) -> bool:
-        return self.stage1_done and self.stage2_pending == 0 and self.waiting_parents == 0
+        return self.stage1_done and self.stage2_pending == 0 and self.waiting_parents == 0 and self.queries_out == 0
 
     def release(self) -> None:
         """Drop pixel data (after commit or failure) so nothing big outlives the image."""
@@ -148,76 +132,61 @@ class ImageJob:
         whole = box == FULL
         return Region(self.image, box, s.max_image_side, 1 if whole else s.min_crop_side, draw=draw)
 
-    def _margin_box(self, box: Box) -> Box:
+    def margin_box(self, box: Box) -> Box:
+        """``box`` widened by ``crop_margin`` of its size per side (the context an MLLM crop gets)."""
         m = self.settings.crop_margin
         if m <= 0:
             return box
         w, h = box[2] - box[0], box[3] - box[1]
         return (max(0.0, box[0] - m * w), max(0.0, box[1] - m * h), min(1.0, box[2] + m * w), min(1.0, box[3] + m * h))
 
-    def _options(self, kind: str, vertex_id: str) -> GenerationOptions:
-        gen = self.settings.generation[kind]
+    def _options(self, kind: QueryKind, vertex_id: str) -> GenerationOptions:
+        gen = self.settings.generation[kind.name]
         return GenerationOptions(
             max_new_tokens=gen.max_new_tokens,
             temperature=gen.temperature,
-            seed=stable_int(self.settings.seed, self.key, vertex_id, kind),
+            seed=stable_int(self.settings.seed, self.key, vertex_id, kind.name),
         )
 
     def rng(self, vertex_id: str, purpose: str) -> random.Random:
         """Randomness tied to (seed, image, vertex, purpose): independent of timing and batch order."""
         return random.Random(stable_int(self.settings.seed, self.key, vertex_id, purpose))
 
-    def _mllm_task(self, kind: str, vertex_id: str, user_prompt: str, context: dict, box: Box, draw=None) -> Task:
-        prompt = self.settings.prompts[kind]
+    def query_task(self, kind: QueryKind, vertex_id: str, user_prompt: str, context: dict, box: Box,
+                   draw=None, payload: Any = None) -> Task:
+        """An MLLM query of ``kind`` about ``vertex_id``, asked on the region ``box`` (with
+        ``draw(image, owned)`` applied to its pixels, when given); ``on_answer`` routes its answer."""
+        prompt = self.settings.prompts[kind.name]
         options = self._options(kind, vertex_id)
-        key = self.key
+        key, name = self.key, kind.name
 
         def build():
             # the drawing is done on the pixels a backend asks for (a new image it owns)
-            return MllmRequest(image=self._crop(box, draw), system_prompt=prompt.system, user_prompt=user_prompt, kind=kind,
+            return MllmRequest(image=self._crop(box, draw), system_prompt=prompt.system, user_prompt=user_prompt, kind=name,
                                image_key=key, context=context, options=options)
 
-        return Task(job=self, kind=kind, vertex_id=vertex_id, build=build, priority=self.seq)
+        self.queries_out += 1
+        return Task(job=self, kind=kind, vertex_id=vertex_id, build=build, priority=self.seq, payload=payload)
+
+    def on_answer(self, task: Task, text: str) -> List[Task]:
+        """The MLLM answered ``task``: recorded, then handled by its kind; returns the follow-up tasks."""
+        kind: QueryKind = task.kind
+        self.queries_out -= 1
+        self.answers.append({"kind": kind.name, "vertex_id": task.vertex_id, "text": text})
+        return kind.handle(self, task, text)
 
     # ------------------------------------------------------------------ stage 1
     def start(self) -> List[Task]:
+        """The root vertex, and the queries the kinds send first (the image query: level 0's one open query)."""
         root = Node(vertex_id="", level=0, bbox=Bbox.full())
         self.nodes[""] = root
         self.order.append("")
         self.open[0] = 1
-        prompts = self.settings.prompts_module
-        return [self._mllm_task("image", "", prompts.image_user_prompt(self.settings.prompts["image"]),
-                                {"vertex_id": ""}, (0.0, 0.0, 1.0, 1.0))]
+        return [task for kind in query_kinds() if kind.start is not None for task in kind.start(self)]
 
-    def on_image_answer(self, text: str) -> List[Task]:
-        s = self.settings
-        self.answers.append({"kind": "image", "vertex_id": "", "text": text})
-        answer = s.parsers.parse_image_answer(text, max_entities=s.max_entities, reference_rules=s.reference_parsing)
-        root = self.nodes[""]
-        root.answered = True
-        if answer.detail:
-            root.descs.append((answer.detail, "detail"))
-        if answer.short:
-            root.descs.append((answer.short, "short"))
-        if not root.descs:
-            snippet = " ".join(text.split())[:80]
-            raise ImageFailure(f"image query gave no usable caption (answer: {snippet!r})")
-        root.features = self._detectable(answer.entities)
-        return self._after_answer(root)
-
-    def on_entity_answer(self, vertex_id: str, text: str) -> List[Task]:
-        s = self.settings
-        node = self.nodes[vertex_id]
-        self.answers.append({"kind": "entity", "vertex_id": vertex_id, "text": text})
-        answer = s.parsers.parse_entity_answer(text, node.name, max_entities=s.max_entities)
-        node.answered = True
-        if answer.present:
-            if answer.detail:
-                node.descs.append((answer.detail, "detail"))
-            node.descs.extend((short, "short") for short in answer.shorts if short)
-        node.present = bool(answer.present) and bool(node.descs)
-        node.features = self._detectable(answer.entities) if node.present else []
-        tasks = self._after_answer(node)
+    def child_answered(self, vertex_id: str) -> List[Task]:
+        """The stage-2 queries of parents that were waiting only for ``vertex_id``'s answer."""
+        tasks: List[Task] = []
         for parent in self.waiters.pop(vertex_id, []):
             parent.waiting_for.discard(vertex_id)
             if not parent.waiting_for:
@@ -225,7 +194,8 @@ class ImageJob:
                 tasks.extend(self._stage2_tasks(parent))
         return tasks
 
-    def _detectable(self, entities) -> List[Any]:
+    def detectable(self, entities) -> List[Any]:
+        """The answer's tagged entities worth a detection: named, suitable, each name once."""
         text = self.settings.text
         seen = set()
         out = []
@@ -236,7 +206,8 @@ class ImageJob:
                 out.append(ent)
         return out
 
-    def _after_answer(self, node: Node) -> List[Task]:
+    def after_answer(self, node: Node) -> List[Task]:
+        """Stage-1 bookkeeping once ``node``'s query is answered: detect its features, close its level."""
         s = self.settings
         tasks: List[Task] = []
         self.open[node.level] -= 1  # this vertex's query is answered
@@ -255,7 +226,7 @@ class ImageJob:
         def build():
             return DetectionRequest(image=self._crop(box), phrases=list(phrases), image_key=key, context=context)
 
-        return Task(job=self, kind="detect", vertex_id=node.vertex_id, build=build, priority=self.seq,
+        return Task(job=self, kind=DETECTION, vertex_id=node.vertex_id, build=build, priority=self.seq,
                     payload=(box, phrases, labels))
 
     def on_detections(self, task: Task, result: Dict[str, Any]) -> List[Task]:
@@ -338,7 +309,7 @@ class ImageJob:
         if new_nodes:
             self.open[level + 1] = len(new_nodes)
         for node in new_nodes:
-            tasks.append(self._entity_task(node))
+            tasks.append(entity_kind.query(self, node))
         for parent in parents_with_groups:
             tasks.extend(self._plan_stage2(parent))
         if not new_nodes:
@@ -366,19 +337,6 @@ class ImageJob:
                     self.settings.same_object(phrase, n) for n in node.names):
                 return vid
         return None
-
-    def _entity_task(self, node: Node) -> Task:
-        s = self.settings
-        crop = self._margin_box(node.bbox.to_xyxy())
-        context = {
-            "vertex_id": node.vertex_id,
-            "parent_id": node.parents[0],
-            "name": node.name,
-            "label": node.label,
-            "crop_box": list(crop),
-        }
-        prompt = s.prompts_module.entity_user_prompt(s.prompts["entity"], node.name)
-        return self._mllm_task("entity", node.vertex_id, prompt, context, crop)
 
     # ------------------------------------------------------------------ stage 2
     def _plan_stage2(self, parent: Node) -> List[Task]:
@@ -413,152 +371,13 @@ class ImageJob:
                 live.append((group, present))
         for group, present in live:
             if group.prefix in parent.planned_compositions and len(present) >= 2:
-                tasks.append(self._composition_task(parent, group, present))
+                tasks.append(composition_kind.query(self, parent, group, present))
         if parent.planned_relation and len(live) >= 2:
-            tasks.append(self._relation_task(parent, [g for g, _ in live]))
+            tasks.append(relation_kind.query(self, parent, [g for g, _ in live]))
         self.stage2_pending += len(tasks)
         return tasks
-
-    def _composition_task(self, parent: Node, group: Group, members: List[str]) -> Task:
-        s = self.settings
-        members = list(members)
-        base = s.text.singular(group.phrase) or group.phrase
-        member_names = [f"{base} {k}" for k in range(1, len(members) + 1)]
-        member_boxes = [self.nodes[m].bbox for m in members]
-        union = union_bboxes(member_boxes)
-        crop = self._margin_box(union.to_xyxy())
-        outer = Bbox.from_xyxy(crop)
-        relative = [b.to_relative(outer).to_xyxy() for b in member_boxes]
-        W, H = self.size
-        crop_px = ((crop[2] - crop[0]) * W, (crop[3] - crop[1]) * H)
-        hints = list(s.composition.spatial_hints(member_names, relative, self.rng(group.prefix, "composition-hints"),
-                                                 crop_size=crop_px))
-        query = CompositionQuery(vertex_id=group.prefix, parent_id=parent.vertex_id, name=group.phrase,
-                                 members=members, member_names=member_names, hints=hints)
-        self.compositions.append(query)
-        context = {
-            "vertex_id": group.prefix,
-            "parent_id": parent.vertex_id,
-            "name": group.phrase,
-            "member_ids": list(members),
-            "member_names": list(member_names),
-            "crop_box": list(crop),
-        }
-        prompt = s.prompts_module.composition_user_prompt(
-            s.prompts["composition"], len(members), group.phrase, member_names, hints)
-        draw_fn = s.composition.draw_numbered_boxes
-
-        def draw(image, owned):
-            return draw_fn(image, relative, in_place=owned)
-
-        task = self._mllm_task("composition", group.prefix, prompt, context, crop, draw=draw)
-        task.payload = query
-        return task
-
-    def _relation_task(self, parent: Node, groups: List[Group]) -> Task:
-        s = self.settings
-        member_ids = [g.prefix for g in groups]
-        member_names = [g.phrase for g in groups]
-        query = RelationQuery(parent_id=parent.vertex_id, member_ids=member_ids, member_names=member_names)
-        self.relations.append(query)
-        count = self.rng(parent.vertex_id, "relation-count").randint(2, len(member_names))
-        box = parent.bbox.to_xyxy()
-        context = {"vertex_id": parent.vertex_id, "member_ids": list(member_ids),
-                   "member_names": list(member_names), "crop_box": list(box)}
-        prompt = s.prompts_module.relation_user_prompt(s.prompts["relation"], count, member_names)
-        task = self._mllm_task("relation", parent.vertex_id, prompt, context, box)
-        task.payload = query
-        return task
-
-    def on_composition_answer(self, task: Task, text: str) -> None:
-        query: CompositionQuery = task.payload
-        self.answers.append({"kind": "composition", "vertex_id": query.vertex_id, "text": text})
-        answer = self.settings.parsers.parse_composition_answer(text, query.member_names)
-        if answer.composition:
-            query.descs.append((answer.composition, "composition"))
-        query.descs.extend((d, "short") for d in answer.descriptions if d)
-        query.descs.extend((h, "hardcode") for h in query.hints if h)
-        self.stage2_pending -= 1
-
-    def on_relation_answer(self, task: Task, text: str) -> None:
-        query: RelationQuery = task.payload
-        self.answers.append({"kind": "relation", "vertex_id": query.parent_id, "text": text})
-        answer = self.settings.parsers.parse_relation_answer(text, query.member_names,
-                                                             reference_rules=self.settings.reference_parsing)
-        query.relations = [(sentence, list(idx)) for sentence, idx in answer.relations if sentence]
-        self.stage2_pending -= 1
 
 
 def _clamp(box) -> Box:
     left, top, right, bottom = (min(max(float(v), 0.0), 1.0) for v in box)
     return (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-
-
-@dataclass
-class JobSettings:
-    """What an ``ImageJob`` needs, resolved once per run from ``AnnotateConfig``."""
-
-    seed: int
-    max_depth: int
-    max_vertices_per_image: int
-    max_image_side: int
-    min_crop_side: int
-    crop_margin: float
-    max_entities: int
-    include_entity: bool
-    include_composition: bool
-    include_relation: bool
-    merge_overlap_threshold: float
-    reference_parsing: bool
-    detection_from_image: Any
-    detection_from_entity: Any
-    generation: Dict[str, Any]
-    prompts: Dict[str, Any]
-    # modules with the strategy functions (text helpers, parsers, prompt filling, detection
-    # post-processing, composition drawing); resolved at run start
-    text: Any = None
-    parsers: Any = None
-    prompts_module: Any = None
-    detection: Any = None
-    composition: Any = None
-    same_object: Any = None  # (name, name) -> bool used by duplicate merging
-
-    @classmethod
-    def from_config(cls, config) -> "JobSettings":
-        from gbc.annotators import composition, detection, parsers, prompts, text
-
-        lim, q = config.limits, config.queries
-        return cls(
-            seed=config.seed,
-            max_depth=lim.max_depth,
-            max_vertices_per_image=lim.max_vertices_per_image,
-            max_image_side=lim.max_image_side,
-            min_crop_side=lim.min_crop_side,
-            crop_margin=lim.crop_margin,
-            max_entities=lim.max_entities,
-            include_entity=q.include_entity,
-            include_composition=q.include_composition,
-            include_relation=q.include_relation,
-            merge_overlap_threshold=q.merge_overlap_threshold,
-            reference_parsing=q.reference_parsing,
-            detection_from_image=config.detection.from_image,
-            detection_from_entity=config.detection.from_entity,
-            generation={k: getattr(config.generation, k) for k in ("image", "entity", "composition", "relation")},
-            prompts=prompts.load_prompts(config.prompts or None),
-            text=text,
-            parsers=parsers,
-            prompts_module=prompts,
-            detection=detection,
-            composition=composition,
-            same_object=_same_object_test(q),
-        )
-
-
-def _same_object_test(queries):
-    from gbc.annotators import text
-
-    if queries.same_object == "semantic":
-        from gbc.annotators.semantic import SemanticSameObject
-
-        return SemanticSameObject(threshold=queries.semantic_threshold)
-    return text.same_object

@@ -27,42 +27,17 @@ from __future__ import annotations
 import re
 from typing import Iterable, Optional, Sequence
 
-from gbc.annotators.answers import (  # re-exported: parsers and formatters form one API
-    ENTITY_LABELS,
-    NOT_AVAILABLE,
-    CompositionAnswer,
-    EntityAnswer,
-    ImageAnswer,
-    RelationAnswer,
-    TaggedEntity,
-    bracket_mentions,
-    format_composition_answer,
-    format_entity_answer,
-    format_image_answer,
-    format_relation_answer,
-    tag_mentions,
-)
+# The answer types live with their formatters (gbc.annotators.answers); each query kind
+# (gbc.annotators.kinds) pairs a parser here with its formatter there.
+from gbc.annotators.answers import CompositionAnswer, EntityAnswer, ImageAnswer, RelationAnswer, TaggedEntity
 from gbc.annotators.text import find_mentions, mention_pattern, singular
 
 __all__ = [
     "DEFAULT_MAX_ENTITIES",
-    "ENTITY_LABELS",
-    "NOT_AVAILABLE",
-    "TaggedEntity",
-    "ImageAnswer",
-    "EntityAnswer",
-    "CompositionAnswer",
-    "RelationAnswer",
     "parse_image_answer",
     "parse_entity_answer",
     "parse_composition_answer",
     "parse_relation_answer",
-    "format_image_answer",
-    "format_entity_answer",
-    "format_composition_answer",
-    "format_relation_answer",
-    "tag_mentions",
-    "bracket_mentions",
 ]
 
 #: Most entities (image tags or entity features) kept from one answer.

@@ -1,6 +1,6 @@
-"""Prompts of the four query kinds (image, entity, composition, relation).
+"""Prompts of the query kinds (the built-in ones: image, entity, composition, relation).
 
-Each kind has a system prompt (instructions and worked examples of the answer layout the
+Each kind (see :mod:`gbc.annotators.kinds`) has a system prompt (instructions and worked examples of the answer layout the
 parsers in :mod:`gbc.annotators.parsers` read) and a user template with named slots. They ship
 as package data, ``gbc/annotators/prompts/<kind>.txt``.
 
@@ -37,7 +37,6 @@ from gbc.annotators.text import singular
 
 __all__ = [
     "PROMPT_VERSION",
-    "PROMPT_KINDS",
     "SEPARATOR",
     "PromptPair",
     "load_prompts",
@@ -52,9 +51,6 @@ __all__ = [
 #: Version of the shipped prompts; recorded with every annotation run. Bump it whenever a
 #: shipped prompt file changes.
 PROMPT_VERSION = "gbc-prompts-1"
-
-#: The query kinds, each with one prompt file.
-PROMPT_KINDS: tuple[str, ...] = ("image", "entity", "composition", "relation")
 
 #: The line that separates the system prompt from the user template in a prompt file.
 SEPARATOR = "---"
@@ -86,28 +82,36 @@ def parse_prompt_file(text: str, source: str = "<prompt>") -> PromptPair:
     )
 
 
-def _shipped(kind: str) -> str:
-    return resources.files("gbc.annotators").joinpath("prompts", f"{kind}.txt").read_text(encoding="utf-8")
+def _shipped(kind) -> tuple[str, str]:
+    """The prompt-file text of ``kind`` (a ``QueryKind``) and where it comes from."""
+    if kind.prompt_text is not None:
+        return kind.prompt_text, f"<prompt of the {kind.name} kind>"
+    path = f"prompts/{kind.name}.txt"
+    return resources.files("gbc.annotators").joinpath(path).read_text(encoding="utf-8"), f"gbc/annotators/{path}"
 
 
 def load_prompts(overrides: Optional[Mapping[str, Union[str, Path]]] = None) -> dict[str, PromptPair]:
-    """The prompts of every kind: the shipped ones, replaced by ``overrides`` (kind -> path of
-    a prompt file in the format described in the module docstring).
+    """The prompts of every registered kind: the shipped ones, replaced by ``overrides``
+    (kind name -> path of a prompt file in the format described in the module docstring).
 
     Raises ``ValueError`` for an unknown kind or a malformed file, ``OSError`` when a file
     cannot be read.
     """
+    from gbc.annotators.kinds import query_kinds  # the kinds import this module's fillers
+
+    kinds = query_kinds()
+    names = [kind.name for kind in kinds]
     overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(PROMPT_KINDS))
+    unknown = sorted(set(overrides) - set(names))
     if unknown:
-        raise ValueError(f"unknown prompt kind(s) {unknown}; known kinds: {list(PROMPT_KINDS)}")
+        raise ValueError(f"unknown prompt kind(s) {unknown}; known kinds: {names}")
     prompts: dict[str, PromptPair] = {}
-    for kind in PROMPT_KINDS:
-        if kind in overrides:
-            path = Path(overrides[kind])
-            prompts[kind] = parse_prompt_file(path.read_text(encoding="utf-8"), str(path))
+    for kind in kinds:
+        if kind.name in overrides:
+            path = Path(overrides[kind.name])
+            prompts[kind.name] = parse_prompt_file(path.read_text(encoding="utf-8"), str(path))
         else:
-            prompts[kind] = parse_prompt_file(_shipped(kind), f"gbc/annotators/prompts/{kind}.txt")
+            prompts[kind.name] = parse_prompt_file(*_shipped(kind))
     return prompts
 
 

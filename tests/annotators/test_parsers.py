@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gbc.annotators.parsers import (
+from gbc.annotators.answers import (
     CompositionAnswer,
     EntityAnswer,
     ImageAnswer,
@@ -17,11 +17,13 @@ from gbc.annotators.parsers import (
     format_entity_answer,
     format_image_answer,
     format_relation_answer,
+    tag_mentions,
+)
+from gbc.annotators.parsers import (
     parse_composition_answer,
     parse_entity_answer,
     parse_image_answer,
     parse_relation_answer,
-    tag_mentions,
 )
 
 S, M, E = "single", "multiple", "entity"

@@ -11,8 +11,8 @@ from gbc.annotators.parsers import (
     parse_image_answer,
     parse_relation_answer,
 )
+from gbc.annotators.kinds import query_kinds
 from gbc.annotators.prompts import (
-    PROMPT_KINDS,
     PROMPT_VERSION,
     PromptPair,
     composition_user_prompt,
@@ -45,7 +45,8 @@ def examples(system: str) -> list[tuple[str, str]]:
 
 
 def test_all_kinds_ship_with_version(prompts):
-    assert tuple(prompts) == PROMPT_KINDS
+    assert tuple(prompts) == tuple(kind.name for kind in query_kinds())
+    assert tuple(prompts) == ("image", "entity", "composition", "relation")
     assert PROMPT_VERSION
     for kind, pair in prompts.items():
         assert isinstance(pair, PromptPair)

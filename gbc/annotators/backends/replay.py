@@ -36,7 +36,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from pydantic import Field
 
@@ -48,7 +48,9 @@ from gbc.annotators.backends.base import (
     MllmRequest,
     PhraseDetections,
 )
+from gbc.annotators.answers import TaggedEntity, tag_mentions
 from gbc.annotators.backends.registry import register_detector, register_mllm
+from gbc.annotators.kinds import COMPOSITION, ENTITY, IMAGE, RELATION, QueryKind, get_kind
 from gbc.schemas import Bbox, GbcGraph, Vertex
 from gbc.schemas.graph import child_id
 
@@ -294,52 +296,74 @@ class ReplayMllm(_ReplayBase):
         return [self._answer(r) for r in requests]
 
     def _answer(self, request: MllmRequest) -> str:
-        from gbc.annotators import answers as parsers
-
+        try:
+            kind = get_kind(request.kind)
+        except KeyError as exc:
+            raise BackendError(f"replay: {exc.args[0]}") from None
         rec = self.index.get(request.image_key)
         ctx = request.context or {}
-        vertex_id = str(ctx.get("vertex_id", ""))
-        kind = request.kind
-        if kind == "image":
-            root = rec.vertex("")
-            if root is None:
-                root = rec.graph.root
-            names = rec.child_names(root.vertex_id)
-            short = _first_desc(root, "short")
-            if len(names) > LISTED_NAMES:
-                # More children than a list may hold: the rest were tagged in the concise
-                # caption. List first those it does not mention, so that no cut loses them.
-                from gbc.annotators.text import find_mentions
+        rule = _RULES.get(kind)
+        if rule is not None:
+            return rule(rec, str(ctx.get("vertex_id", "")), ctx)
+        if kind.empty_answer is None:
+            raise BackendError(f"replay: the query kind {kind.name!r} has no recorded answers and no empty answer")
+        return kind.empty_answer()  # a record holds nothing for kinds it was not made with
 
-                names = sorted(names, key=lambda item: bool(find_mentions([short], item[0])))
-            entities = [parsers.TaggedEntity(text=n, label=lab) for n, lab in names]
-            # Every name is also listed, in the recorded edge order: the parser takes the list
-            # first, so the engine mints the children in the order the record has them.
-            tagged = parsers.tag_mentions(short, entities)
-            return parsers.format_image_answer(_first_desc(root, "detail"), tagged, entities)
-        if kind == "entity":
-            v = rec.vertex(vertex_id)
-            if v is None or v.label != "entity":
-                return parsers.format_entity_answer("", [], present=False)
-            features = [parsers.TaggedEntity(text=n, label=lab) for n, lab in rec.child_names(vertex_id)]
-            shorts = [d.text for d in v.descs if d.label == "short"]
-            return parsers.format_entity_answer(_first_desc(v, "detail"), features, shorts=shorts)
-        if kind == "composition":
-            v = rec.vertex(vertex_id)
-            if v is None or v.label != "composition":
-                return parsers.format_composition_answer("", [])
-            shorts = [d.text for d in v.descs if d.label == "short"]
-            return parsers.format_composition_answer(_first_desc(v, "composition"), shorts)
-        if kind == "relation":
-            names = [str(n) for n in ctx.get("member_names") or []]
-            sentences: List[str] = []
-            for rel in rec.relations_of(vertex_id):
-                recorded = [e.text for e in rel.out_edges]
-                for d in rel.descs:
-                    if d.label == "relation":
-                        sentences.append(_bracket_all(d.text, names + recorded))
-            return parsers.format_relation_answer(list(dict.fromkeys(sentences)))
-        raise BackendError(f"replay: unknown query kind {kind!r}")
+
+def _image_answer(rec: RecordedImage, vertex_id: str, ctx: dict) -> str:
+    root = rec.vertex("")
+    if root is None:
+        root = rec.graph.root
+    names = rec.child_names(root.vertex_id)
+    short = _first_desc(root, "short")
+    if len(names) > LISTED_NAMES:
+        # More children than a list may hold: the rest were tagged in the concise
+        # caption. List first those it does not mention, so that no cut loses them.
+        from gbc.annotators.text import find_mentions
+
+        names = sorted(names, key=lambda item: bool(find_mentions([short], item[0])))
+    entities = [TaggedEntity(text=n, label=lab) for n, lab in names]
+    # Every name is also listed, in the recorded edge order: the parser takes the list
+    # first, so the engine mints the children in the order the record has them.
+    tagged = tag_mentions(short, entities)
+    return IMAGE.format(_first_desc(root, "detail"), tagged, entities)
+
+
+def _entity_answer(rec: RecordedImage, vertex_id: str, ctx: dict) -> str:
+    v = rec.vertex(vertex_id)
+    if v is None or v.label != "entity":
+        return ENTITY.empty_answer()
+    features = [TaggedEntity(text=n, label=lab) for n, lab in rec.child_names(vertex_id)]
+    shorts = [d.text for d in v.descs if d.label == "short"]
+    return ENTITY.format(_first_desc(v, "detail"), features, shorts=shorts)
+
+
+def _composition_answer(rec: RecordedImage, vertex_id: str, ctx: dict) -> str:
+    v = rec.vertex(vertex_id)
+    if v is None or v.label != "composition":
+        return COMPOSITION.empty_answer()
+    shorts = [d.text for d in v.descs if d.label == "short"]
+    return COMPOSITION.format(_first_desc(v, "composition"), shorts)
+
+
+def _relation_answer(rec: RecordedImage, vertex_id: str, ctx: dict) -> str:
+    names = [str(n) for n in ctx.get("member_names") or []]
+    sentences: List[str] = []
+    for rel in rec.relations_of(vertex_id):
+        recorded = [e.text for e in rel.out_edges]
+        for d in rel.descs:
+            if d.label == "relation":
+                sentences.append(_bracket_all(d.text, names + recorded))
+    return RELATION.format(list(dict.fromkeys(sentences)))
+
+
+# What a record answers for each built-in kind: (record, vertex id, request context) -> answer.
+_RULES: Dict[QueryKind, Callable[[RecordedImage, str, dict], str]] = {
+    IMAGE: _image_answer,
+    ENTITY: _entity_answer,
+    COMPOSITION: _composition_answer,
+    RELATION: _relation_answer,
+}
 
 
 # ---------------------------------------------------------------------------- detector

@@ -13,6 +13,9 @@ most single objects, two to four boxes for plural ones (which become composition
 none for a few; entities at depth 1 list up to three parts; deeper entities list none, so
 recursion ends by itself.
 
+Answers are made by rules per query kind (image, entity, composition, relation); a kind
+registered beyond those is answered with its own ``example_answer``.
+
 Options (validated; unknown keys are errors)::
 
     gbc annotate images/ --mllm scripted:7 --mllm-option latency_s=0.05 --detector scripted
@@ -28,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pydantic import Field, field_validator
 
@@ -41,6 +44,8 @@ from gbc.annotators.backends.base import (
     PhraseDetections,
 )
 from gbc.annotators.backends.registry import register_detector, register_mllm
+from gbc.annotators.kinds import COMPOSITION, ENTITY, IMAGE, RELATION, QueryKind, get_kind
+from gbc.annotators.answers import TaggedEntity
 
 # ---------------------------------------------------------------------------- vocabulary
 # Scenes are chosen from the image's colour; each lists (name, label) pairs. Plural names
@@ -270,18 +275,18 @@ class ScriptedMllm(_Common):
                        "|".join(ctx.get("member_names", []) or []))
 
     def _answer(self, request: MllmRequest, h: int) -> str:
+        kind = _kind_of(request, "scripted MLLM")
         if self.options.odd_rate > 0 and _unit(h, "odd") < self.options.odd_rate:
-            return self._odd_answer(request, h, image_statistics(request.image))
-        kind = request.kind
-        if kind == "image":
-            return self._image_answer(h, image_statistics(request.image))
-        if kind == "entity":
-            return self._entity_answer(request, h, image_statistics(request.image))
-        if kind == "composition":
-            return self._composition_answer(request, h)
-        if kind == "relation":
-            return self._relation_answer(request, h)
-        raise BackendError(f"scripted MLLM: unknown query kind {kind!r}")
+            return self._odd_answer(kind, request, h)
+        return self._normal_answer(kind, request, h)
+
+    def _normal_answer(self, kind: QueryKind, request: MllmRequest, h: int) -> str:
+        rule = _RULES.get(kind)
+        if rule is not None:
+            return rule(self, request, h)
+        if kind.example_answer is None:
+            raise BackendError(f"scripted MLLM: no rule and no example answer for the query kind {kind.name!r}")
+        return kind.example_answer(dict(request.context or {}))
 
     def _image_objects(self, h: int, stats: Tuple[int, int, int]) -> List[Tuple[str, str]]:
         vocab = _SCENES[_scene(stats)]
@@ -290,9 +295,8 @@ class ScriptedMllm(_Common):
         ranked = sorted(vocab, key=lambda item: _digest(h, "obj", item[0]))
         return ranked[:n]
 
-    def _image_answer(self, h: int, stats: Tuple[int, int, int]) -> str:
-        from gbc.annotators.answers import TaggedEntity, format_image_answer
-
+    def _image_answer(self, request: MllmRequest, h: int) -> str:
+        stats = image_statistics(request.image)
         objects = self._image_objects(h, stats)
         colour = _colour_word(stats)
         sentences = [f"The image shows a {_pick(h, _TEXTURES, 1)} {colour}-toned scene."]
@@ -305,18 +309,17 @@ class ScriptedMllm(_Common):
         tagged = ", ".join(f"[{name}][{label}]" for name, label in in_short)
         short_tagged = f"A {colour}-toned view with {tagged}."
         listed = [TaggedEntity(text=name, label=label) for name, label in objects]
-        return format_image_answer(detail, short_tagged, listed)
+        return IMAGE.format(detail, short_tagged, listed)
 
-    def _entity_answer(self, request: MllmRequest, h: int, stats: Tuple[int, int, int]) -> str:
-        from gbc.annotators.answers import TaggedEntity, format_entity_answer
-
+    def _entity_answer(self, request: MllmRequest, h: int) -> str:
+        stats = image_statistics(request.image)
         ctx = request.context or {}
         name = str(ctx.get("name") or "object")
         vertex_id = str(ctx.get("vertex_id") or "")
         noun = _singular(name) or name
         # A few crops hold nothing recognisable: the engine drops those vertices.
         if _unit(h, "absent") < 0.04:
-            return format_entity_answer("", [], present=False)
+            return ENTITY.format("", [], present=False)
         depth = _depth(vertex_id)
         features: List[Tuple[str, str]] = []
         if depth < self.options.feature_depth and self.options.max_features > 0:
@@ -336,16 +339,14 @@ class ScriptedMllm(_Common):
                 for i, (feat, label) in enumerate(features)
             ) + "."
         detail += f" It sits {_pick(h, _PLACES, 3)} of the crop."
-        return format_entity_answer(detail, [TaggedEntity(text=f, label=lab) for f, lab in features])
+        return ENTITY.format(detail, [TaggedEntity(text=f, label=lab) for f, lab in features])
 
     def _composition_answer(self, request: MllmRequest, h: int) -> str:
-        from gbc.annotators.answers import format_composition_answer
-
         ctx = request.context or {}
         members = [str(m) for m in ctx.get("member_names") or []]
         group = str(ctx.get("name") or "objects")
         if not members:
-            return format_composition_answer(f"The {group} form a loose group.", [])
+            return COMPOSITION.format(f"The {group} form a loose group.", [])
         parts = [f"{members[0].capitalize()} is on the left"]
         for prev, cur in zip(members, members[1:]):
             parts.append(f"{cur} {_pick(h, _RELATIONS, len(parts))} {prev}")
@@ -354,15 +355,13 @@ class ScriptedMllm(_Common):
             f"The {group} look {_pick(h, _TEXTURES, 4)} and similar in size.",
             f"They are spread {_pick(h, _PLACES, 5)}.",
         ]
-        return format_composition_answer(composition, descriptions)
+        return COMPOSITION.format(composition, descriptions)
 
     def _relation_answer(self, request: MllmRequest, h: int) -> str:
-        from gbc.annotators.answers import format_relation_answer
-
         ctx = request.context or {}
         members = [str(m) for m in ctx.get("member_names") or []]
         if len(members) < 2:
-            return format_relation_answer([])
+            return RELATION.format([])
         # Distinct pairs in a stable pseudo-random order; one sentence may name three members.
         pairs = [(a, b) for i, a in enumerate(members) for b in members[i + 1:]]
         pairs.sort(key=lambda ab: _digest(h, "pair", ab[0], ab[1]))
@@ -374,22 +373,33 @@ class ScriptedMllm(_Common):
             if third and _unit(h, ("third", i)) < 0.3:
                 sentence += f" near the [{_pick(h, third, 50 + i)}]"
             sentences.append(sentence + ".")
-        return format_relation_answer(list(dict.fromkeys(sentences)))
+        return RELATION.format(list(dict.fromkeys(sentences)))
 
-    def _odd_answer(self, request: MllmRequest, h: int, stats: Tuple[int, int, int]) -> str:
+    def _odd_answer(self, kind: QueryKind, request: MllmRequest, h: int) -> str:
         """A malformed answer of the kind a real model sometimes writes (never the normal one)."""
-        normal = {
-            "image": lambda: self._image_answer(h, stats),
-            "entity": lambda: self._entity_answer(request, h, stats),
-            "composition": lambda: self._composition_answer(request, h),
-            "relation": lambda: self._relation_answer(request, h),
-        }[request.kind]()
+        normal = self._normal_answer(kind, request, h)
         first = _digest(h, "odd-kind") % len(_ODD_KINDS)
         for i in range(len(_ODD_KINDS)):
             odd = _malformed(normal, _ODD_KINDS[(first + i) % len(_ODD_KINDS)])
             if odd != normal:
                 return odd
         return "I'm sorry, I cannot help with that image."
+
+
+# The rules of the built-in kinds, by kind.
+_RULES: Dict[QueryKind, Callable[[ScriptedMllm, MllmRequest, int], str]] = {
+    IMAGE: ScriptedMllm._image_answer,
+    ENTITY: ScriptedMllm._entity_answer,
+    COMPOSITION: ScriptedMllm._composition_answer,
+    RELATION: ScriptedMllm._relation_answer,
+}
+
+
+def _kind_of(request: MllmRequest, backend: str) -> QueryKind:
+    try:
+        return get_kind(request.kind)
+    except KeyError as exc:
+        raise BackendError(f"{backend}: {exc.args[0]}") from None
 
 
 def _malformed(normal: str, variant: str) -> str:
