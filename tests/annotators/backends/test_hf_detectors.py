@@ -115,6 +115,12 @@ def test_out_of_memory_halves_the_batch(tiny_owlv2, owl):
         always.detect(requests[:2])
 
 
+@pytest.mark.parametrize("spec", ["owlv2:some/model", "grounding-dino:some/model"])
+def test_production_options_carry_no_testing_aid(spec):
+    with pytest.raises(BackendError, match="simulate_oom_above: unknown option"):
+        create_detector(spec, {"simulate_oom_above": 2})
+
+
 def test_grounding_dino_boxes_match_the_processor_post_processing(tiny_grounding_dino):
     import torch
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor

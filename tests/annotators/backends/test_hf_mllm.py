@@ -114,6 +114,11 @@ def test_out_of_memory_halves_the_batch(tiny_llava, llava):
     assert backend.max_batch_size == 2  # later batches start at the size that fitted
 
 
+def test_production_options_carry_no_testing_aid():
+    with pytest.raises(BackendError, match="simulate_oom_above: unknown option"):
+        create_mllm("transformers:some/model", {"simulate_oom_above": 2})
+
+
 def test_out_of_memory_on_a_single_request_is_raised(tiny_llava):
     import torch
 
