@@ -17,6 +17,7 @@ import threading
 from typing import Any, Dict, List
 
 from gbc.errors import GbcError
+from gbc.store.mapped_pages import PageTrimmer
 
 #: Sub-databases of a store.
 SUBDBS = (b"graphs", b"status", b"meta", b"provenance", b"dicts")
@@ -104,13 +105,15 @@ if hasattr(os, "register_at_fork"):
 
 
 class SharedEnv:
-    def __init__(self, env, readonly: bool, pid: int):
+    def __init__(self, env, readonly: bool, pid: int, path: str = ""):
         self.env = env
         self.readonly = readonly
         self.pid = pid
         self.users = 0
         self.dbs: Dict[bytes, Any] = {}
         self.write_lock = threading.RLock()
+        # keeps the resident memory of a long run or a full scan from growing with the store
+        self.trimmer = PageTrimmer(os.path.join(path, "data.mdb"))
 
 
 def acquire_env(path: str, readonly: bool, map_size: int, max_readers: int) -> SharedEnv:
@@ -147,7 +150,7 @@ def acquire_env(path: str, readonly: bool, map_size: int, max_readers: int) -> S
             raise StoreCorruptError(f"graph store {path!r} is damaged ({exc})") from None
         except lmdb.Error as exc:
             raise StoreError(f"cannot open graph store {path!r}: {exc}") from None
-        shared = SharedEnv(env, readonly, os.getpid())
+        shared = SharedEnv(env, readonly, os.getpid(), path)
         shared.users = 1
         REGISTRY[path] = shared
         return shared

@@ -370,7 +370,9 @@ class GraphStore:
                 return result
 
             with shared.write_lock:
-                return self._with_growth(attempt)
+                result = self._with_growth(attempt)
+                shared.trimmer.after_write(env)
+                return result
 
     # ------------------------------------------------------------------ meta and dictionaries
     def _read_meta(self) -> Dict[str, Any]:
@@ -456,7 +458,10 @@ class GraphStore:
             raise StoreCorruptError(f"graph {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
 
     def _get_raw(self, dbname: bytes, key: bytes) -> Optional[bytes]:
-        return self._read(lambda txn: txn.get(key, db=self._db(dbname)))
+        value = self._read(lambda txn: txn.get(key, db=self._db(dbname)))
+        if value is not None:
+            self._shared.trimmer.add(len(value))
+        return value
 
     def __len__(self) -> int:
         return self._read(lambda txn: txn.stat(self._db(b"graphs"))["entries"])
@@ -498,6 +503,8 @@ class GraphStore:
             rows = self._read(chunk)
             if not rows:
                 return
+            if not keys_only:
+                self._shared.trimmer.add(sum(len(v) for _, v in rows))
             yield rows
             after = rows[-1][0]
 
