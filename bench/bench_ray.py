@@ -57,6 +57,8 @@ def main(argv=None) -> int:
 
     options = {"latency_s": args.latency, "latency_per_item_s": args.latency_per_item}
     config = AnnotateConfig()
+    ray_config = config.with_overrides({"mllm.spec": "scripted", "mllm.options": options,
+                                        "detector.spec": "scripted", "detector.options": options})
     root = Path(tempfile.mkdtemp(prefix="gbc-bench-ray-"))
     try:
         make_images(root / "images", n)
@@ -81,8 +83,7 @@ def main(argv=None) -> int:
         for workers in worker_counts:
             out = root / f"ray-{workers}.lmdb"
             started = time.perf_counter()
-            result = annotate_on_ray(images, out, config=config, mllm_spec="scripted", mllm_options=options,
-                                     detector_spec="scripted", detector_options=options, workers=workers)
+            result = annotate_on_ray(images, out, config=ray_config, workers=workers)
             seconds = time.perf_counter() - started
             with GraphStore(out) as store:
                 assert store.count("done") + store.count("failed") == n, "lost images"

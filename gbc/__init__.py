@@ -11,6 +11,12 @@ Module map
 - ``gbc.distributed``: sharding, merging and Ray.
 - ``gbc.cli``: the ``gbc`` command.
 
+Annotating images (``gbc.annotate``; ``runner=gbc.RayRunner(...)`` for a Ray cluster)::
+
+    import gbc
+    config = gbc.AnnotateConfig().with_overrides({"mllm.spec": "scripted", "detector.spec": "scripted"})
+    summary = gbc.annotate(["photos/"], "photos.lmdb", config)
+
 Loading graphs::
 
     import gbc
@@ -48,6 +54,20 @@ def open_store(path, readonly=True, **kwargs):
     return _open(path, readonly=readonly, **kwargs)
 
 
+def annotate(inputs, store, config, **kwargs):
+    """Annotate ``inputs`` (image folders, tar shards, URL lists) into the LMDB store ``store``
+    with the backends and settings of ``config`` (an ``AnnotateConfig``); returns the run's
+    summary. Resumes what the store holds; ``runner=gbc.RayRunner(workers=4)`` runs on Ray.
+    See ``gbc.annotators.run.annotate`` for every option.
+
+    >>> config = gbc.AnnotateConfig().with_overrides({"mllm.spec": "scripted", "detector.spec": "scripted"})
+    >>> gbc.annotate(["photos/"], "photos.lmdb", config)["done"]  # doctest: +SKIP
+    """
+    from gbc.annotators.run import annotate as _annotate
+
+    return _annotate(inputs, store, config, **kwargs)
+
+
 def score_graphs(graphs, scorer):
     """Score every caption of ``graphs`` with ``scorer`` (a ``CaptionScorer``); yields the graphs.
 
@@ -60,11 +80,14 @@ def score_graphs(graphs, scorer):
     return _score(graphs, scorer)
 
 
-_LAZY = {"CaptionScorer": "gbc.scoring.scorer", "ScoreFilter": "gbc.scoring.filters"}
+_LAZY = {"CaptionScorer": "gbc.scoring.scorer", "ScoreFilter": "gbc.scoring.filters",
+         "AnnotateConfig": "gbc.annotators.config", "LocalRunner": "gbc.annotators.run",
+         "RayRunner": "gbc.distributed.ray_runner"}
 
 
 def __getattr__(name):
-    # the scoring classes load numpy and the backend helpers only when asked for
+    # the scoring classes load numpy and the backend helpers, the run classes the engine's
+    # settings, only when asked for
     if name in _LAZY:
         import importlib
 
@@ -73,7 +96,10 @@ def __getattr__(name):
 
 
 __all__ = [
+    "AnnotateConfig",
     "CaptionScorer",
+    "LocalRunner",
+    "RayRunner",
     "ScoreFilter",
 
     "Bbox",
@@ -83,6 +109,7 @@ __all__ = [
     "GbcGraph",
     "Vertex",
     "__version__",
+    "annotate",
     "open_store",
     "read_graphs",
     "score_graphs",

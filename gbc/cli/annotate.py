@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any, Dict, Tuple
 
 import click
@@ -186,7 +185,7 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
       gbc annotate photos/ -o photos.lmdb --mllm transformers:llava-hf/llava-v1.6-mistral-7b-hf \\
           --detector grounding-dino:IDEA-Research/grounding-dino-tiny --max-depth 3
     """
-    from gbc.annotators.backends.base import BackendError, BackendUnavailable
+    from gbc.annotators.backends.base import BackendError
     from gbc.annotators.config import AnnotateConfig, ConfigError
 
     register_user_error(ConfigError)
@@ -231,198 +230,79 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
             _check_default_models(config)
         config = config.with_overrides(_default_specs(config))
 
-    from gbc.inputs import Columns, DownloadOptions, InputStream, StoreResume, resolve
+    from gbc.annotators.run import annotate as run_annotation
+    from gbc.inputs import Columns, DownloadOptions
 
-    units = resolve(images)
     part = None
     if shard:
         from gbc.distributed.sharding import parse_shard
 
         part = parse_shard(shard)
-    columns = Columns(url=url_col, key=key_col, caption=caption_col)
-    download = DownloadOptions(concurrency=download_concurrency, timeout_s=download_timeout,
-                               retries=download_retries, max_bytes=int(max_download_mb * 1024 * 1024))
-
-    def open_inputs(store):
-        return InputStream(units, columns=columns, download=download, skip=StoreResume(store, retry_failed),
-                           shard=part, limit=limit, warn=lambda message: click.echo(f"Warning: {message}", err=True))
-
-    from gbc.store.writer_lock import WriterLock
-
-    # One run per store (a second is refused, naming the first); dropped by the OS if we die.
-    click.get_current_context().call_on_close(WriterLock(output, command="gbc annotate").acquire().release)
+    runner = None
     if ray_address is not None:
-        from gbc.annotators.images import discover_images
+        from gbc.distributed.ray_runner import RayRunner
 
-        if any(u.kind != "images" for u in units):
-            # Tar shards and URL lists are read by Ray tasks, a stream per input, and checked
-            # against OUTPUT there; --limit and --shard apply as in a local run.
-            from gbc.distributed.ray_inputs import RayInputs
-
-            inputs = RayInputs(units, columns=columns, download=download, part=part, limit=limit)
-            _annotate_on_ray(inputs, output, config, ray_address, workers, gpus_per_worker, cpus_per_worker,
-                             retry_failed, no_merge, None, as_json, verbose,
-                             [u.location for u in units if u.kind == "images"])
-            return
-        sources = discover_images([u.location for u in units])
-        if part:
-            from gbc.distributed.sharding import shard_of
-
-            sources = [s for s in sources if shard_of(s.key, part[1]) == part[0]]
-        _annotate_on_ray(sources, output, config, ray_address, workers, gpus_per_worker, cpus_per_worker,
-                         retry_failed, no_merge, limit, as_json, verbose, images)
-        return
-
-    from gbc.annotators.backends.registry import create_detector, create_mllm
-
-    mllm = create_mllm(config.mllm.spec, config.mllm.options)
-    detector = create_detector(config.detector.spec, config.detector.options)
-
-    from gbc.store.shards import open_store
-    from gbc.annotators.engine import RecursiveAnnotator
-
-    from gbc.store.health import StoreFullError
-
-    committed = {"done": 0}  # images committed by this run, for a disk-full message
-    store = open_store(output, readonly=False)
+        runner = RayRunner(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
+                           cpus_per_worker=cpus_per_worker, merge=not no_merge, verbose=verbose)
+    events = _PrintedEvents(show_progress)
     try:
-        _record_image_roots(store, [u.location for u in units if u.kind == "images"])
-        todo = open_inputs(store)
-        kinds = sorted({u.kind for u in todo.selected_units()})
-        click.echo(f"reading {len(todo.selected_units())} input(s) ({', '.join(kinds) or 'none'})"
-                   + (f", shard {shard} by {'file' if todo.by_file else 'image key'}" if shard else "")
-                   + f"; images already in {output} are skipped", err=True)
-        annotator = RecursiveAnnotator(config, mllm, detector)
-        bar = progress(total=None, desc="annotate", unit="img",
-                       disable=None if show_progress is None else not show_progress)
-        started = time.perf_counter()
-        state = {"finished": 0}
-
-        def on_progress(summary, engine):
-            finished = summary.done + summary.failed
-            bar.update(finished - state["finished"])
-            state["finished"] = finished
-            committed["done"] = summary.done
-            workers = getattr(engine, "workers", {})
-            calls = sum(w.stats.calls for w in workers.values())
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            mllm_fill = workers["mllm"].stats.mean_fill if "mllm" in workers else 0.0
-            bar.set_postfix_str(f"done={summary.done} failed={summary.failed} calls/s={calls / elapsed:.1f} "
-                                f"fill={100 * mllm_fill:.0f}%", refresh=False)
-
-        try:
-            summary = annotator.run(todo, store, on_progress=on_progress)
-        except BackendUnavailable as exc:
-            # the run stops (printed as one `Error:` line); keep a record of what it did before
-            partial = getattr(exc, "run_summary", None)
-            if partial is not None:
-                store.update_meta({"last_run": {**partial.to_dict(), "stopped": str(exc), "output": str(output)}})
-            raise
-        finally:
-            bar.close()
-        result = summary.to_dict()
-        for line in summary.warnings:  # duplicates caught by the engine rather than by the inputs
-            click.echo(f"Warning: {line}", err=True)
-        counts = todo.counts
-        # counted as the inputs were read (nothing listed them up front)
-        click.echo(f"{counts.found} images found, {counts.skipped} skipped (already in {output}), "
-                   f"{summary.images} annotated", err=True)
-        result.update({"found": counts.found, "skipped": counts.skipped, "shard": shard, "output": str(output),
-                       "duplicates": counts.duplicates + summary.duplicates, "inputs": counts.inputs,
-                       "inputs_missing": counts.inputs_missing, "warnings": counts.warnings + summary.warnings,
-                       "downloads": getattr(todo, "download_stats", None),
-                       "mllm": config.mllm.spec, "detector": config.detector.spec,
-                       "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        store.update_meta({"last_run": result, "config": config.model_dump(mode="json")})
-        totals = {"done": _count(store, "done"), "failed": _count(store, "failed")}
-        result["store"] = totals
-    except StoreFullError as exc:  # committed images are intact: the same command resumes
-        raise click.ClickException(f"no space left on {exc.mount}: {committed['done']} images committed, "
-                                   "rerun to resume") from None
+        result = run_annotation(
+            images, output, config, runner=runner, retry_failed=retry_failed, shard=part, limit=limit,
+            columns=Columns(url=url_col, key=key_col, caption=caption_col),
+            download=DownloadOptions(concurrency=download_concurrency, timeout_s=download_timeout,
+                                     retries=download_retries, max_bytes=int(max_download_mb * 1024 * 1024)),
+            events=events, command="gbc annotate")
     finally:
-        store.close()
-        for backend in (mllm, detector):
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()
+        events.progress_end()
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
+    elif runner is not None:
+        click.echo(_format_ray_summary(result, workers))
     else:
         click.echo(_format_summary(result))
 
 
-def _annotate_on_ray(sources, output, config, address, workers, gpus_per_worker, cpus_per_worker,
-                     retry_failed, no_merge, limit, as_json, verbose=False, images=()) -> None:
-    """``--ray``: the same run on a Ray cluster (see ``gbc.distributed.ray_runner``)."""
-    from gbc.distributed.ray_runner import annotate_on_ray, finished_keys
-    from gbc.distributed.shadowing import check_no_shadowing
+class _PrintedEvents:
+    """The run's lines and warnings on stderr, its progress as a bar there (see ``gbc.annotators.run``)."""
 
-    check_no_shadowing()  # before anything is printed or started (annotate_on_ray checks it too)
-    streamed = hasattr(sources, "dataset")
-    found = None if streamed else len(sources)
-    if streamed:
-        click.echo(f"reading {len(sources.units)} input(s) on Ray; annotating with {workers} worker(s)", err=True)
-    elif retry_failed:
-        # As in-process: only the images that failed before (in the output or its shards).
-        failed = finished_keys(output, retry_failed=False) - finished_keys(output, retry_failed=True)
-        sources = [s for s in sources if s.key in failed]
-    if limit is not None and not streamed:
-        finished = finished_keys(output, retry_failed=retry_failed)
-        sources = [s for s in sources if s.key not in finished][:limit]
-    if not streamed:
-        click.echo(f"{found} images found, {len(sources)} considered; annotating on Ray with {workers} worker(s)",
-                   err=True)
-    result = annotate_on_ray(
-        sources, output, config=config,
-        mllm_spec=config.mllm.spec, mllm_options=config.mllm.options,
-        detector_spec=config.detector.spec, detector_options=config.detector.options,
-        address=None if address == "local" else address, workers=workers, gpus_per_worker=gpus_per_worker,
-        cpus_per_worker=cpus_per_worker, retry_failed=retry_failed, merge=not no_merge, verbose=verbose,
-    )
-    result.update({"found": result["images"] if streamed else found, "output": str(output), "mllm": config.mllm.spec, "detector": config.detector.spec,
-                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    if result["merged"]:
-        from gbc.store.shards import open_store
+    def __init__(self, show_progress):
+        self.disable = None if show_progress is None else not show_progress
+        self.bar = None
+        self.finished = 0
 
-        with open_store(output, readonly=False) as store:
-            store.update_meta({"last_run": result, "config": config.model_dump(mode="json")})
-            _record_image_roots(store, images)
-    if as_json:
-        click.echo(json.dumps(result, indent=2, sort_keys=True))
-        return
-    click.echo(f"annotated {result['submitted']} images on Ray ({workers} worker(s)): {result['done']} done, "
-               f"{result['failed']} failed ({result['skipped']} skipped) in {result['seconds']:.1f} s, "
-               f"{result['images_per_s']:.2f} images/s")
+    def note(self, line: str) -> None:
+        click.echo(line, err=True)
+
+    def warning(self, line: str) -> None:
+        click.echo(f"Warning: {line}", err=True)
+
+    def progress(self, p) -> None:
+        if self.bar is None:
+            self.bar = progress(total=None, desc="annotate", unit="img", disable=self.disable)
+        finished = p.done + p.failed
+        self.bar.update(finished - self.finished)
+        self.finished = finished
+        self.bar.set_postfix_str(f"done={p.done} failed={p.failed} calls/s={p.calls_per_s:.1f} "
+                                 f"fill={100 * p.mllm_fill:.0f}%", refresh=False)
+
+    def progress_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _format_ray_summary(result: dict, workers: int) -> str:
+    lines = [f"annotated {result['submitted']} images on Ray ({workers} worker(s)): {result['done']} done, "
+             f"{result['failed']} failed ({result['skipped']} skipped) in {result['seconds']:.1f} s, "
+             f"{result['images_per_s']:.2f} images/s"]
+    output = result["output"]
     if result["merged"]:
         store = result["store"]
-        click.echo(f"store {output}: {store['done']} done, {store['failed']} failed")
+        lines.append(f"store {output}: {store['done']} done, {store['failed']} failed")
     elif result["shards"]:
-        click.echo(f"{len(result['shards'])} shard(s) left in {output}/shards (gbc.open_store reads them as one); "
-                   f"merge with: gbc merge {output}/shards -o {output}")
-
-
-def _record_image_roots(store, images) -> None:
-    """Remember where the store's images come from, so that ``gbc export`` and ``gbc render``
-    find them without --images-root: the absolute path of each folder given (keys are relative
-    to it), or the folder of each file given (its key is the file name). Roots of earlier runs
-    into the same store are kept."""
-    from gbc.store.keys import printable
-
-    roots = list((store.meta or {}).get("image_roots") or [])
-    for given in images:
-        path = os.path.abspath(given)
-        root = path if os.path.isdir(path) else os.path.dirname(path)
-        root = printable(root)  # a folder name that is not UTF-8: its escaped form (gbc.store.keys)
-        if root not in roots:
-            roots.append(root)
-    store.update_meta({"image_roots": roots})
-
-
-def _count(store, status: str) -> int:
-    counter = getattr(store, "count", None)
-    if counter is not None:
-        return counter(status)
-    return sum(1 for _ in store.keys(status=status))
+        lines.append(f"{len(result['shards'])} shard(s) left in {output}/shards (gbc.open_store reads them as one); "
+                     f"merge with: gbc merge {output}/shards -o {output}")
+    return "\n".join(lines)
 
 
 def _format_summary(result: dict) -> str:

@@ -43,49 +43,34 @@ chosen backend classes and each actor imports them before building its backends.
 Example (a local Ray instance is started when none is running and ``address`` is ``None``)::
 
     from gbc.annotators.config import AnnotateConfig
-    from gbc.annotators.images import discover_images
-    from gbc.distributed.ray_runner import annotate_on_ray
+    from gbc.annotators.run import annotate
+    from gbc.distributed.ray_runner import RayRunner
 
-    summary = annotate_on_ray(
-        discover_images(["photos/"]), "graphs.lmdb", config=AnnotateConfig(),
-        mllm_spec="scripted", mllm_options={}, detector_spec="scripted", detector_options={},
-        workers=2,
-    )
+    config = AnnotateConfig().with_overrides({"mllm.spec": "scripted", "detector.spec": "scripted"})
+    summary = annotate(["photos/"], "graphs.lmdb", config, runner=RayRunner(workers=2))
     print(summary["done"], summary["failed"])
+
+Modules: this one (the driver: resume, the run's summary, merging; ``RayRunner``, the runner
+strategy of :func:`gbc.annotators.run.annotate`), :mod:`gbc.distributed.ray_pipeline` (the actor
+pool), :mod:`gbc.distributed.ray_session` (Ray itself, its output, resources),
+:mod:`gbc.distributed.worker` (the actor), :mod:`gbc.distributed.ray_inputs` (tar shards and
+URL lists read by Ray tasks).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
-import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from gbc.distributed.shadowing import check_no_shadowing
-from gbc.distributed.worker import DEATHS_LOG, STOP_FILE, read_stop
+from gbc.distributed.worker import DEATHS_LOG, STOP_FILE
 
-__all__ = ["annotate_on_ray", "finished_keys", "shards_dir"]
+__all__ = ["RayRunner", "annotate_on_ray", "finished_keys", "shards_dir"]
 
-#: Images per ``map_batches`` batch when the config does not say: each batch is one engine
-#: run inside an actor, so it should cover the engine's in-flight window (``limits.images_in_flight``).
-DEFAULT_IMAGES_PER_BATCH = 64
-#: Smallest batch: tiny batches pay Ray's per-task overhead and drain the engine's pipeline often.
-MIN_IMAGES_PER_BATCH = 4
-#: Batches queued at one actor: 2 lets the next batch arrive while one runs, without piling
-#: work on the first actor that is ready (and redoing little if that actor dies).
-TASKS_IN_FLIGHT_PER_ACTOR = 2
-#: Share of the cluster's CPUs given to annotator actors when ``cpus_per_worker`` is not set
-#: on a CPU-only run; the rest stays free for Ray Data's own tasks (a pool that takes every
-#: CPU can stall the pipeline).
-ACTOR_CPU_SHARE = 0.75
-#: Seconds to wait for every annotator actor to start (on a cluster that must first scale up,
-#: this includes getting the nodes) before the run fails with a timeout.
-ACTOR_START_TIMEOUT_S = 600
 #: Name of the folder of per-worker shards inside the output store folder.
 SHARDS_FOLDER = "shards"
 
@@ -139,83 +124,11 @@ def _backend_modules(*classes) -> List[str]:
 
 
 # ---------------------------------------------------------------------------- driver
-def _images_per_batch(config) -> int:
-    limits = getattr(config, "limits", None)
-    window = getattr(limits, "images_in_flight", None)
-    if isinstance(window, int) and window > 0:
-        return max(MIN_IMAGES_PER_BATCH, window)
-    return DEFAULT_IMAGES_PER_BATCH
-
-
-def _init_ray(address: Optional[str], verbose: bool = False) -> bool:
-    """Connect to (or start) Ray; return True when this call started it (and must shut it down).
-
-    The actors' output reaches this terminal only when ``verbose`` (``log_to_driver``).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address in (None, "", "local"):
-        # A private local instance: token auth only adds a file under ~/.ray here.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=verbose,
-                 configure_logging=False)
-    else:
-        ray.init(address=address, configure_logging=False, log_to_driver=verbose)
-    return True
-
-
-@contextmanager
-def _ray_output_aside(verbose: bool):
-    """Yield the stream for our own progress bar; unless ``verbose``, everything else written to
-    this process's stderr meanwhile (Ray's Python loggers, the INFO lines of Ray Data, the
-    native lines of Ray's core such as "Actor ... max_restarts > 0", and the processes that a
-    local Ray starts) goes to a log file instead of running through the bar. The file is
-    removed after a successful run and named in a note of the exception otherwise."""
-    if verbose:
-        yield sys.stderr
-        return
-    sys.stderr.flush()
-    fd, log_path = tempfile.mkstemp(prefix="gbc-ray-", suffix=".log")
-    terminal_fd = os.dup(2)
-    terminal = os.fdopen(os.dup(terminal_fd), "w", buffering=1)
-    # Swap what file descriptor 2 points to: native code writes to it directly, and so does
-    # Python's sys.stderr underneath (sys.stderr itself is left alone: logging handlers made
-    # during the run keep a reference to it).
-    os.dup2(fd, 2)
-    os.close(fd)
-    try:
-        yield terminal
-    except BaseException as exc:
-        exc.add_note(f"Ray's output during the run: {log_path}")
-        raise
-    else:
-        os.unlink(log_path)
-    finally:
-        sys.stderr.flush()
-        os.dup2(terminal_fd, 2)
-        os.close(terminal_fd)
-        terminal.close()
-
-
-def _progress(total: int, stream=None):
-    from tqdm import tqdm
-
-    stream = stream or sys.stderr
-    return tqdm(total=total, desc="annotate (ray)", unit="img", file=stream,
-                disable=not stream.isatty(), dynamic_ncols=True)
-
-
 def annotate_on_ray(
     images: Iterable[Any],
     out_path,
     *,
     config,
-    mllm_spec: str,
-    mllm_options: Optional[Mapping[str, Any]],
-    detector_spec: str,
-    detector_options: Optional[Mapping[str, Any]],
     address: Optional[str] = None,
     workers: int = 1,
     gpus_per_worker: float = 0,
@@ -224,7 +137,8 @@ def annotate_on_ray(
     merge: bool = True,
     verbose: bool = False,
 ) -> Dict[str, Any]:
-    """Annotate ``images`` ((key, path) pairs or ``ImageSource``) into the store ``out_path`` on Ray.
+    """Annotate ``images`` ((key, path) pairs or ``ImageSource``, or ``RayInputs``) into the store
+    ``out_path`` on Ray, with the backends that ``config`` names (``mllm`` and ``detector``).
 
     ``address``: ``None`` (or ``"local"``) starts a local Ray instance (unless one is already
     initialised in this process), ``"auto"`` joins the cluster of this machine, ``"ray://host:10001"`` or
@@ -246,8 +160,6 @@ def annotate_on_ray(
     over batches and workers), ``startup_seconds`` (until the first batch started in an actor),
     ``images_per_s``.
     """
-    from gbc.annotators.backends import create_detector, create_mllm
-
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if gpus_per_worker is None or gpus_per_worker < 0:
@@ -263,14 +175,11 @@ def annotate_on_ray(
 
     # Fail on a bad spec or config here, not in every actor; construction loads no weights.
     from gbc.annotators.engine import RecursiveAnnotator
+    from gbc.annotators.run import open_backends
 
-    probes = (create_mllm(mllm_spec, dict(mllm_options or {})), create_detector(detector_spec, dict(detector_options or {})))
-    try:
+    with open_backends(config) as probes:
         RecursiveAnnotator(config, *probes)
-    finally:
-        for probe in probes:
-            probe.close()
-    modules = _backend_modules(*probes)
+        modules = _backend_modules(*probes)
 
     # Tar shards and URL lists (RayInputs) are read inside the cluster, as a stream; images
     # given one by one are listed here and checked against the finished keys.
@@ -296,6 +205,8 @@ def annotate_on_ray(
         }
 
     if todo:
+        from gbc.distributed.ray_pipeline import run_pipeline
+
         ray_started = time.perf_counter()
         # The reason an earlier run stopped is no reason to stop this one.
         (shards / STOP_FILE).unlink(missing_ok=True)
@@ -304,9 +215,8 @@ def annotate_on_ray(
             (shards / DEATHS_LOG).unlink(missing_ok=True)
         run_id = uuid.uuid4().hex
         try:
-            counts = _run_pipeline(todo, shards, config, mllm_spec, mllm_options, detector_spec, detector_options,
-                                   modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed, verbose,
-                                   run_id)
+            counts = run_pipeline(todo, shards, config, modules, address, workers, gpus_per_worker, cpus_per_worker,
+                                  retry_failed, verbose, run_id)
         finally:
             seen_by_inputs = todo.counts(out, run_id) if streamed else None
         summary.update(counts)
@@ -335,167 +245,70 @@ def annotate_on_ray(
     return summary
 
 
-def _check_resources(resources: Mapping[str, float], workers: int, gpus: float, cpus: float,
-                     remote: bool) -> Optional[str]:
-    """A fixed pool of actors that the cluster cannot hold would wait forever: refuse it on a
-    local instance; on a remote cluster (which may be autoscaling) return a warning."""
-    problems = []
-    for name, per_worker in (("GPU", gpus), ("CPU", cpus)):
-        need, have = workers * (per_worker or 0), float(resources.get(name, 0))
-        if need > have + 1e-9:
-            problems.append(f"{workers} worker(s) x {per_worker:g} {name} need {need:g} {name}s; the Ray cluster has {have:g}")
-    if not problems:
-        return None
-    message = "; ".join(problems)
-    if not remote:
-        raise ValueError(message + ": lower --workers, --gpus-per-worker or --cpus-per-worker")
-    return f"{message}: the run fails unless the cluster grows within {ACTOR_START_TIMEOUT_S} s"
+# ---------------------------------------------------------------------------- the runner strategy
+class RayRunner:
+    """Runner for :func:`gbc.annotators.run.annotate`: the run on a Ray cluster.
+
+    The arguments are those of :func:`annotate_on_ray`. Image folders are listed here (and
+    checked against the output and its shards); tar shards and URL lists are read by Ray tasks
+    inside the cluster (:class:`gbc.distributed.ray_inputs.RayInputs`). The run record is saved
+    in the output store when the shards were merged into it.
+    """
+
+    def __init__(self, address: Optional[str] = None, workers: int = 1, gpus_per_worker: float = 0,
+                 cpus_per_worker: Optional[float] = None, merge: bool = True, verbose: bool = False):
+        self.address = None if address == "local" else address
+        self.workers, self.gpus_per_worker, self.cpus_per_worker = workers, gpus_per_worker, cpus_per_worker
+        self.merge, self.verbose = merge, verbose
+
+    def run(self, plan) -> Dict[str, Any]:
+        from gbc.annotators.run import record_image_roots, run_record, save_run_record
+
+        if any(u.kind != "images" for u in plan.units):
+            from gbc.distributed.ray_inputs import RayInputs
+
+            # Tar shards and URL lists are read by Ray tasks, a stream per input, and checked
+            # against the output there; the limit and the shard apply as in a local run.
+            images: Any = RayInputs(plan.units, columns=plan.columns, download=plan.download, part=plan.shard,
+                                    limit=plan.limit)
+            check_no_shadowing()  # before anything is printed or started (annotate_on_ray checks it too)
+            plan.events.note(f"reading {len(images.units)} input(s) on Ray; annotating with {self.workers} worker(s)")
+            found = None
+        else:
+            check_no_shadowing()
+            found, images = _listed_images(plan)
+            plan.events.note(f"{found} images found, {len(images)} considered; annotating on Ray with "
+                             f"{self.workers} worker(s)")
+        result = annotate_on_ray(images, plan.output, config=plan.config, address=self.address, workers=self.workers,
+                                 gpus_per_worker=self.gpus_per_worker, cpus_per_worker=self.cpus_per_worker,
+                                 retry_failed=plan.retry_failed, merge=self.merge, verbose=self.verbose)
+        result["found"] = result["images"] if found is None else found
+        run_record(result, plan)
+        if result["merged"]:
+            from gbc.store.shards import open_store
+
+            with open_store(plan.output, readonly=False) as store:
+                save_run_record(store, result, plan.config)
+                record_image_roots(store, plan.image_folders)
+        return result
 
 
-def _backend_unavailable(exc: BaseException):
-    """The ``BackendUnavailable`` raised in an actor, found inside Ray's wrappers of ``exc``; else None."""
-    from gbc.annotators.backends.base import BackendUnavailable
+def _listed_images(plan) -> Tuple[int, list]:
+    """How many images the folders given hold in this job's shard, and those to annotate: without
+    those finished (as in a local run: only the failed ones with ``retry_failed``), at most ``limit``."""
+    from gbc.annotators.images import discover_images
 
-    try:
-        from ray.exceptions import RayError
-    except ImportError:  # pragma: no cover - ray is imported before this is called
-        RayError = ()
-    seen: Set[int] = set()
-    todo: List[Any] = [exc]
-    while todo:
-        current = todo.pop(0)
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        # A RayTaskError may itself subclass the cause's class (as_instanceof_cause): skip it,
-        # its message holds the remote traceback.
-        if isinstance(current, BackendUnavailable) and not isinstance(current, RayError):
-            try:
-                fresh = type(current)(*current.args)
-            except Exception:
-                fresh = BackendUnavailable(str(current))
-            return fresh
-        todo.extend([getattr(current, "cause", None), current.__cause__, current.__context__])
-    return None
+    sources = discover_images(plan.image_folders)
+    if plan.shard:
+        from gbc.distributed.sharding import shard_of
 
-
-def _run_pipeline(todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
-                  modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed,
-                  verbose: bool = False, run_id: str = "") -> Dict[str, Any]:
-    with _ray_output_aside(verbose) as terminal:
-        return _run_on_ray(todo, shards, config, mllm_spec, mllm_options, detector_spec, detector_options, modules,
-                           address, workers, gpus_per_worker, cpus_per_worker, retry_failed, verbose, terminal,
-                           run_id or uuid.uuid4().hex)
-
-
-def _run_on_ray(todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
-                modules, address, workers, gpus_per_worker, cpus_per_worker, retry_failed, verbose,
-                terminal, run_id: str) -> Dict[str, Any]:
-    import ray
-
-    owns_ray = _init_ray(address, verbose)
-    try:
-        if cpus_per_worker is None:
-            if gpus_per_worker:
-                cpus_per_worker = 1.0
-            else:
-                total = float(ray.cluster_resources().get("CPU", 1.0))
-                cpus_per_worker = round(min(1.0, ACTOR_CPU_SHARE * total / workers), 3)
-        remote = address not in (None, "", "local")
-        warning = _check_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus_per_worker, remote=remote)
-        if warning:
-            print(f"Warning: {warning}", file=terminal)
-        context = ray.data.DataContext.get_current()
-        saved = (context.enable_progress_bars, context.wait_for_min_actors_s)
-        context.enable_progress_bars = False  # our own bar counts images
-        # Start every actor before the first batch: work spreads over all workers, and a pool
-        # that a remote cluster cannot hold fails with a clear timeout instead of waiting forever.
-        context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
-        unavailable = None
-        try:
-            return _stream(ray, todo, shards, config, mllm_spec, mllm_options, detector_spec, detector_options,
-                           modules, workers, gpus_per_worker, cpus_per_worker, retry_failed, run_id, terminal)
-        except Exception as exc:
-            # Ray wraps the actor's exception (RayTaskError, UserCodeException), drops its
-            # cause and adds remote tracebacks: the caller gets the backend's own exception
-            # and message, recorded by the actor (or found in the chain, when Ray keeps it).
-            unavailable = read_stop(shards, run_id) or _backend_unavailable(exc)
-            if unavailable is None:
-                raise
-        finally:
-            context.enable_progress_bars, context.wait_for_min_actors_s = saved
-        # Raised outside the except block: as its __context__, Ray's exception would keep the
-        # pipeline's frames, and with them its actor handles, alive. The failed pipeline's
-        # objects form reference cycles: collect them now, so that its actors end and free
-        # their CPUs and GPUs for the next run in this process.
-        import gc
-
-        gc.collect()
-        # The actors were stopped by the driver, not killed by their images: their in-flight
-        # files must not count as worker deaths in the next run (their stop record stays; it
-        # names this run and is ignored by the next).
-        for path in list(shards.glob("*.inflight")) + list(shards.glob("*.inflight.tmp")):
-            path.unlink(missing_ok=True)
-        raise unavailable
-    finally:
-        if owns_ray:
-            ray.shutdown()
-
-
-def _stream(ray, todo, shards: Path, config, mllm_spec, mllm_options, detector_spec, detector_options,
-            modules, workers, gpus_per_worker, cpus_per_worker, retry_failed, run_id, terminal=None) -> Dict[str, Any]:
-    from gbc.distributed.worker import ShardAnnotator
-
-    shards.mkdir(parents=True, exist_ok=True)
-    if hasattr(todo, "dataset"):  # inputs read by Ray tasks: the number of images is not known ahead
-        total = None
-        batch_size = _images_per_batch(config)
-        dataset = todo.dataset(ray, shards.parent, retry_failed, run_id)
-    else:
-        total = len(todo)
-        # Small runs are cut finer so that every worker gets a share.
-        spread = workers * TASKS_IN_FLIGHT_PER_ACTOR * 2
-        batch_size = min(_images_per_batch(config), max(MIN_IMAGES_PER_BATCH, -(-len(todo) // spread)))
-        dataset = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), workers * 4)))
-    annotated = dataset.map_batches(
-        ShardAnnotator,
-        fn_constructor_kwargs={
-            "shards": str(shards), "config": config, "mllm_spec": mllm_spec,
-            "mllm_options": dict(mllm_options or {}), "detector_spec": detector_spec,
-            "detector_options": dict(detector_options or {}), "backend_modules": modules,
-            "retry_failed": retry_failed, "run_id": run_id,
-        },
-        batch_size=batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=TASKS_IN_FLIGHT_PER_ACTOR),
-        num_cpus=cpus_per_worker,
-        num_gpus=gpus_per_worker or None,
-    )
-    counts: Dict[str, Any] = {"done": 0, "failed": 0, "missing": 0}
-    per_shard: Dict[str, int] = {}
-    engine_seconds = 0.0
-    started_at = time.time()
-    first_batch_at = None
-    bar = _progress(total, terminal)
-    try:
-        # One pass over the rows: the pipeline runs once and results stream in as batches finish.
-        for row in annotated.iter_rows():
-            engine_seconds += float(row["batch_seconds"])
-            batch_started = float(row["batch_started"])
-            first_batch_at = batch_started if first_batch_at is None else min(first_batch_at, batch_started)
-            status = str(row["status"])
-            if status in ("done", "failed"):
-                counts[status] += 1
-            else:
-                counts["missing"] += 1
-            shard = str(row["shard"])
-            per_shard[shard] = per_shard.get(shard, 0) + 1
-            bar.update(1)
-    finally:
-        bar.close()
-    counts["per_shard"] = dict(sorted(per_shard.items()))
-    counts["engine_seconds"] = round(engine_seconds, 3)
-    # Actor start-up and scheduling: until the first batch started inside an actor (wall clocks
-    # of one machine, or of synchronised nodes).
-    counts["startup_seconds"] = round(max(0.0, (first_batch_at or started_at) - started_at), 3)
-    return counts
+        sources = [s for s in sources if shard_of(s.key, plan.shard[1]) == plan.shard[0]]
+    found = len(sources)
+    if plan.retry_failed:
+        # Only the images that failed before (in the output or its shards).
+        failed = finished_keys(plan.output, retry_failed=False) - finished_keys(plan.output, retry_failed=True)
+        sources = [s for s in sources if s.key in failed]
+    if plan.limit is not None:
+        finished = finished_keys(plan.output, retry_failed=plan.retry_failed)
+        sources = [s for s in sources if s.key not in finished][:plan.limit]
+    return found, sources

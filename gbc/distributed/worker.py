@@ -48,7 +48,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Set, Tuple
+from typing import Any, Dict, List, Sequence, Set, Tuple
 
 __all__ = ["MAX_WORKER_DEATHS_PER_IMAGE", "STOP_FILE", "ShardAnnotator", "claim_slot", "read_stop", "write_stop"]
 
@@ -156,15 +156,15 @@ def read_stop(folder: Path, run_id: str):
 class ShardAnnotator:
     """Ray Data callable class: builds its backends once, annotates batches into its own shard.
 
-    ``shards``: the shard folder; the other arguments are those of ``annotate_on_ray``.
-    ``backend_modules`` are imported first so that user-registered backends exist here too.
+    ``shards``: the shard folder; ``config`` names the backends (``mllm``, ``detector``) and
+    the engine's settings. ``backend_modules`` are imported first so that user-registered
+    backends exist here too.
     ``retry_failed``: a ``failed`` record found in a shard does not count as finished.
     ``run_id``: tells this run's ``stopped.json`` from a late one of an earlier run.
     """
 
-    def __init__(self, shards: str, config, mllm_spec: str, mllm_options: Mapping[str, Any],
-                 detector_spec: str, detector_options: Mapping[str, Any], backend_modules: Sequence[str],
-                 retry_failed: bool = False, run_id: str = ""):
+    def __init__(self, shards: str, config, backend_modules: Sequence[str], retry_failed: bool = False,
+                 run_id: str = ""):
         for module in backend_modules:
             importlib.import_module(module)
         from gbc.annotators.backends import create_detector, create_mllm
@@ -175,8 +175,9 @@ class ShardAnnotator:
         self._name = f"worker-{self._slot:03d}"
         self._path = self._folder / f"{self._name}.lmdb"
         self._inflight = self._folder / f"{self._name}.inflight"
-        self._mllm = create_mllm(mllm_spec, dict(mllm_options or {}))
-        self._detector = create_detector(detector_spec, dict(detector_options or {}))
+        # Built once per actor and kept for its life (weights load on first use, once per actor).
+        self._mllm = create_mllm(config.mllm.spec, dict(config.mllm.options or {}))
+        self._detector = create_detector(config.detector.spec, dict(config.detector.options or {}))
         self._annotator = RecursiveAnnotator(config, self._mllm, self._detector)
         self._store = None  # opened on the first batch, in this process
         self._retry_failed = retry_failed

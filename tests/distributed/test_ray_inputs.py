@@ -1,12 +1,11 @@
 """Tar shards and URL lists on a real local Ray instance: read by Ray tasks, annotated by the actor pool."""
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-import ray
+import ray  # noqa: F401  (these tests need Ray; the ray_local fixture is in conftest.py)
 
 from gbc.annotators.config import AnnotateConfig  # noqa: E402
 from gbc.distributed.ray_inputs import RayInputs  # noqa: E402
@@ -21,20 +20,10 @@ from input_helpers import ImageServer, img2dataset_folder, png_bytes, write_wds_
 FAST = DownloadOptions(concurrency=4, timeout_s=2.0, retries=1, backoff_s=0.01)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    path = os.pathsep.join([str(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"}})
-    yield
-    ray.shutdown()
-
-
 def run(inputs, out, **kwargs):
-    config = AnnotateConfig().with_overrides({"limits.images_in_flight": 4, "limits.max_depth": 1})
-    return annotate_on_ray(inputs, out, config=config, mllm_spec="scripted", mllm_options={},
-                           detector_spec="scripted", detector_options={}, **kwargs)
+    config = AnnotateConfig().with_overrides({"limits.images_in_flight": 4, "limits.max_depth": 1,
+                                              "mllm.spec": "scripted", "detector.spec": "scripted"})
+    return annotate_on_ray(inputs, out, config=config, **kwargs)
 
 
 @pytest.mark.timeout(400)

@@ -1,11 +1,10 @@
 """annotate_on_ray on a real local Ray instance (one per module) with scripted backends."""
 import collections
-import os
 from pathlib import Path
 
 import pytest
 
-import ray
+import ray  # noqa: F401  (these tests need Ray; the ray_local fixture is in conftest.py)
 
 import gbc  # noqa: E402
 from gbc.annotators.config import AnnotateConfig  # noqa: E402
@@ -14,19 +13,7 @@ from gbc.distributed.merge import MultiStore  # noqa: E402
 from gbc.distributed.ray_runner import annotate_on_ray  # noqa: E402
 from gbc.store.lmdb_store import GraphStore  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 N_IMAGES = 16
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    # The actors import the test backend module (crashing_backend) from this folder.
-    path = os.pathsep.join([str(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"}})
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +27,14 @@ def images(tmp_path_factory):
     return discover_images([folder])
 
 
-def config():
+def config(mllm="scripted", mllm_options=None):
     # Small engine windows make several Ray batches out of a few images.
-    return AnnotateConfig().with_overrides({"limits.images_in_flight": 4})
+    return AnnotateConfig().with_overrides({"limits.images_in_flight": 4, "mllm.spec": mllm,
+                                            "mllm.options": mllm_options or {}, "detector.spec": "scripted"})
 
 
 def run(images, out, mllm="scripted", mllm_options=None, **kwargs):
-    return annotate_on_ray(images, out, config=config(), mllm_spec=mllm, mllm_options=mllm_options or {},
-                           detector_spec="scripted", detector_options={}, **kwargs)
+    return annotate_on_ray(images, out, config=config(mllm, mllm_options), **kwargs)
 
 
 def statuses(path):

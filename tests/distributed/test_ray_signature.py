@@ -3,7 +3,10 @@ import inspect
 
 import pytest
 
+from gbc.annotators.config import AnnotateConfig
 from gbc.distributed import ray_runner
+
+SCRIPTED = AnnotateConfig().with_overrides({"mllm.spec": "scripted", "detector.spec": "scripted"})
 
 
 def test_annotate_on_ray_signature_is_stable():
@@ -11,10 +14,9 @@ def test_annotate_on_ray_signature_is_stable():
     params = list(sig.parameters.values())
     assert [p.name for p in params[:2]] == ["images", "out_path"]
     keyword_only = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    # The backends come from the config (config.mllm, config.detector), not from specs beside it.
     assert keyword_only == {
-        "config": inspect.Parameter.empty, "mllm_spec": inspect.Parameter.empty,
-        "mllm_options": inspect.Parameter.empty, "detector_spec": inspect.Parameter.empty,
-        "detector_options": inspect.Parameter.empty, "address": None, "workers": 1,
+        "config": inspect.Parameter.empty, "address": None, "workers": 1,
         "gpus_per_worker": 0, "cpus_per_worker": None, "retry_failed": False, "merge": True,
         "verbose": False,
     }
@@ -26,13 +28,13 @@ def test_annotate_on_ray_signature_is_stable():
 ])
 def test_bad_resources_are_refused_before_ray_starts(tmp_path, kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
-        ray_runner.annotate_on_ray([], tmp_path / "out.lmdb", config=None, mllm_spec="scripted", mllm_options={},
-                                   detector_spec="scripted", detector_options={}, **kwargs)
+        ray_runner.annotate_on_ray([], tmp_path / "out.lmdb", config=SCRIPTED, **kwargs)
     assert not (tmp_path / "out.lmdb").exists()
 
 
 def test_import_is_light():
     import subprocess, sys
-    code = "import sys, gbc.distributed.ray_runner, gbc.distributed.merge, gbc.distributed.sharding; print('ray' in sys.modules)"
+    code = ("import sys, gbc.distributed.ray_runner, gbc.distributed.ray_pipeline, gbc.distributed.ray_session, "
+            "gbc.distributed.merge, gbc.distributed.sharding, gbc.annotators.run; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gbc.distributed.ray_runner import _ray_output_aside
+from gbc.distributed.ray_session import ray_output_aside
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def test_other_output_goes_to_a_file_removed_after_success(capfd):
     # (Python's sys.stderr writes to file descriptor 2 as well; pytest replaces it here, so the
     # Ray run above checks that path.)
     before = set(Path(tempfile.gettempdir()).glob("gbc-ray-*.log"))
-    with _ray_output_aside(verbose=False) as terminal:
+    with ray_output_aside(verbose=False) as terminal:
         os.write(2, b"[2026-12-03 16:45:01 E 1 1] core_worker.cc: Actor ... max_restarts > 0\n")
         os.write(2, b"INFO streaming_executor.py -- Starting execution\n")
         print("our progress", file=terminal)
@@ -50,7 +50,7 @@ def test_other_output_goes_to_a_file_removed_after_success(capfd):
 
 def test_the_file_is_kept_and_named_when_the_run_fails(capfd):
     with pytest.raises(RuntimeError) as info:
-        with _ray_output_aside(verbose=False):
+        with ray_output_aside(verbose=False):
             os.write(2, b"native detail\n")
             raise RuntimeError("run failed")
     note = [n for n in getattr(info.value, "__notes__", []) if n.startswith("Ray's output during the run: ")]
@@ -62,7 +62,7 @@ def test_the_file_is_kept_and_named_when_the_run_fails(capfd):
 
 
 def test_verbose_lets_everything_through(capfd):
-    with _ray_output_aside(verbose=True) as terminal:
+    with ray_output_aside(verbose=True) as terminal:
         os.write(2, b"Actor ... max_restarts > 0\n")
         assert terminal is sys.stderr
     assert "max_restarts" in capfd.readouterr().err

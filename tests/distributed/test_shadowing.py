@@ -77,5 +77,5 @@ def test_annotate_on_ray_checks_too(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", _without_this_package(sys.path))
     with pytest.raises(PackageShadowedError, match="hides the installed gbc package"):
-        annotate_on_ray([], tmp_path / "out.lmdb", config=AnnotateConfig(), mllm_spec="scripted", mllm_options={},
-                        detector_spec="scripted", detector_options={})
+        annotate_on_ray([], tmp_path / "out.lmdb",
+                        config=AnnotateConfig().with_overrides({"mllm.spec": "scripted", "detector.spec": "scripted"}))

@@ -13,6 +13,8 @@ from gbc.distributed.worker import DEATHS_LOG, ShardAnnotator, claim_slot, read_
 from gbc.store.lmdb_store import GraphStore
 from gbc.schemas.synthetic import synthetic_graph
 
+SCRIPTED = AnnotateConfig().with_overrides({"mllm.spec": "scripted", "detector.spec": "scripted"})
+
 
 @pytest.fixture
 def images(tmp_path):
@@ -32,7 +34,7 @@ def dead_pid() -> int:
 
 
 def actor(shards):
-    return ShardAnnotator(str(shards), AnnotateConfig(), "scripted", {}, "scripted", {}, [])
+    return ShardAnnotator(str(shards), SCRIPTED, [])
 
 
 def batch(folder, names):
@@ -110,5 +112,5 @@ def test_retry_failed_redoes_failed_records_in_the_own_shard(tmp_path, images):
     plain = actor(shards)
     assert list(plain(batch(images, ["c.png"]))["status"]) == ["failed"]
     del plain
-    retrying = ShardAnnotator(str(shards), AnnotateConfig(), "scripted", {}, "scripted", {}, [], retry_failed=True)
+    retrying = ShardAnnotator(str(shards), SCRIPTED, [], retry_failed=True)
     assert list(retrying(batch(images, ["c.png"]))["status"]) == ["done"]
