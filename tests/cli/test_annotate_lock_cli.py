@@ -7,9 +7,7 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import gbc
 from gbc.store.writer_lock import LOCK_NAME, StoreBusyError, WriterLock
@@ -18,13 +16,8 @@ SLOW = ["--mllm", "scripted", "--mllm-option", "latency_s=5", "--detector", "scr
 
 
 @pytest.fixture
-def images(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
+def images(image_folder):
+    return image_folder([f"{i}.png" for i in range(6)], size=(40, 50), seed=3)
 
 
 def _annotate(images, out, *extra):

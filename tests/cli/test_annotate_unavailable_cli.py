@@ -3,34 +3,16 @@
 import os
 import re
 
-import numpy as np
 import pytest
-from click.testing import CliRunner
-from PIL import Image
 
 import gbc
-from gbc.cli.main import cli
 
 NAMES = ["a.png", "b.png", "c.png", "d.png", "e.png"]
 
 
 @pytest.fixture
-def images(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    for name in NAMES:
-        Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(folder / name)
-    return folder
-
-
-def annotate(*args):
-    return CliRunner().invoke(cli, ["annotate", *map(str, args)])
-
-
-def statuses(path):
-    with gbc.open_store(path) as store:
-        return {k: r.status for k, r in store.statuses()}
+def images(image_folder):
+    return image_folder(NAMES, size=(60, 80), seed=3)
 
 
 @pytest.mark.parametrize(
@@ -43,30 +25,31 @@ def statuses(path):
         ("{tmp}/absent-model", r"model folder '.*absent-model' cannot be loaded"),
     ],
 )
-def test_missing_model_stops_the_run_and_keeps_committed_images(images, tmp_path, model, expected):
+def test_missing_model_stops_the_run_and_keeps_committed_images(images, tmp_path, model, expected, run_cli,
+                                                                 store_statuses):
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     out = tmp_path / "out.lmdb"
     # two images annotated before, by a working backend
-    first = annotate(images, "-o", out, "--mllm", "scripted", "--detector", "scripted", "--limit", "2")
+    first = run_cli("annotate", images, "-o", out, "--mllm", "scripted", "--detector", "scripted", "--limit", "2")
     assert first.exit_code == 0, first.output
-    committed = statuses(out)
+    committed = store_statuses(out)
     assert sorted(committed.values()) == ["done", "done"]
 
-    result = annotate(images, "-o", out, "--mllm", "transformers:" + model.format(tmp=tmp_path),
+    result = run_cli("annotate", images, "-o", out, "--mllm", "transformers:" + model.format(tmp=tmp_path),
                       "--detector", "scripted", "--retries", "3", "--set", "mllm.backoff_s=5")
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "Traceback" not in result.output
     assert re.search(expected, errors[0]), errors[0]
-    assert statuses(out) == committed  # nothing marked failed; the committed images are untouched
+    assert store_statuses(out) == committed  # nothing marked failed; the committed images are untouched
     with gbc.open_store(out) as store:
         last_run = store.meta["last_run"]
     assert (last_run["done"], last_run["failed"]) == (0, 0) and last_run["stopped"] in errors[0]
 
     # the model problem fixed (here: a working backend), a rerun does the remaining images
-    rerun = annotate(images, "-o", out, "--mllm", "scripted", "--detector", "scripted", "--json")
+    rerun = run_cli("annotate", images, "-o", out, "--mllm", "scripted", "--detector", "scripted", "--json")
     assert rerun.exit_code == 0, rerun.output
-    assert statuses(out) == {name: "done" for name in NAMES}
+    assert store_statuses(out) == {name: "done" for name in NAMES}
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -74,19 +57,20 @@ def test_missing_model_stops_the_run_and_keeps_committed_images(images, tmp_path
     ("", r"replay: .*broken\.jsonl holds no graph"),
 ])
 @pytest.mark.parametrize("role", ["--mllm", "--detector"])
-def test_unreadable_replay_file_stops_the_run_at_once(images, tmp_path, content, expected, role):
+def test_unreadable_replay_file_stops_the_run_at_once(images, tmp_path, content, expected, role, run_cli,
+                                                      store_statuses):
     broken = tmp_path / "broken.jsonl"
     broken.write_text(content)
     out = tmp_path / "out.lmdb"
     backends = {"--mllm": "scripted", "--detector": "scripted", role: f"replay:{broken}"}
     # generous retries: a file that cannot be read must skip them, not fail each image after them
-    result = annotate(images, "-o", out, *[x for kv in backends.items() for x in kv],
+    result = run_cli("annotate", images, "-o", out, *[x for kv in backends.items() for x in kv],
                       "--retries", "3", "--set", "mllm.backoff_s=5", "--set", "detector.backoff_s=5")
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "Traceback" not in result.output
     assert re.search(expected, errors[0]), errors[0]
-    assert statuses(out) == {}  # no image marked failed for it
+    assert store_statuses(out) == {}  # no image marked failed for it
 
 
 def _closed_port() -> int:

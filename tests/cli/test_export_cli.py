@@ -23,15 +23,10 @@ def graphs_file(tmp_path):
     return path, images
 
 
-def _run(*args):
-    result = CliRunner().invoke(cli, ["export", *map(str, args)], catch_exceptions=False)
-    return result
-
-
-def test_export_csv_prints_a_summary(graphs_file, tmp_path):
+def test_export_csv_prints_a_summary(graphs_file, tmp_path, run_cli):
     path, images = graphs_file
     out = tmp_path / "train.csv"
-    r = _run(path, "-o", out, "--images-root", images)
+    r = run_cli("export", path, "-o", out, "--images-root", images)
     assert r.exit_code == 0, r.output
     assert "graphs read:      4" in r.output
     assert "skipped, image missing: 1" in r.output
@@ -41,9 +36,9 @@ def test_export_csv_prints_a_summary(graphs_file, tmp_path):
     assert rows and all(row["filepath"].endswith(".jpg") for row in rows)
 
 
-def test_export_json_summary_and_filters(graphs_file, tmp_path):
+def test_export_json_summary_and_filters(graphs_file, tmp_path, run_cli):
     path, images = graphs_file
-    r = _run(path, "-o", tmp_path / "pq", "--format", "parquet", "--text-only", "--json",
+    r = run_cli("export", path, "-o", tmp_path / "pq", "--format", "parquet", "--text-only", "--json",
              "--vertex-label", "relation", "--vertex-label", "image", "--desc-label", "relation",
              "--desc-label", "short")
     assert r.exit_code == 0, r.output
@@ -53,17 +48,18 @@ def test_export_json_summary_and_filters(graphs_file, tmp_path):
     assert (tmp_path / "pq" / "00000.parquet").exists()
 
 
-def test_export_hardcode_only_when_named(graphs_file, tmp_path):
+def test_export_hardcode_only_when_named(graphs_file, tmp_path, run_cli):
     path, _ = graphs_file
-    base = json.loads(_run(path, "-o", tmp_path / "a.csv", "--text-only", "--json").output)
-    named = json.loads(_run(path, "-o", tmp_path / "b.csv", "--text-only", "--json", "--desc-label", "hardcode").output)
+    base = json.loads(run_cli("export", path, "-o", tmp_path / "a.csv", "--text-only", "--json").output)
+    named = json.loads(run_cli("export", path, "-o", tmp_path / "b.csv", "--text-only", "--json",
+                               "--desc-label", "hardcode").output)
     assert "hardcode-composition" not in base["rows_by_type"]
     assert set(named["rows_by_type"]) == {"hardcode-composition"}
 
 
-def test_export_wds_missing_as_text(graphs_file, tmp_path):
+def test_export_wds_missing_as_text(graphs_file, tmp_path, run_cli):
     path, images = graphs_file
-    r = _run(path, "-o", tmp_path / "w", "--format", "wds", "--images-root", images, "--missing", "text",
+    r = run_cli("export", path, "-o", tmp_path / "w", "--format", "wds", "--images-root", images, "--missing", "text",
              "--captions", "short", "--shard-size", "2", "--json")
     summary = json.loads(r.output)
     assert summary["graphs_exported"] == 4 and summary["graphs_text_only"] == 1
@@ -118,12 +114,12 @@ def test_the_store_records_where_its_images_came_from(annotated):
         assert store["sub/b.png"].img_path == "sub/b.png"  # the graph keeps the released layout
 
 
-def test_export_and_render_find_the_images_without_images_root(annotated, tmp_path, monkeypatch):
+def test_export_and_render_find_the_images_without_images_root(annotated, tmp_path, monkeypatch, run_cli):
     store_path, photos = annotated
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # a relative img_path resolves against nothing here
-    r = _run(store_path, "-o", "train.csv")
+    r = run_cli("export", store_path, "-o", "train.csv")
     assert r.exit_code == 0, r.output
     with open(elsewhere / "train.csv", newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))

@@ -1,30 +1,12 @@
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import gbc
-from gbc.cli.main import cli
 from gbc.schemas import GbcGraph
 from gbc.schemas.synthetic import synthetic_graph
-
-GBC_BIN = Path(sys.executable).parent / "gbc"
-
-
-def run_cli(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_clean_error(result) -> str:
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
-
 
 def record(i: int) -> GbcGraph:
     """A synthetic graph as read from a GBC10M record (every field set, as in real files)."""
@@ -56,7 +38,7 @@ def store_with_failures(tmp_path):
 
 # ---------------------------------------------------------------------------- round trips
 @pytest.mark.parametrize("middle", ["graphs.lmdb", "graphs.parquet", "graphs.json"])
-def test_reference_round_trip_is_exact(reference_jsonl, tmp_path, middle):
+def test_reference_round_trip_is_exact(reference_jsonl, tmp_path, middle, run_cli):
     mid, back = tmp_path / middle, tmp_path / "back.jsonl"
     first = run_cli("convert", reference_jsonl, mid)
     assert first.exit_code == 0, first.output
@@ -72,7 +54,7 @@ def test_reference_round_trip_is_exact(reference_jsonl, tmp_path, middle):
     assert result == original
 
 
-def test_gbc10m_layout_drops_reference_only_fields(reference_jsonl, tmp_path):
+def test_gbc10m_layout_drops_reference_only_fields(reference_jsonl, tmp_path, run_cli):
     out = tmp_path / "g.jsonl"
     assert run_cli("convert", reference_jsonl, out, "--layout", "gbc10m").exit_code == 0
     first = json_lines(out)[0]
@@ -81,7 +63,7 @@ def test_gbc10m_layout_drops_reference_only_fields(reference_jsonl, tmp_path):
     assert set(first["vertices"][0]["descs"][0]) == {"text", "label"}
 
 
-def test_store_to_file_reports_failed_images(store_with_failures, tmp_path):
+def test_store_to_file_reports_failed_images(store_with_failures, tmp_path, run_cli):
     out = tmp_path / "done.jsonl"
     result = run_cli("convert", store_with_failures, out)
     assert result.exit_code == 0, result.output
@@ -90,7 +72,7 @@ def test_store_to_file_reports_failed_images(store_with_failures, tmp_path):
     assert [d["img_path"] for d in json_lines(out)] == [f"images/{i:08d}.jpg" for i in range(3)]
 
 
-def test_store_to_store_keeps_failure_records(store_with_failures, tmp_path):
+def test_store_to_store_keeps_failure_records(store_with_failures, tmp_path, run_cli):
     out = tmp_path / "copy.lmdb"
     result = run_cli("convert", store_with_failures, out)
     assert result.exit_code == 0, result.output
@@ -102,25 +84,25 @@ def test_store_to_store_keeps_failure_records(store_with_failures, tmp_path):
 
 
 # ---------------------------------------------------------------------------- refusals
-def test_refuses_to_overwrite_without_flag(jsonl_file, tmp_path):
+def test_refuses_to_overwrite_without_flag(jsonl_file, tmp_path, clean_error, run_cli):
     out = tmp_path / "out.jsonl"
     out.write_text("keep me")
-    assert "--overwrite" in assert_clean_error(run_cli("convert", jsonl_file, out))
+    assert "--overwrite" in clean_error(run_cli("convert", jsonl_file, out))
     assert out.read_text() == "keep me"
     assert run_cli("convert", jsonl_file, out, "--overwrite").exit_code == 0
     assert len(json_lines(out)) == 4
 
 
-def test_refuses_same_path(jsonl_file):
-    assert "same path" in assert_clean_error(run_cli("convert", jsonl_file, jsonl_file, "--overwrite"))
+def test_refuses_same_path(jsonl_file, clean_error, run_cli):
+    assert "same path" in clean_error(run_cli("convert", jsonl_file, jsonl_file, "--overwrite"))
 
 
 @pytest.mark.parametrize("dst", ["out.jsonl", "out.lmdb"])
-def test_failed_conversion_leaves_nothing_behind(tmp_path, dst):
+def test_failed_conversion_leaves_nothing_behind(tmp_path, dst, clean_error, run_cli):
     src = tmp_path / "in.jsonl"
     good = record(0).to_json().decode()
     src.write_text(good + "\n" + good[:100] + "\n")
-    assert_clean_error(run_cli("convert", src, tmp_path / dst))
+    clean_error(run_cli("convert", src, tmp_path / dst))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 
 
@@ -148,19 +130,19 @@ def _bad(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["missing-file", "non-store-directory", "unknown-extension",
                                   "edge-to-missing-vertex", "truncated-jsonl"])
-def test_bad_sources(tmp_path, kind):
-    line = assert_clean_error(run_cli("convert", _bad(tmp_path, kind), tmp_path / "out.parquet"))
+def test_bad_sources(tmp_path, kind, clean_error, run_cli):
+    line = clean_error(run_cli("convert", _bad(tmp_path, kind), tmp_path / "out.parquet"))
     if kind == "edge-to-missing-vertex":
         assert "ghost" in line
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_unknown_destination_extension(jsonl_file, tmp_path):
-    assert_clean_error(run_cli("convert", jsonl_file, tmp_path / "out.xml"))
+def test_unknown_destination_extension(jsonl_file, tmp_path, clean_error, run_cli):
+    clean_error(run_cli("convert", jsonl_file, tmp_path / "out.xml"))
     assert not (tmp_path / "out.xml").exists()
 
 
-def test_no_validate_converts_invalid_graphs(tmp_path):
+def test_no_validate_converts_invalid_graphs(tmp_path, run_cli):
     src = _bad(tmp_path, "edge-to-missing-vertex")
     result = run_cli("convert", src, tmp_path / "out.jsonl", "--no-validate")
     assert result.exit_code == 0, result.output
@@ -168,7 +150,7 @@ def test_no_validate_converts_invalid_graphs(tmp_path):
 
 
 # ---------------------------------------------------------------------------- inspection of stores
-def test_ls_show_stats_validate_on_a_store(store_with_failures):
+def test_ls_show_stats_validate_on_a_store(store_with_failures, clean_error, run_cli):
     result = run_cli("ls", store_with_failures)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
@@ -184,10 +166,10 @@ def test_ls_show_stats_validate_on_a_store(store_with_failures):
 
     shown = run_cli("show", store_with_failures, "00000002.jpg", "--json")
     assert json.loads(shown.stdout) == record(2).to_dict()
-    line = assert_clean_error(run_cli("show", store_with_failures, "images/broken.jpg"))
+    line = clean_error(run_cli("show", store_with_failures, "images/broken.jpg"))
     assert line == ("Error: image 'images/broken.jpg' failed (UnidentifiedImageError: cannot identify image file); "
                     "it has no graph")
-    assert "no graph named 'cat.jpg'" in assert_clean_error(run_cli("show", store_with_failures, "cat.jpg"))
+    assert "no graph named 'cat.jpg'" in clean_error(run_cli("show", store_with_failures, "cat.jpg"))
 
     stats = json.loads(run_cli("stats", store_with_failures, "--json").stdout)
     assert (stats["graphs"], stats["failed"]) == (3, 2)
@@ -197,7 +179,7 @@ def test_ls_show_stats_validate_on_a_store(store_with_failures):
     assert checked.stdout.strip() == "3 graphs checked: 3 valid, 0 invalid (2 failed images in the store)."
 
 
-def test_store_written_by_convert_lists_graphs_as_done(jsonl_file, tmp_path):
+def test_store_written_by_convert_lists_graphs_as_done(jsonl_file, tmp_path, run_cli):
     store = tmp_path / "s.lmdb"
     assert run_cli("convert", jsonl_file, store).exit_code == 0
     lines = run_cli("ls", store).stdout.splitlines()
@@ -205,18 +187,18 @@ def test_store_written_by_convert_lists_graphs_as_done(jsonl_file, tmp_path):
 
 
 # ---------------------------------------------------------------------------- real process
-def test_real_gbc_convert_process(jsonl_file, tmp_path):
+def test_real_gbc_convert_process(jsonl_file, tmp_path, gbc_bin):
     out = tmp_path / "g.parquet"
-    proc = subprocess.run([str(GBC_BIN), "convert", str(jsonl_file), str(out)], capture_output=True, text=True,
+    proc = subprocess.run([str(gbc_bin), "convert", str(jsonl_file), str(out)], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"Wrote 4 graphs to {out} (parquet).\n"
-    proc = subprocess.run([str(GBC_BIN), "convert", str(tmp_path / "missing.json"), str(out)],
+    proc = subprocess.run([str(gbc_bin), "convert", str(tmp_path / "missing.json"), str(out)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1
 
 
-def test_folder_of_store_shards_reads_as_one_store(tmp_path):
+def test_folder_of_store_shards_reads_as_one_store(tmp_path, run_cli):
     folder = tmp_path / "shards"
     folder.mkdir()
     for shard, ids in (("a.lmdb", [0, 2]), ("b.lmdb", [1])):
@@ -234,7 +216,7 @@ def test_folder_of_store_shards_reads_as_one_store(tmp_path):
     assert [d["img_path"] for d in json_lines(out)] == [f"images/{i:08d}.jpg" for i in range(3)]
 
 
-def test_progress_bar_goes_to_stderr_only(jsonl_file, tmp_path):
+def test_progress_bar_goes_to_stderr_only(jsonl_file, tmp_path, run_cli):
     out = tmp_path / "g.json"
     result = run_cli("convert", jsonl_file, out, "--progress")
     assert result.exit_code == 0, result.output

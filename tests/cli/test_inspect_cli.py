@@ -1,36 +1,15 @@
 import json
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from gbc.cli.inspect import format_tree
-from gbc.cli.main import cli
 from gbc.schemas import Bbox, Description, Edge, GbcGraph, Vertex
 from gbc.schemas.synthetic import synthetic_graph
 
-GBC_BIN = Path(sys.executable).parent / "gbc"
-
-
 # ---------------------------------------------------------------------------- helpers
-def run_cli(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_clean_error(result) -> str:
-    """A non-zero exit with exactly one ``Error: ...`` line on stderr and no traceback."""
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    assert len(errors[0]) > len("Error: ") + 10, errors
-    return errors[0]
-
-
 def record(i: int) -> GbcGraph:
     """A synthetic graph as read from a GBC10M record (every field set, as in real files)."""
     return GbcGraph.from_json(synthetic_graph(i).to_json("gbc10m"))
@@ -95,9 +74,9 @@ COMMANDS = {
 # ---------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 @pytest.mark.parametrize("bad", sorted(BAD_INPUTS))
-def test_bad_input_gives_one_clear_line(tmp_path, command, bad):
+def test_bad_input_gives_one_clear_line(tmp_path, command, bad, clean_error, run_cli):
     path = BAD_INPUTS[bad](tmp_path)
-    line = assert_clean_error(run_cli(*COMMANDS[command](path)))
+    line = clean_error(run_cli(*COMMANDS[command](path)))
     if bad == "missing-file":
         assert "nowhere.jsonl" in line
     if bad == "edge-to-missing-vertex":
@@ -105,11 +84,11 @@ def test_bad_input_gives_one_clear_line(tmp_path, command, bad):
 
 
 @pytest.mark.parametrize("bad", sorted(set(BAD_INPUTS) - {"edge-to-missing-vertex"}))
-def test_validate_refuses_unreadable_input(tmp_path, bad):
-    assert_clean_error(run_cli("validate", BAD_INPUTS[bad](tmp_path)))
+def test_validate_refuses_unreadable_input(tmp_path, bad, clean_error, run_cli):
+    clean_error(run_cli("validate", BAD_INPUTS[bad](tmp_path)))
 
 
-def test_validate_reports_invalid_graph_and_exits_non_zero(tmp_path):
+def test_validate_reports_invalid_graph_and_exits_non_zero(tmp_path, run_cli):
     path = _missing_vertex(tmp_path)
     with path.open("a") as f:
         f.write(graph_lines(1, start=5)[0] + "\n")
@@ -121,20 +100,20 @@ def test_validate_reports_invalid_graph_and_exits_non_zero(tmp_path):
     assert lines[-1] == "2 graphs checked: 1 valid, 1 invalid."
 
 
-def test_validate_truncated_file_says_how_far_it_got(tmp_path):
+def test_validate_truncated_file_says_how_far_it_got(tmp_path, run_cli):
     result = run_cli("validate", _truncated(tmp_path))
     assert result.exit_code != 0
     assert "Stopped after 1 graph (0 invalid)" in result.stderr
 
 
 # ---------------------------------------------------------------------------- reference data
-def test_validate_passes_on_reference(reference_jsonl):
+def test_validate_passes_on_reference(reference_jsonl, run_cli):
     result = run_cli("validate", reference_jsonl)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "19 graphs checked: 19 valid, 0 invalid."
 
 
-def test_stats_json_on_reference(reference_jsonl):
+def test_stats_json_on_reference(reference_jsonl, run_cli):
     result = run_cli("stats", reference_jsonl, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -144,7 +123,7 @@ def test_stats_json_on_reference(reference_jsonl):
     assert data["relation_arity"]["histogram"] == {"2": 29, "3": 11, "4": 1}
 
 
-def test_stats_table_and_plot(reference_jsonl, tmp_path):
+def test_stats_table_and_plot(reference_jsonl, tmp_path, run_cli):
     png = tmp_path / "stats.png"
     result = run_cli("stats", reference_jsonl, "--plot", png)
     assert result.exit_code == 0, result.output
@@ -156,7 +135,7 @@ def test_stats_table_and_plot(reference_jsonl, tmp_path):
         assert im.format == "PNG" and im.size[0] > 800
 
 
-def test_show_reference_graph_by_file_name(reference_jsonl):
+def test_show_reference_graph_by_file_name(reference_jsonl, run_cli):
     result = run_cli("show", reference_jsonl, "Wild_horses.jpg", "--width", "100")
     assert result.exit_code == 0, result.output
     out = result.stdout.splitlines()
@@ -167,7 +146,7 @@ def test_show_reference_graph_by_file_name(reference_jsonl):
 
 
 # ---------------------------------------------------------------------------- ls / show on files
-def test_ls_file(jsonl_file):
+def test_ls_file(jsonl_file, run_cli):
     result = run_cli("ls", jsonl_file)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [f"{i}\timages/{i:08d}.jpg" for i in range(3)]
@@ -178,23 +157,23 @@ def test_ls_file(jsonl_file):
 
 
 @pytest.mark.parametrize("key", ["images/00000001.jpg", "00000001.jpg", "1"])
-def test_show_by_key_file_name_or_index(jsonl_file, key):
+def test_show_by_key_file_name_or_index(jsonl_file, key, run_cli):
     result = run_cli("show", jsonl_file, key, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == json.loads(graph_lines(3)[1])
 
 
-def test_show_unknown_key(jsonl_file):
-    line = assert_clean_error(run_cli("show", jsonl_file, "cat.jpg"))
+def test_show_unknown_key(jsonl_file, clean_error, run_cli):
+    line = clean_error(run_cli("show", jsonl_file, "cat.jpg"))
     assert "no graph named 'cat.jpg'" in line and "(3 graphs)" in line
 
 
-def test_show_ambiguous_file_name(tmp_path):
+def test_show_ambiguous_file_name(tmp_path, clean_error, run_cli):
     a, b = record(1), record(2)
     a.img_path, b.img_path = "x/cat.jpg", "y/cat.jpg"
     path = tmp_path / "g.jsonl"
     path.write_text(a.to_json().decode() + "\n" + b.to_json().decode() + "\n")
-    assert "names 2 graphs" in assert_clean_error(run_cli("show", path, "cat.jpg"))
+    assert "names 2 graphs" in clean_error(run_cli("show", path, "cat.jpg"))
     assert run_cli("show", path, "y/cat.jpg").exit_code == 0
 
 
@@ -258,19 +237,19 @@ def test_tree_of_a_cycle_terminates_and_shows_unreachable_vertices():
     assert "(unreachable from the image vertex)" in text
 
 
-def test_help_everywhere():
+def test_help_everywhere(run_cli):
     for name in ("ls", "show", "stats", "validate", "convert"):
         result = run_cli(name, "--help")
         assert result.exit_code == 0 and "Usage:" in result.stdout
 
 
 # ---------------------------------------------------------------------------- real subprocess
-def test_real_gbc_process_on_bad_and_good_input(tmp_path, jsonl_file):
+def test_real_gbc_process_on_bad_and_good_input(tmp_path, jsonl_file, gbc_bin):
     bad = _truncated(tmp_path)
-    proc = subprocess.run([str(GBC_BIN), "stats", str(bad)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([str(gbc_bin), "stats", str(bad)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("Error: ")
-    proc = subprocess.run([str(GBC_BIN), "validate", str(jsonl_file)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([str(gbc_bin), "validate", str(jsonl_file)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "3 graphs checked: 3 valid, 0 invalid.\n"

@@ -1,16 +1,11 @@
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 from click.testing import CliRunner
 
 import gbc
 from gbc.cli.main import cli
 from gbc.schemas.synthetic import synthetic_graph
-
-GBC_BIN = Path(sys.executable).parent / "gbc"
-
 
 def make_store(path, done=(), failed=()):
     with gbc.open_store(str(path), readonly=False) as store:
@@ -21,21 +16,10 @@ def make_store(path, done=(), failed=()):
     return path
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_line(result):
-    assert result.exit_code != 0 and "Traceback" not in result.output
-    lines = [l for l in result.stderr.splitlines() if l.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
-def test_merge_shards_prints_summary(tmp_path):
+def test_merge_shards_prints_summary(tmp_path, run_cli):
     a = make_store(tmp_path / "part-0.lmdb", done={"a": 1, "b": 2}, failed={"c": "bad"})
     b = make_store(tmp_path / "part-1.lmdb", done={"c": 3, "d": 4})
-    result = run("merge", a, b, "-o", tmp_path / "all.lmdb")
+    result = run_cli("merge", a, b, "-o", tmp_path / "all.lmdb")
     assert result.exit_code == 0, result.output
     assert "merged 2 store(s)" in result.stdout
     assert "4 done, 0 failed" in result.stdout
@@ -43,40 +27,40 @@ def test_merge_shards_prints_summary(tmp_path):
         assert sorted(out.keys()) == ["a", "b", "c", "d"]
 
 
-def test_merge_folder_of_shards_json(tmp_path):
+def test_merge_folder_of_shards_json(tmp_path, run_cli):
     shards = tmp_path / "run.lmdb" / "shards"
     shards.mkdir(parents=True)
     make_store(shards / "worker-000.lmdb", done={"a": 1})
     make_store(shards / "worker-001.lmdb", done={"b": 2})
-    result = run("merge", shards, "-o", tmp_path / "run.lmdb", "--json", "--remove-sources")
+    result = run_cli("merge", shards, "-o", tmp_path / "run.lmdb", "--json", "--remove-sources")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["done"], summary["copied"], len(summary["sources"])) == (2, 2, 2)
     assert not (shards / "worker-000.lmdb").exists()
 
 
-def test_conflict_is_a_clean_error_then_resolved(tmp_path):
+def test_conflict_is_a_clean_error_then_resolved(tmp_path, clean_error, run_cli):
     a = make_store(tmp_path / "a.lmdb", done={"k": 1})
     b = make_store(tmp_path / "b.lmdb", done={"k": 2})
-    line = error_line(run("merge", a, b, "-o", tmp_path / "o.lmdb"))
+    line = clean_error(run_cli("merge", a, b, "-o", tmp_path / "o.lmdb"))
     assert "different graphs" in line and "--on-conflict" in line
-    result = run("merge", a, b, "-o", tmp_path / "o.lmdb", "--on-conflict", "keep-last")
+    result = run_cli("merge", a, b, "-o", tmp_path / "o.lmdb", "--on-conflict", "keep-last")
     assert result.exit_code == 0 and "conflicts (resolved by keep-last): 1: k" in result.stdout
     with gbc.open_store(str(tmp_path / "o.lmdb")) as out:
         assert out["k"].to_dict() == synthetic_graph(2).to_dict()
 
 
-def test_bad_inputs_give_one_line_errors(tmp_path):
+def test_bad_inputs_give_one_line_errors(tmp_path, clean_error, run_cli):
     (tmp_path / "empty").mkdir()
-    assert "not found" in error_line(run("merge", tmp_path / "nope.lmdb", "-o", tmp_path / "o.lmdb"))
-    assert "neither a graph store" in error_line(run("merge", tmp_path / "empty", "-o", tmp_path / "o.lmdb"))
-    result = run("merge", tmp_path / "x.lmdb", "-o", tmp_path / "o.lmdb", "--on-conflict", "newest")
+    assert "not found" in clean_error(run_cli("merge", tmp_path / "nope.lmdb", "-o", tmp_path / "o.lmdb"))
+    assert "neither a graph store" in clean_error(run_cli("merge", tmp_path / "empty", "-o", tmp_path / "o.lmdb"))
+    result = run_cli("merge", tmp_path / "x.lmdb", "-o", tmp_path / "o.lmdb", "--on-conflict", "newest")
     assert result.exit_code == 2 and "Traceback" not in result.output
 
 
-def test_installed_command_runs(tmp_path):
+def test_installed_command_runs(tmp_path, gbc_bin):
     a = make_store(tmp_path / "a.lmdb", done={"a": 1})
-    out = subprocess.run([str(GBC_BIN), "merge", str(a), "-o", str(tmp_path / "o.lmdb"), "--json"],
+    out = subprocess.run([str(gbc_bin), "merge", str(a), "-o", str(tmp_path / "o.lmdb"), "--json"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["done"] == 1

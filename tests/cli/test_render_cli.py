@@ -2,10 +2,8 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from gbc.cli.main import cli
 from gbc.schemas.synthetic import synthetic_graph
 
 
@@ -20,37 +18,33 @@ def graphs_file(tmp_path):
     return path, images, graphs
 
 
-def _render(*args):
-    return CliRunner().invoke(cli, ["render", *map(str, args)], catch_exceptions=False)
-
-
 @pytest.mark.parametrize("key", ["images/00000001.jpg", "00000001.jpg", "1"])
-def test_render_by_key_name_or_position(graphs_file, tmp_path, key):
+def test_render_by_key_name_or_position(graphs_file, tmp_path, key, run_cli):
     path, images, _ = graphs_file
     out = tmp_path / "pic.png"
-    r = _render(path, key, "-o", out, "--images-root", images, "--height", "300")
+    r = run_cli("render", path, key, "-o", out, "--images-root", images, "--height", "300")
     assert r.exit_code == 0, r.output
     picture = Image.open(out)
     assert picture.height == 300 and picture.width > 400  # 300 x 400 image panel + graph panel
     assert picture.getpixel((200, 150)) != (255, 255, 255)
 
 
-def test_render_highlight_and_missing_image(graphs_file, tmp_path):
+def test_render_highlight_and_missing_image(graphs_file, tmp_path, run_cli):
     path, _, graphs = graphs_file
     vid = graphs[0].vertices[1].vertex_id
     out = tmp_path / "h.png"
-    r = _render(path, "0", "-o", out, "--vertex", vid)
+    r = run_cli("render", path, "0", "-o", out, "--vertex", vid)
     assert r.exit_code == 0
     assert "blank canvas" in r.output  # stderr is mixed into output by the runner
     assert Image.open(out).height == 800
 
 
-def test_render_from_a_store(tmp_path):
+def test_render_from_a_store(tmp_path, run_cli):
     import gbc
 
     gbc.write_graphs(tmp_path / "s.lmdb", [synthetic_graph(i) for i in range(2)])
     out = tmp_path / "s.png"
-    r = _render(tmp_path / "s.lmdb", "images/00000000.jpg", "-o", out)
+    r = run_cli("render", tmp_path / "s.lmdb", "images/00000000.jpg", "-o", out)
     assert r.exit_code == 0, r.output
     assert out.exists()
 

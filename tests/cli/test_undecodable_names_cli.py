@@ -5,8 +5,6 @@ anywhere fails to encode it."""
 import csv
 import json
 import os
-import subprocess
-import sys
 import tarfile
 
 import pytest
@@ -16,18 +14,13 @@ BAD = b"bad\xffutf8.jpg"
 KEY = "bad\\xffutf8.jpg"  # the key: the byte that is not UTF-8 written as \xff
 
 
-def gbc(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "gbc.cli.main", *map(str, args)], capture_output=True,
-                          text=True, timeout=240, cwd=cwd)
-
-
 def no_trouble(proc):
     text = proc.stdout + proc.stderr
     assert "Traceback" not in text and "UnicodeEncodeError" not in text and "codec can't" not in text, text
 
 
 @pytest.fixture(scope="module")
-def annotated(tmp_path_factory):
+def annotated(tmp_path_factory, run_gbc):
     tmp = tmp_path_factory.mktemp("names")
     folder = tmp / "images"
     folder.mkdir()
@@ -38,44 +31,46 @@ def annotated(tmp_path_factory):
         pytest.skip(f"cannot create a file named {BAD!r} here: {exc}")
     Image.new("RGB", (96, 64), (30, 30, 200)).save(folder / "good.jpg")
     out = tmp / "out.lmdb"
-    proc = gbc("annotate", folder, "-o", out, "--mllm", "scripted", "--detector", "scripted", "--progress", "--json")
+    proc = run_gbc("annotate", folder, "-o", out, "--mllm", "scripted", "--detector", "scripted", "--progress",
+                   "--json")
     return tmp, folder, out, proc
 
 
-def test_annotate_does_the_file_with_a_readable_key(annotated):
+def test_annotate_does_the_file_with_a_readable_key(annotated, run_gbc):
     tmp, folder, out, proc = annotated
     no_trouble(proc)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert (summary["done"], summary["failed"]) == (2, 0)
-    listing = gbc("ls", out, "--json")
+    listing = run_gbc("ls", out, "--json")
     no_trouble(listing)
     assert sorted((r["key"], r["status"]) for r in json.loads(listing.stdout)) == [(KEY, "done"), ("good.jpg", "done")]
-    plain = gbc("ls", out)
+    plain = run_gbc("ls", out)
     no_trouble(plain)
     assert KEY in plain.stdout
     # a rerun skips it: the key read back from the store is the key the run makes
-    again = gbc("annotate", folder, "-o", out, "--mllm", "scripted", "--detector", "scripted", "--json")
+    again = run_gbc("annotate", folder, "-o", out, "--mllm", "scripted", "--detector", "scripted", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["images"] == 0, again.stderr
 
 
-def test_show_finds_it_by_its_key(annotated):
+def test_show_finds_it_by_its_key(annotated, run_gbc):
     tmp, folder, out, _ = annotated
     # by its key as printed, or by the name's own bytes as a shell passes them
     for args in ([KEY], [KEY, "--json"], [os.fsdecode(BAD)]):
-        proc = gbc("show", out, *args)
+        proc = run_gbc("show", out, *args)
         no_trouble(proc)
         assert proc.returncode == 0, proc.stderr
         assert KEY == json.loads(proc.stdout)["img_path"] if "--json" in args else KEY in proc.stdout.splitlines()[0]
-    graph = json.loads(gbc("show", out, KEY, "--json").stdout)
+    graph = json.loads(run_gbc("show", out, KEY, "--json").stdout)
     assert graph["img_path"] == KEY
 
 
 @pytest.mark.parametrize("fmt", ["csv", "wds", "parquet"])
-def test_export_reads_the_image_back_through_the_key(annotated, fmt):
+def test_export_reads_the_image_back_through_the_key(annotated, fmt, run_gbc):
     tmp, folder, out, _ = annotated
     target = tmp / f"export-{fmt}" / ("train.csv" if fmt == "csv" else "shards")
-    proc = gbc("export", out, "-o", target, "--format", fmt, "--images-root", folder, "--captions", "short", "--json")
+    proc = run_gbc("export", out, "-o", target, "--format", fmt, "--images-root", folder, "--captions", "short",
+                   "--json")
     no_trouble(proc)
     assert proc.returncode == 0, proc.stderr
     if fmt == "csv":
