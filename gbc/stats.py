@@ -334,6 +334,24 @@ def compute_stats(graphs: Iterable[GbcGraph], n_failed: Optional[int] = None) ->
     return stats
 
 
+def reader_stats(reader, graphs: Optional[Iterable[GbcGraph]] = None) -> GraphStats:
+    """Statistics of the graphs of ``reader`` (a ``GraphReader``: a store, a store with its
+    shards or a graph file) with the store's failed images counted (``n_failed`` is None for a
+    file). ``graphs``: the reader's graphs when the caller reads them itself (validated, behind
+    a progress bar); by default every graph of ``reader``.
+
+    >>> from gbc.store.reader import open_graphs
+    >>> with open_graphs("graphs.jsonl") as reader:   # doctest: +SKIP
+    ...     print(format_stats(reader_stats(reader)))
+    """
+    from gbc.store.reader import failed_count
+
+    n_failed = failed_count(reader)
+    if graphs is None:
+        graphs = (graph for _, graph in reader.items())
+    return compute_stats(graphs, n_failed=n_failed)
+
+
 # ---------------------------------------------------------------------------- text table
 def _fmt(value: Optional[float], decimals: int = 1) -> str:
     if value is None:

@@ -52,6 +52,11 @@ def handle_errors(func: Callable) -> Callable:
     return wrapper
 
 
+def plural(n: int, noun: str) -> str:
+    """``"1 graph"``, ``"3 graphs"``: a count and its noun, for the one-line summaries."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def one_line(text) -> str:
     """Any text (a reason, a caption, an error) squeezed onto one line for tabular output."""
     return " ".join(str(text).split())

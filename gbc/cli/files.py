@@ -7,7 +7,6 @@ store by the store key, and a store also holds the images that failed.
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import uuid
@@ -17,9 +16,8 @@ from typing import Iterator, List, Optional, Tuple
 
 import click
 
-from gbc.cli.common import handle_errors, one_line, progress
+from gbc.cli.common import handle_errors, one_line, plural, progress
 from gbc.schemas.graph import GbcGraph
-from gbc.store.records import graph_key
 
 #: The value of ``gbc.store.files.detect_format`` for an LMDB store.
 STORE_FORMAT = "lmdb"
@@ -31,21 +29,6 @@ def detect_format(path: Path) -> str:
     from gbc.store.files import detect_format as _detect
 
     return _detect(path)
-
-
-def _source_format(path: Path) -> str:
-    """Like ``detect_format``, and a folder of store shards (a distributed run's) reads as a store."""
-    from gbc.store.files import GraphFormatError
-
-    try:
-        return detect_format(path)
-    except GraphFormatError:
-        if path.is_dir():
-            from gbc.store.shards import find_shards
-
-            if find_shards(path):
-                return STORE_FORMAT
-        raise
 
 
 @dataclass
@@ -60,7 +43,9 @@ class Entry:
 
 
 class GraphSource:
-    """Graphs of a file or a store, with their keys, for the ``gbc`` inspection commands.
+    """Graphs of a file or a store, with their keys, for the ``gbc`` inspection commands: a
+    ``GraphReader`` (``gbc.store.reader``) with the commands' validation, their list of damaged
+    graphs and their ways of naming a graph.
 
     >>> with GraphSource("graphs.jsonl") as src:  # doctest: +SKIP
     ...     for key, graph in src.graphs():
@@ -70,27 +55,21 @@ class GraphSource:
     def __init__(self, path, validate: bool = True):
         # The store layer's errors (GraphFormatError, StoreError) are ValueErrors, which
         # handle_errors prints as one ``Error: ...`` line.
+        from gbc.store.reader import open_graphs, records_statuses
+
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such file or directory")
-        self.format = _source_format(self.path)
         self.validate = validate
-        self.store = None
         self.damaged: List[Tuple[str, str]] = []  # (key, message) of store graphs that cannot be decoded
-        if self.is_store:
-            from gbc.store.shards import open_store
-
-            self.store = open_store(self.path, readonly=True)
-
-    @property
-    def is_store(self) -> bool:
-        return self.format == STORE_FORMAT
+        self.reader = open_graphs(self.path, validate=validate)
+        #: A store (one, or several read as one) records statuses; ``gbc ls`` lists them.
+        self.is_store = records_statuses(self.reader)
 
     def close(self) -> None:
-        close = getattr(self.store, "close", None)
-        if close is not None:
-            close()
-        self.store = None
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            reader.close()
 
     def __enter__(self) -> "GraphSource":
         return self
@@ -99,103 +78,74 @@ class GraphSource:
         self.close()
 
     # ------------------------------------------------------------------ reading
-    def _file_graphs(self) -> Iterator[GbcGraph]:
-        from gbc.store.files import read_graphs
-
-        return read_graphs(self.path, validate=self.validate)
-
     def graphs(self) -> Iterator[Tuple[str, GbcGraph]]:
-        """``(key, graph)`` for every graph (the ``done`` images of a store)."""
-        if self.store is not None:
-            # Graphs whose value cannot be decoded are listed in ``damaged`` and skipped.
-            for key, graph in self.store.items(on_damaged=lambda key, message: self.damaged.append((key, message))):
-                yield key, self._checked(key, graph)
-            return
-        for i, graph in enumerate(self._file_graphs()):
-            yield graph_key(graph, i), graph
+        """``(key, graph)`` for every graph (the ``done`` images of a store); graphs whose stored
+        value cannot be decoded are listed in ``damaged`` and skipped."""
+        from gbc.store.reader import iter_graphs
+
+        return iter_graphs(self.reader, validate=self.validate,
+                           on_damaged=lambda key, message: self.damaged.append((key, message)))
 
     def _checked(self, key: str, graph: GbcGraph) -> GbcGraph:
-        if self.validate:
+        if self.validate and self.is_store:  # a graph file's graphs were checked while parsing
             graph.validate(strict=True, name=repr(key))
         return graph
 
     def entries(self, status: Optional[str] = None) -> Iterator[Entry]:
-        """Every image with its status, in key order for stores; files hold only ``done`` graphs."""
-        if self.store is not None:
-            for e in _store_entries(self.store):
-                if status is None or e.status == status:
-                    yield e
-            return
-        if status not in (None, "done"):
-            return
-        for i, graph in enumerate(self._file_graphs()):
-            yield Entry(graph_key(graph, i), index=i)
+        """Every image with its status and position, in key order for stores; files hold only ``done`` graphs."""
+        if status == "failed" and not self.is_store:
+            return  # a file records no failure: nothing to read
+        for i, (key, record) in enumerate(self.reader.statuses()):
+            if status is None or record.status == status:
+                yield Entry(key, record.status, getattr(record, "reason", None), getattr(record, "error_type", None),
+                            index=i)
 
     @property
     def n_failed(self) -> Optional[int]:
         """Number of failed images of a store; ``None`` for files (they hold no failures)."""
-        if self.store is None:
-            return None
-        count = getattr(self.store, "count", None)
-        if count is not None:
-            return count("failed")
-        return sum(1 for _ in self.store.keys(status="failed"))  # a view of several stores
+        from gbc.store.reader import failed_count
+
+        return failed_count(self.reader)
 
     def total(self) -> Optional[int]:
         """Number of graphs when known without reading them all (stores)."""
-        return None if self.store is None else len(self.store)
+        from gbc.store.reader import known_count
+
+        return known_count(self.reader)
 
     def find(self, key: str) -> Tuple[str, GbcGraph]:
-        """The graph named ``key``: its image key, else its file name, else (files) its 0-based index."""
+        """The graph named ``key``: its image key, else its file name, else its 0-based position
+        (among the graphs, in key order for a store)."""
         from gbc.store.keys import key_from_name
 
         key = key_from_name(key)  # a name typed as its raw bytes (not UTF-8) finds its escaped key
-        if self.store is not None:
-            if key in self.store:
-                return key, self._checked(key, self.store[key])
-            record = self.store.status(key)
-            if record is not None and record.status == "failed":
-                why = f"{record.error_type}: {record.reason}" if record.error_type else (record.reason or "no reason")
-                raise click.ClickException(f"image {key!r} failed ({one_line(why)}); it has no graph")
-            matches = [k for k in self.store.keys() if _basename(k) == key]
-            if not matches and key.isdigit():
-                # The graph's 0-based position in key order (as `gbc ls --status done` lists them).
-                matches = list(itertools.islice(self.store.keys(), int(key), int(key) + 1))
-            return self._one(key, matches, lambda k: (k, self._checked(k, self.store[k])))
-        by_name: List[Tuple[str, GbcGraph]] = []
-        by_index: Optional[Tuple[str, GbcGraph]] = None
+        reader = self.reader
+        graph = reader.get(key)
+        if graph is not None:
+            return key, self._checked(key, graph)
+        record = reader.status(key) if self.is_store else None  # a file records no failure
+        if record is not None and record.status == "failed":
+            why = f"{record.error_type}: {record.reason}" if record.error_type else (record.reason or "no reason")
+            raise click.ClickException(f"image {key!r} failed ({one_line(why)}); it has no graph")
+        by_name: List[str] = []
+        by_index: Optional[str] = None
         n = 0
-        for i, graph in enumerate(self._file_graphs()):
-            n += 1
-            k = graph_key(graph, i)
-            if k == key:
-                return k, graph
-            if key.isdigit() and int(key) == i:
-                by_index = (k, graph)
-            elif _basename(k) == key:
-                by_name.append((k, graph))
-        if by_index is not None:
-            return by_index
-        return self._one(key, by_name, lambda item: item, n)
-
-    def _one(self, key, matches, load, n: Optional[int] = None):
-        if len(matches) == 1:
-            return load(matches[0])
-        if len(matches) > 1:
-            names = ", ".join(repr(m if isinstance(m, str) else m[0]) for m in matches[:5])
-            raise click.ClickException(f"{key!r} names {len(matches)} graphs ({names}); give the full key")
-        if n is None:
-            n = self.total()
+        for i, k in enumerate(reader.keys()):
+            n = i + 1
+            if _basename(k) == key:
+                by_name.append(k)
+            elif key.isdigit() and int(key) == i:
+                by_index = k
+        if not by_name and by_index is not None:
+            by_name = [by_index]
+        if len(by_name) == 1:
+            return by_name[0], self._checked(by_name[0], reader.get(by_name[0]))
+        if len(by_name) > 1:
+            names = ", ".join(repr(m) for m in by_name[:5])
+            raise click.ClickException(f"{key!r} names {len(by_name)} graphs ({names}); give the full key")
         raise click.ClickException(
             f"no graph named {key!r} in {self.path} ({n} graphs); `gbc ls {self.path}` lists the keys"
         )
-
-
-def _store_entries(store) -> Iterator[Entry]:
-    """The store's images in key order with their status records (every graph has one:
-    graphs imported by ``put_many`` or a conversion are ``done`` too)."""
-    for key, record in store.statuses():
-        yield Entry(key, record.status, getattr(record, "reason", None), getattr(record, "error_type", None))
 
 
 def _basename(key: str) -> str:
@@ -215,6 +165,46 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def check_output(src: Path, dst: Path, overwrite: bool, same_path: click.ClickException) -> None:
+    """Refuse an output that is the source (``same_path``), exists without ``overwrite``, or
+    whose folder does not exist."""
+    if dst.exists() and src.resolve() == dst.resolve():
+        raise same_path
+    if dst.exists() and not overwrite:
+        raise click.ClickException(f"{dst} already exists; pass --overwrite to replace it")
+    if not dst.parent.exists():
+        raise FileNotFoundError(f"{dst.parent}: no such directory")
+
+
+def write_whole(dst: Path, items: Iterator[Tuple[str, GbcGraph]], layout: str = "auto", failed_from=None) -> int:
+    """Write ``(key, graph)`` items to ``dst``, a store or a graph file (the format follows the
+    path); returns the number of graphs written. A store ``dst`` also gets the failed records
+    of ``failed_from`` (a ``GraphReader``).
+
+    The output is written beside ``dst`` under a temporary name and replaces ``dst`` only when
+    complete, so an error never leaves a half-written ``dst`` (nor loses an old one).
+    """
+    tmp = _temporary_sibling(dst)
+    try:
+        if detect_format(dst) == STORE_FORMAT:
+            if layout != "auto":
+                items = ((k, GbcGraph.from_dict(g.to_dict(layout))) for k, g in items)
+            written = _write_store(tmp, items, failed_from=failed_from)
+        else:
+            from gbc.store.files import write_graphs
+
+            written = write_graphs(tmp, (graph for _, graph in items), layout=layout)
+        if dst.exists():
+            _remove(dst)
+        os.replace(tmp, dst)
+    except BaseException as exc:
+        _remove(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(dst)  # name the output in a disk-full message
+        raise
+    return written
+
+
 def convert_graphs(src: Path, dst: Path, layout: str = "auto", validate: bool = True, overwrite: bool = False,
                    show_progress: Optional[bool] = None) -> Tuple[int, Optional[int]]:
     """Copy every graph of ``src`` into ``dst`` (formats follow the paths); returns (written, failed skipped).
@@ -223,54 +213,33 @@ def convert_graphs(src: Path, dst: Path, layout: str = "auto", validate: bool = 
     complete, so an error never leaves a half-written ``dst``.
     """
     src, dst = Path(src), Path(dst)
-    if dst.exists() and src.resolve() == dst.resolve():
-        raise click.ClickException("SRC and DST are the same path")
-    if dst.exists() and not overwrite:
-        raise click.ClickException(f"{dst} already exists; pass --overwrite to replace it")
-    if not dst.parent.exists():
-        raise FileNotFoundError(f"{dst.parent}: no such directory")
-    dst_format = detect_format(dst)
+    check_output(src, dst, overwrite, click.ClickException("SRC and DST are the same path"))
+    detect_format(dst)  # an output of no known format is refused before anything is read
 
     with GraphSource(src, validate=validate) as source:
         failed = source.n_failed
         bar = progress(source.graphs(), total=source.total(), desc=f"{src.name} -> {dst.name}", unit=" graphs",
                        disable=None if show_progress is None else not show_progress)
-        items = iter(bar)
-        tmp = _temporary_sibling(dst)
         try:
-            if dst_format == STORE_FORMAT:
-                if layout != "auto":
-                    items = ((k, GbcGraph.from_dict(g.to_dict(layout))) for k, g in items)
-                written = _write_store(tmp, items, failed_from=source.store)
-            else:
-                from gbc.store.files import write_graphs
-
-                written = write_graphs(tmp, (graph for _, graph in items), layout=layout)
-            if dst.exists():
-                _remove(dst)
-            os.replace(tmp, dst)
-        except BaseException as exc:
-            _remove(tmp)
-            if isinstance(exc, OSError) and exc.filename is None:
-                exc.filename = str(dst)  # name the output in a disk-full message
-            raise
+            written = write_whole(dst, iter(bar), layout=layout, failed_from=source.reader)
         finally:
             bar.close()
     return written, failed
 
 
 def _write_store(path: Path, items, failed_from=None) -> int:
-    """Write ``(key, graph)`` items into a new store; copy the failed records of ``failed_from``."""
+    """Write ``(key, graph)`` items into a new store; copy the failed records of ``failed_from`` (a ``GraphReader``)."""
     from gbc.store.shards import open_store
 
     store = open_store(path, readonly=False)
     try:
         n = store.put_many(items)
         if failed_from is not None:
-            for key, record in failed_from.statuses():
-                if record.status == "failed":
-                    store.mark_failed(key, record.reason or "", error_type=record.error_type,
-                                      attempts=getattr(record, "attempts", 1))
+            # keys(status="failed") of a graph file is empty at once: the file is not read again
+            for key in failed_from.keys(status="failed"):
+                record = failed_from.status(key)
+                store.mark_failed(key, record.reason or "", error_type=record.error_type,
+                                  attempts=getattr(record, "attempts", 1))
     finally:
         store.close()
     return n
@@ -301,8 +270,8 @@ def convert(src: Path, dst: Path, layout: str, overwrite: bool, no_validate: boo
     """
     written, failed = convert_graphs(src, dst, layout=layout, validate=not no_validate, overwrite=overwrite,
                                      show_progress=show_progress)
-    line = f"Wrote {written} graph{'s' if written != 1 else ''} to {dst} ({detect_format(dst)})"
+    line = f"Wrote {plural(written, 'graph')} to {dst} ({detect_format(dst)})"
     if failed:
         verb = "copied" if detect_format(dst) == STORE_FORMAT else "not copied"
-        line += f"; {failed} failed image{'s' if failed != 1 else ''} of {src} {verb}"
+        line += f"; {plural(failed, 'failed image')} of {src} {verb}"
     click.echo(line + ".")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 from typing import Callable, Optional, Tuple
 
@@ -85,7 +84,7 @@ def filter_command(src: Path, out: Path, min_clip: Tuple[str, ...], drop_bottom:
       gbc filter scored.lmdb -o curated.lmdb --min-clip 0.2 --min-clip detail-entity=0.15
       gbc filter scored.jsonl -o curated.jsonl --drop-bottom 5 --max-toxicity 0.1
     """
-    from gbc.cli.files import GraphSource, _remove, _temporary_sibling, _write_store
+    from gbc.cli.files import GraphSource, check_output, write_whole
     from gbc.store.files import detect_format
 
     flt = build_score_filter(min_clip, drop_bottom, max_toxicity, score_names)
@@ -93,33 +92,16 @@ def filter_command(src: Path, out: Path, min_clip: Tuple[str, ...], drop_bottom:
         raise click.UsageError("give at least one of --min-clip, --drop-bottom, --max-toxicity")
     if not src.exists():
         raise FileNotFoundError(f"no such file or store: {src}")
-    if out.exists() and out.resolve() == src.resolve():
-        raise click.UsageError("OUT must differ from SRC")
-    if out.exists() and not overwrite:
-        raise click.ClickException(f"{out} already exists; pass --overwrite to replace it")
-    if not out.parent.exists():
-        raise FileNotFoundError(f"{out.parent}: no such directory")
-    out_format = detect_format(out)
+    check_output(src, out, overwrite, click.UsageError("OUT must differ from SRC"))
+    detect_format(out)  # an output of no known format is refused before anything is read
     fit_score_filter(flt, src, show_progress)
 
     with GraphSource(src, validate=False) as source:
         bar = progress(source.graphs(), total=source.total(), desc="filter", unit=" graphs",
                        disable=None if show_progress is None else not show_progress)
-        kept = ((key, graph) for key, graph in bar if flt.apply(graph) is not None)
-        tmp = _temporary_sibling(out)
         try:
-            if out_format == "lmdb":
-                _write_store(tmp, kept, failed_from=source.store)
-            else:
-                from gbc.store.files import write_graphs
-
-                write_graphs(tmp, (graph for _, graph in kept))
-            if out.exists():
-                _remove(out)
-            os.replace(tmp, out)
-        except BaseException:
-            _remove(tmp)
-            raise
+            write_whole(out, ((key, graph) for key, graph in bar if flt.apply(graph) is not None),
+                        failed_from=source.reader)
         finally:
             bar.close()
     summary = flt.summary.to_dict()

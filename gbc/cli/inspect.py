@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 
 import click
 
-from gbc.cli.common import handle_errors, one_line, report_damaged
+from gbc.cli.common import handle_errors, one_line, plural, report_damaged
 from gbc.cli.files import GraphSource
 from gbc.schemas.graph import GbcGraph, Vertex
 
@@ -212,13 +212,13 @@ def stats(path: Path, as_json: bool, plot_path: Optional[Path], show_progress: O
     'wiki' and the GBC1M dataset card) are shown beside them where known.
     """
     from gbc.cli.common import progress
-    from gbc.stats import compute_stats, format_stats
+    from gbc.stats import format_stats, reader_stats
 
     with GraphSource(path, validate=not no_validate) as source:
         graphs = progress((g for _, g in source.graphs()), total=source.total(), desc="stats", unit=" graphs",
                           disable=None if show_progress is None else not show_progress)
         try:
-            result = compute_stats(graphs, n_failed=source.n_failed)
+            result = reader_stats(source.reader, graphs)
         finally:
             graphs.close()
         damaged = source.damaged
@@ -256,25 +256,25 @@ def validate(path: Path):
                 problems = graph.validate()
                 if problems:
                     invalid += 1
-                    click.echo(f"{key}: {len(problems)} problem{'s' if len(problems) != 1 else ''}")
+                    click.echo(f"{key}: {plural(len(problems), 'problem')}")
                     for p in problems[:MAX_PROBLEMS_SHOWN]:
                         click.echo(f"  - {p}")
                     if len(problems) > MAX_PROBLEMS_SHOWN:
                         click.echo(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
         except Exception:
             # The error itself is printed by handle_errors; say how far the check got first.
-            click.echo(f"Stopped after {checked} graph{'s' if checked != 1 else ''} "
+            click.echo(f"Stopped after {plural(checked, 'graph')} "
                        f"({invalid} invalid): {path} could not be read further.", err=True)
             raise
         failed = source.n_failed
         damaged = source.damaged
     for key, message in damaged:
         click.echo(f"{key}: damaged: {message}")
-    summary = f"{checked} graph{'s' if checked != 1 else ''} checked: {checked - invalid} valid, {invalid} invalid"
+    summary = f"{plural(checked, 'graph')} checked: {checked - invalid} valid, {invalid} invalid"
     if damaged:
         summary += f", {len(damaged)} damaged (unreadable; gbc salvage copies the rest)"
     if failed:
-        summary += f" ({failed} failed image{'s' if failed != 1 else ''} in the store)"
+        summary += f" ({plural(failed, 'failed image')} in the store)"
     click.echo(summary + ".")
     if invalid or damaged:
         click.get_current_context().exit(1)

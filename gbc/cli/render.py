@@ -14,30 +14,21 @@ from gbc.schemas import GbcGraph
 def find_graph(path: Path, key: str) -> Tuple[str, GbcGraph]:
     """The graph named ``key`` in a store or graph file: its image key (img_path, else img_url),
     else the base name of its img_path, else (files) its 0-based position."""
-    from gbc.export.source import open_source
     from gbc.store.keys import key_from_name
+    from gbc.store.reader import open_graphs, records_statuses
 
     key = key_from_name(key)  # a name typed as its raw bytes (not UTF-8) finds its escaped key
-    if not path.exists():
-        raise FileNotFoundError(f"no such file or store: {path}")
-    if path.is_dir() or path.suffix == ".lmdb":
-        from gbc.store.shards import open_store
-
-        store = open_store(str(path))
-        try:
-            if key in store:
-                return key, store[key]
-        finally:
-            close = getattr(store, "close", None)
-            if close is not None:
-                close()
-    pairs, _ = open_source(path)
-    by_name = None
-    for i, (k, graph) in enumerate(pairs):
-        if k == key or (key.isdigit() and int(key) == i and not path.is_dir()):
-            return k, graph
-        if by_name is None and graph.img_path and Path(graph.img_path).name == key:
-            by_name = (k, graph)
+    with open_graphs(path, validate=False) as reader:
+        graph = reader.get(key)
+        if graph is not None:
+            return key, graph
+        by_position = not records_statuses(reader)  # a store's graphs are named by key, not position
+        by_name = None
+        for i, (k, graph) in enumerate(reader.items()):
+            if k == key or (by_position and key.isdigit() and int(key) == i):
+                return k, graph
+            if by_name is None and graph.img_path and Path(graph.img_path).name == key:
+                by_name = (k, graph)
     if by_name is not None:
         return by_name
     raise KeyError(f"no graph {key!r} in {path} (give an image key, an image file name or a position)")

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import click
 
@@ -90,7 +90,7 @@ def score(src: Path, out: Optional[Path], clip_specs: Tuple[str, ...], toxicity_
     stores = [] if _is_graph_file(src) else _stores_of(src)
     if not stores and not _is_graph_file(src):
         raise FileNotFoundError(f"{src} is neither a graph store, a folder of store shards nor a graph file")
-    roots = [str(images_root)] if images_root else _remembered_image_roots(stores)
+    roots = [str(images_root)] if images_root else _remembered_image_roots(src, stores)
     scorer = CaptionScorer.from_specs(clip=clip_specs, toxicity=toxicity_spec, device=device, dtype=dtype,
                                       batch_size=batch_size, statistics=not no_statistics, rescore=rescore,
                                       images_root=roots or None)
@@ -102,7 +102,7 @@ def score(src: Path, out: Optional[Path], clip_specs: Tuple[str, ...], toxicity_
 
         try:
             if out is not None and _is_graph_file(out):
-                _score_to_file(src, stores, out, scorer, summary, shard_filter, overwrite, advance)
+                _score_to_file(src, out, scorer, summary, shard_filter, overwrite, advance)
                 target = str(out)
             elif _is_graph_file(src):
                 raise click.UsageError("SRC is a graph file: give -o OUT.jsonl / .json / .parquet "
@@ -123,17 +123,14 @@ def score(src: Path, out: Optional[Path], clip_specs: Tuple[str, ...], toxicity_
         _print_summary(summary, result)
 
 
-def _remembered_image_roots(stores: List[Path]) -> List[str]:
+def _remembered_image_roots(src: Path, stores: List[Path]) -> List[str]:
     """The image folders the stores recorded when they were annotated (``image_roots`` in their meta)."""
-    from gbc.store.lmdb_store import GraphStore
+    from gbc.store.reader import open_graphs, recorded_image_roots
 
-    roots: List[str] = []
-    for path in stores:
-        with GraphStore(path) as store:
-            for value in store.meta.get("image_roots") or []:
-                if isinstance(value, str) and value not in roots:
-                    roots.append(value)
-    return roots
+    if not stores:
+        return []  # a graph file records none
+    with open_graphs(src) as reader:
+        return recorded_image_roots(reader)
 
 
 def _shard_filter(shard: Optional[str]):
@@ -145,34 +142,23 @@ def _shard_filter(shard: Optional[str]):
     return lambda key: shard_of(key, count) == index
 
 
-def _pairs_of_stores(stores: List[Path], shard_filter) -> Iterator:
-    from gbc.store.lmdb_store import GraphStore
-
-    for path in stores:
-        with GraphStore(path) as store:
-            for key, graph in store.items():
-                if shard_filter is None or shard_filter(key):
-                    yield key, graph
-
-
-def _score_to_file(src: Path, stores: List[Path], out: Path, scorer, summary, shard_filter, overwrite: bool, advance) -> None:
-    from gbc.export.source import keyed
-    from gbc.store.files import read_graphs, write_graphs
+def _score_to_file(src: Path, out: Path, scorer, summary, shard_filter, overwrite: bool, advance) -> None:
+    from gbc.store.files import write_graphs
+    from gbc.store.reader import open_graphs
 
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; give --overwrite to replace it")
     if out.resolve() == src.resolve():
         raise ValueError("the output file must differ from SRC (a store is scored in place without -o)")
-    if stores:
-        pairs = _pairs_of_stores(stores, shard_filter)
-    else:
-        pairs = ((k, g) for k, g in keyed(read_graphs(str(src))) if shard_filter is None or shard_filter(k))
 
     def graphs():
-        for batch in scorer.score_batches(pairs, summary):
-            advance(batch)
-            for result in batch:
-                yield result.graph
+        # a store with its shards reads as one (MultiStore); a graph file is checked while read
+        with open_graphs(src) as reader:
+            pairs = ((k, g) for k, g in reader.items() if shard_filter is None or shard_filter(k))
+            for batch in scorer.score_batches(pairs, summary):
+                advance(batch)
+                for result in batch:
+                    yield result.graph
 
     write_graphs(str(out), graphs())
 

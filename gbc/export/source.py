@@ -27,52 +27,37 @@ def open_source(path: Union[str, Path], validate: bool = False,
     or a graph file (``.jsonl``, ``.json``, ``.parquet``; ``total`` None).
 
     Graphs are not validated by default: an export is a view and needs only parseable
-    records (``validate=True`` checks every graph's invariants, about twice as slow).
+    records (``validate=True`` checks every graph's invariants, about twice as slow). The
+    source is closed when ``pairs`` is exhausted or closed.
     """
-    from gbc.store.files import read_graphs
-    from gbc.store.shards import open_store
+    from gbc.store.reader import known_count, open_graphs
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file or store: {path}")
-    if path.is_dir() or path.suffix == ".lmdb":
-        store = open_store(str(path))
-        return _store_items(store, validate, on_damaged), len(store)
-    return keyed(read_graphs(str(path), validate=validate)), None
+    reader = open_graphs(path, validate=validate)
+    try:
+        total = known_count(reader)
+    except BaseException:
+        reader.close()
+        raise
+    return _read_and_close(reader, validate, on_damaged), total
 
 
 def recorded_image_roots(path: Union[str, Path]) -> List[str]:
     """The input folders a store (or each of its shards) recorded at annotate time (meta
     ``image_roots``, absolute paths); empty for graph files and stores that recorded none."""
-    from gbc.store.shards import open_store
+    from gbc.store.reader import open_graphs, recorded_image_roots as roots_of
 
     path = Path(path)
     if not path.exists() or not (path.is_dir() or path.suffix == ".lmdb"):
         return []
-    from gbc.store.lmdb_store import GraphStore
-
-    store = open_store(str(path))
-    try:
-        paths = [str(p) for p in getattr(store, "paths", None) or [path]]  # a shard view lists its stores
-    finally:
-        store.close()
-    roots: List[str] = []
-    for one in paths:
-        with GraphStore(one, readonly=True) as shard:
-            for root in (shard.meta or {}).get("image_roots") or []:
-                if isinstance(root, str) and root not in roots:
-                    roots.append(root)
-    return roots
+    with open_graphs(path) as reader:
+        return roots_of(reader)
 
 
-def _store_items(store, validate: bool, on_damaged=None) -> Iterator[KeyedGraph]:
+def _read_and_close(reader, validate: bool, on_damaged=None) -> Iterator[KeyedGraph]:
+    from gbc.store.reader import iter_graphs
+
     try:
         # on_damaged: graphs that cannot be decoded are reported there and skipped
-        for key, graph in (store.items(on_damaged=on_damaged) if on_damaged else store.items()):
-            if validate:
-                graph.validate(strict=True, name=repr(key))
-            yield key, graph
+        yield from iter_graphs(reader, validate=validate, on_damaged=on_damaged)
     finally:
-        close = getattr(store, "close", None)
-        if close is not None:
-            close()
+        reader.close()

@@ -184,6 +184,11 @@ class MultiStore:
         return sum(1 for _ in self.keys(status=status))
 
     @property
+    def stores(self) -> List[Any]:
+        """The open stores of the view, in the order of ``paths``."""
+        return list(self._stores)
+
+    @property
     def meta(self) -> Dict[str, Any]:
         """The first store's metadata, with the list of stores under ``"stores"``."""
         meta = dict(self._stores[0].meta or {})

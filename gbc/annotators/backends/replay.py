@@ -1,7 +1,7 @@
 """``replay:<graphs file>``: answer every query from recorded GBC graphs.
 
 Both an MLLM and a detector. Given graphs made earlier (by this engine or by the reference
-pipeline; any format :func:`gbc.read_graphs` reads), the replay backends answer the
+pipeline; a graph file or a store, read through :func:`gbc.store.reader.open_graphs`), the replay backends answer the
 engine's queries with what the recorded graph says, in the engine's own answer formats:
 
 - image query: the root's detail and short captions; the short caption re-tags the names
@@ -71,11 +71,12 @@ def _basename(key: str) -> str:
 
 
 def _read_graph_file(path: Path) -> List[GbcGraph]:
-    from gbc.store.files import read_graphs
+    from gbc.store.reader import iter_graphs, open_graphs
 
     # Without its graphs the backend can answer nothing: the run must stop, not fail each image.
     try:
-        graphs = list(read_graphs(str(path)))
+        with open_graphs(path, validate=True) as reader:
+            graphs = [graph for _, graph in iter_graphs(reader, validate=True)]
     except Exception as exc:  # the reader's own error, with the backend and the path in front
         raise BackendUnavailable(f"replay: cannot read graphs from {path}: {type(exc).__name__}: {exc}") from exc
     if not graphs:
