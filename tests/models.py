@@ -45,6 +45,25 @@ def folder_size(folder: Path) -> int:
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
 
 
+def _saved(folder, model, processor) -> Path:
+    """``model`` and its processor (or tokenizer) saved in ``folder`` like a real checkpoint."""
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def _bert_tokenizer(folder, **kwargs):
+    """A BERT word-piece tokenizer over ``WORDS``; its vocabulary file is written to ``folder``."""
+    from transformers import BertTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_path = folder / "vocab.txt"
+    vocab_path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + WORDS) + "\n")
+    return BertTokenizer(vocab=str(vocab_path), **kwargs)  # vocab_file= is ignored by transformers 5
+
+
 def build_chat_tokenizer(chat_template: str, vocab_size: int = 300, corpus: Optional[List[str]] = None):
     """A byte-level BPE tokenizer trained on ``WORDS`` (and ``corpus``) with ``<image>``, left
     padding and a chat template."""
@@ -138,11 +157,7 @@ def make_llava(*, next_version: bool = False, chat_template: Optional[str] = Non
 
 def build_llava(folder, **kwargs) -> Path:
     """A random LLaVA (see :func:`make_llava`) saved in ``folder`` like a real checkpoint."""
-    folder = Path(folder)
-    model, processor = make_llava(**kwargs)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return _saved(folder, *make_llava(**kwargs))
 
 
 def make_grounding_dino(vocab_folder, *, seed: int = 0, max_text_len: int = 32, image_side: int = 96,
@@ -151,14 +166,10 @@ def make_grounding_dino(vocab_folder, *, seed: int = 0, max_text_len: int = 32, 
     ``vocab_folder``. ``full_size`` takes the default configuration (Swin-T and BERT-base: the
     shape of grounding-dino-tiny) and its 800-1333 px preprocessing."""
     import torch
-    from transformers import (BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
+    from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
                               GroundingDinoImageProcessorPil, GroundingDinoProcessor, ResNetConfig)
 
-    folder = Path(vocab_folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab_path = folder / "vocab.txt"
-    vocab_path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + WORDS) + "\n")
-    tokenizer = BertTokenizer(vocab=str(vocab_path))  # vocab_file= is ignored by transformers 5
+    tokenizer = _bert_tokenizer(vocab_folder)
     if full_size:
         config = GroundingDinoConfig()
         image_processor = GroundingDinoImageProcessorPil()
@@ -181,11 +192,7 @@ def make_grounding_dino(vocab_folder, *, seed: int = 0, max_text_len: int = 32, 
 
 def build_grounding_dino(folder, **kwargs) -> Path:
     """A random Grounding DINO (tiny ResNet backbone, tiny BERT; see :func:`make_grounding_dino`) saved in ``folder``."""
-    folder = Path(folder)
-    model, processor = make_grounding_dino(folder, **kwargs)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return _saved(folder, *make_grounding_dino(folder, **kwargs))
 
 
 def _clip_bpe_vocab() -> tuple[Dict[str, int], List[tuple]]:
@@ -212,7 +219,6 @@ def build_owlv2(folder, *, seed: int = 0, image_side: int = 64, patch_size: int 
     from transformers import (CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil,
                               Owlv2Processor, Owlv2TextConfig, Owlv2VisionConfig)
 
-    folder = Path(folder)
     vocab, merges = _clip_bpe_vocab()
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
     text = Owlv2TextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -228,9 +234,7 @@ def build_owlv2(folder, *, seed: int = 0, image_side: int = 64, patch_size: int 
         model.box_head.dense2.bias.zero_()
     processor = Owlv2Processor(image_processor=Owlv2ImageProcessorPil(size={"height": image_side, "width": image_side}),
                                tokenizer=tokenizer)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return _saved(folder, model, processor)
 
 
 #: Labels of Detoxify's "original" model (a BERT sequence classifier with sigmoid outputs).
@@ -275,24 +279,16 @@ def make_clip(*, seed: int = 0, image_size: int = 32, patch_size: int = 8, hidde
 
 def build_clip(folder, **kwargs) -> Path:
     """A random CLIP (see :func:`make_clip`) saved in ``folder``; loads through ``AutoModel``/``AutoProcessor``."""
-    folder = Path(folder)
-    model, processor = make_clip(**kwargs)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return _saved(folder, *make_clip(**kwargs))
 
 
 def make_toxicity(folder, *, seed: int = 0, labels=TOXICITY_LABELS):
     """A random BERT sequence classifier with one sigmoid output per label (Detoxify's shape)
     and its tokenizer, in memory; the vocabulary file is written to ``folder``."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+    from transformers import BertConfig, BertForSequenceClassification
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab_path = folder / "vocab.txt"
-    vocab_path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + WORDS) + "\n")
-    tokenizer = BertTokenizer(vocab=str(vocab_path), model_max_length=64)
+    tokenizer = _bert_tokenizer(folder, model_max_length=64)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, num_labels=len(labels),
                         id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
@@ -302,11 +298,8 @@ def make_toxicity(folder, *, seed: int = 0, labels=TOXICITY_LABELS):
 
 
 def build_toxicity(folder, **kwargs) -> Path:
-    folder = Path(folder)
-    model, tokenizer = make_toxicity(folder, **kwargs)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    """A random toxicity classifier (see :func:`make_toxicity`) saved in ``folder``."""
+    return _saved(folder, *make_toxicity(folder, **kwargs))
 
 
 def quiet_transformers() -> None:

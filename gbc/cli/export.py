@@ -12,17 +12,17 @@ from gbc.cli.common import handle_errors, progress, report_damaged
 from gbc.cli.filter import build_score_filter, fit_score_filter, score_filter_options
 from gbc.export.captions import DEFAULT_EXCLUDED_DESC_LABELS, STRATEGIES, CaptionFilter
 from gbc.export.images import DEFAULT_JPEG_QUALITY
-from gbc.export.output import check_output
-from gbc.export.tokens import CLIP_MAX_TOKENS
-from gbc.export.writers import (
+from gbc.export.options import (
     DEFAULT_SHARD_SIZE,
     FORMATS,
     GRAPH_JSON_POLICIES,
     IMAGE_POLICIES,
     MISSING_POLICIES,
     ExportOptions,
-    export_graphs,
 )
+from gbc.export.output import check_output
+from gbc.export.tokens import CLIP_MAX_TOKENS
+from gbc.export.writers import export_graphs
 from gbc.schemas import DESC_LABELS, VERTEX_LABELS
 
 _TOKEN_MODES = {"auto": None, "exact": True, "estimate": False}
@@ -193,21 +193,21 @@ def _export_aligned(src: Path, out: Path, fmt: str, align_with: Tuple[str, ...],
     if fmt != "wds":
         raise click.BadParameter("caption shards aligned with input shards are WebDataset shards: add --format wds",
                                  param_hint="--align-with")
-    if not (src.is_dir() or src.suffix == ".lmdb"):
-        raise click.BadParameter(f"{src} is not a store; aligned shards look graphs up by key in a store",
-                                 param_hint="SRC")
-    units = resolve(align_with)
-    for unit in units:
-        if unit.kind != "tar":
-            raise click.BadParameter(f"{unit.location} is not a tar shard", param_hint="--align-with")
-        if not unit.location.startswith(("http://", "https://")) and not Path(unit.location).is_file():
-            raise click.BadParameter(f"shard {unit.location} does not exist", param_hint="--align-with")
-    if not units:
-        raise click.BadParameter("no tar shard found", param_hint="--align-with")
-    from gbc.store.shards import open_store
+    from gbc.store.reader import open_graphs, records_statuses
 
-    with open_store(str(src)) as store:
-        summary = export_aligned(store, ((u.label, iter_tar_keys(u.location)) for u in units), out, options)
+    with open_graphs(src, validate=False) as reader:
+        if not records_statuses(reader):
+            raise click.BadParameter(f"{src} is not a store; aligned shards look graphs up by key in a store",
+                                     param_hint="SRC")
+        units = resolve(align_with)
+        for unit in units:
+            if unit.kind != "tar":
+                raise click.BadParameter(f"{unit.location} is not a tar shard", param_hint="--align-with")
+            if not unit.location.startswith(("http://", "https://")) and not Path(unit.location).is_file():
+                raise click.BadParameter(f"shard {unit.location} does not exist", param_hint="--align-with")
+        if not units:
+            raise click.BadParameter("no tar shard found", param_hint="--align-with")
+        summary = export_aligned(reader, ((u.label, iter_tar_keys(u.location)) for u in units), out, options)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

@@ -99,3 +99,12 @@ def test_render_draws_a_graph_named_by_key(source, tmp_path):
     out = tmp_path / "g.png"
     assert run("render", path, KEYS[1], "-o", out).strip() == str(out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_aligned_caption_shards_need_a_store_source(tmp_path):
+    path = tmp_path / "graphs.jsonl"
+    write_graphs(path, GRAPHS)
+    result = CliRunner().invoke(cli, ["export", str(path), "-o", str(tmp_path / "c"), "--format", "wds",
+                                      "--align-with", str(tmp_path / "a.tar")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "is not a store; aligned shards look graphs up by key in a store" in result.output

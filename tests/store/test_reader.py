@@ -169,3 +169,15 @@ def test_close_releases_the_stores_of_a_view(tmp_path):
     for store in stores:
         with pytest.raises(StoreError, match="closed"):
             store.get(KEYS[0])
+
+
+def test_the_protocol_asks_for_every_reading_method():
+    class OnlyItems:
+        def items(self, on_damaged=None):
+            return iter(())
+
+        def close(self):
+            pass
+
+    assert not isinstance(OnlyItems(), GraphReader)
+    assert not isinstance([("key", GRAPHS[0])], GraphReader)

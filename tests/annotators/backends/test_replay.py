@@ -90,6 +90,22 @@ def test_index_is_shared_and_matches_by_file_name(graphs_file):
     assert index.find("dog.png") is None
 
 
+def test_graphs_are_replayed_from_a_store_with_its_shards(graphs_file, tmp_path):
+    from gbc.store import GraphStore, read_graphs
+
+    dog, cat = list(read_graphs(graphs_file))
+    root = tmp_path / "run.lmdb"
+    with GraphStore(root, readonly=False) as store:
+        store.commit_image(dog.img_path, dog)
+    (root / "shards").mkdir()
+    with GraphStore(root / "shards" / "w0.lmdb", readonly=False) as shard:
+        shard.commit_image(cat.img_url, cat)
+    index = create_mllm(f"replay:{root}").index
+    assert len(index) == 2 and index.get("cat.png").graph.img_url == cat.img_url
+    text = create_mllm(f"replay:{root}").generate([_mllm_req("image", vertex_id="")])[0]
+    assert parsers.parse_image_answer(text).detail == dog.vertex("").descs[0].text
+
+
 @pytest.mark.parametrize("spec, options, message", [
     ("replay", None, "needs a graphs file"),
     ("replay:/no/such/file.jsonl", None, "no such file"),
