@@ -51,62 +51,6 @@ class _EpilogCommand(click.Command):
         super().format_epilog(ctx, formatter)
 
 
-def _default_specs(config) -> dict:
-    """The default models for the backends not given: LLaVA-1.6 (Mistral-7B) on CUDA, a small
-    LLaVA-OneVision on CPU, Grounding DINO tiny for detection."""
-    try:
-        from gbc.annotators.backends.hf_detectors import default_detector_spec
-        from gbc.annotators.backends.hf_mllm import default_mllm_spec
-
-        overrides = {}
-        if not config.mllm.spec:
-            overrides["mllm.spec"] = default_mllm_spec(config.mllm.options.get("device"))
-        if not config.detector.spec:
-            overrides["detector.spec"] = default_detector_spec()
-    except ImportError as exc:
-        raise click.UsageError(
-            f"no --mllm/--detector given, and the default model backends need torch and transformers "
-            f"({exc.name} is missing): pip install 'gbc[models]', or pass --mllm SPEC --detector SPEC "
-            "(for a demo without models: --mllm scripted --detector scripted)"
-        ) from None
-    for name, spec in overrides.items():
-        click.echo(f"{name.split('.')[0]}: {spec} (default)", err=True)
-    return overrides
-
-
-def _check_default_models(config) -> None:
-    """Without network, say in seconds (before torch is even imported) that a default model is
-    neither cached nor downloadable, instead of letting the hub client retry for minutes."""
-    from gbc.annotators.backends import hf_detectors, hf_mllm, hub
-    from gbc.annotators.backends.base import BackendUnavailable
-
-    try:
-        import huggingface_hub  # noqa: F401  (without it, the models extra is missing: reported below)
-    except ImportError:
-        return
-    needed = []  # (model to name, models any of which will do)
-    if not config.mllm.spec:
-        device = str(config.mllm.options.get("device") or "auto")
-        cuda = device.startswith("cuda") or (device == "auto" and os.path.exists("/proc/driver/nvidia/version"))
-        either = [hf_mllm.DEFAULT_CUDA_MLLM, hf_mllm.DEFAULT_CPU_MLLM] if device == "auto" else []
-        needed.append((hf_mllm.DEFAULT_CUDA_MLLM if cuda else hf_mllm.DEFAULT_CPU_MLLM, either))
-    if not config.detector.spec:
-        needed.append((hf_detectors.DEFAULT_DETECTOR, []))
-    missing = [name for name, either in needed if not any(hub.is_cached(m) for m in either or [name])]
-    if not missing:
-        return
-    reason = hub.hub_unreachable_reason()
-    if reason is None:
-        return  # downloadable
-    fetch = " and ".join(f"`hf download {name}`" for name in missing)
-    raise BackendUnavailable(
-        f"no --mllm/--detector given, and the default model{'s' if len(missing) > 1 else ''} "
-        f"{', '.join(repr(m) for m in missing)} {'are' if len(missing) > 1 else 'is'} not in the Hugging Face cache "
-        f"and the hub at {hub.hub_endpoint()} cannot be reached ({reason}): fetch "
-        f"{'them' if len(missing) > 1 else 'it'} first with {fetch} (then run with HF_HUB_OFFLINE=1 if offline), "
-        "or pass --mllm SPEC --detector SPEC (a demo without models: --mllm scripted --detector scripted)")
-
-
 @click.command(cls=_EpilogCommand)
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="LMDB store to write (created if needed; resumed if it exists).")
@@ -226,9 +170,17 @@ def annotate(images, output, config_path, mllm_spec, detector_spec, mllm_option,
     if limit is not None and limit < 0:
         raise click.BadParameter("must be >= 0", param_hint="--limit")
     if not config.mllm.spec or not config.detector.spec:
+        from gbc.annotators.backends.defaults import ModelsExtraMissing, check_default_models, default_specs
+
         if limit != 0:  # --limit 0 loads nothing
-            _check_default_models(config)
-        config = config.with_overrides(_default_specs(config))
+            check_default_models(config)
+        try:
+            chosen = default_specs(config)
+        except ModelsExtraMissing as exc:
+            raise click.UsageError(str(exc)) from None
+        for name, spec in chosen.items():
+            click.echo(f"{name.split('.')[0]}: {spec} (default)", err=True)
+        config = config.with_overrides(chosen)
 
     from gbc.annotators.run import annotate as run_annotation
     from gbc.inputs import Columns, DownloadOptions

@@ -124,3 +124,13 @@ def test_help_documents_every_setting(run_cli):
     for flag in ["--max-depth", "--max-vertices", "--mllm-batch-size", "--images-in-flight", "--max-image-side",
                  "--retry-failed", "--shard", "--limit", "--seed", "--mllm-option", "scripted"]:
         assert flag in result.output
+
+
+def test_default_models_without_the_models_extra_is_a_usage_error(images, tmp_path, run_cli, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gbc.annotators.backends.hf_mllm", None)  # as if transformers were absent
+    result = run_cli("annotate", images, "-o", tmp_path / "o.lmdb", "--detector", "scripted", "--limit", "0")
+    assert result.exit_code == 2, result.output
+    assert "pip install 'gbc[models]'" in result.output and "--mllm scripted --detector scripted" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o.lmdb").exists()
