@@ -22,112 +22,48 @@ Read it like a mapping::
 so a run that is killed and started again skips exactly the images that were committed.
 The store may be read by other processes while one process writes it, and it is safe to
 use across ``fork()``: every process opens the environment for itself, lazily.
+
+The store is split along its seams: ``lmdb_base`` (environment, sub-databases, meta,
+transactions), ``dictionaries`` (the zstd dictionary), ``status`` (status records and their
+queries), ``copying`` (``copy_from``); this module is the mapping API over them.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple, Union
-
-import msgspec
-from pydantic import BaseModel
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple
 
 from gbc.schemas.graph import GbcGraph
-from gbc.store import health as _health
-from gbc.store import lmdb_env as _envs
-from gbc.store.codec import ValueCodec, ValueDecodeError
-from gbc.store.lmdb_env import SUBDBS as _SUBDBS
+from gbc.store.codec import ValueDecodeError
+from gbc.store.copying import copy_store
+from gbc.store.dictionaries import DICT_SIZE, DICT_TRAIN_SAMPLES
+from gbc.store.lmdb_base import (
+    DEFAULT_MAP_SIZE,
+    MAX_KEY_BYTES,
+    MAX_MAP_SIZE,
+    MAX_READERS,
+    STORE_FORMAT_VERSION,
+    LmdbBase,
+)
+from gbc.store.lmdb_base import decode_key as _decode_key
+from gbc.store.lmdb_base import encode_key as _encode_key
 from gbc.store.lmdb_env import StoreCorruptError, StoreError
+from gbc.store.status import IMPORTED, StatusName, StatusQueries, StatusRecord, encode_status, imported_value
 
-#: Layout version of the store as a whole (sub-databases and meta keys).
-STORE_FORMAT_VERSION = 1
-#: Initial map size of a new store. The file grows only as pages are used; the map doubles
-#: whenever a write does not fit.
-DEFAULT_MAP_SIZE = 1 << 30
-#: Largest map a store grows to before giving up (1 TiB).
-MAX_MAP_SIZE = 1 << 40
+__all__ = [
+    "DEFAULT_BATCH_SIZE", "DEFAULT_MAP_SIZE", "DICT_SIZE", "DICT_TRAIN_SAMPLES", "GraphStore", "IMPORTED", "ITER_CHUNK",
+    "MAX_KEY_BYTES", "MAX_MAP_SIZE", "MAX_READERS", "STORE_FORMAT_VERSION", "StatusName", "StatusRecord",
+    "StoreCorruptError", "StoreError",
+]
+
 #: Graphs written per transaction by ``put_many``.
 DEFAULT_BATCH_SIZE = 1000
 #: Values read per read transaction while iterating; short transactions let a writer
 #: in another process reuse pages and let readers follow a growing map.
 ITER_CHUNK = 256
-#: Graph values collected before a zstd dictionary is trained for the store (0: never).
-DICT_TRAIN_SAMPLES = 1000
-#: Size of that dictionary in bytes.
-DICT_SIZE = 32 * 1024
-#: Reader slots of the environment (LMDB's default is 126).
-MAX_READERS = 256
-#: LMDB keys are limited to 511 bytes.
-MAX_KEY_BYTES = 511
-
-_STATUS_CODES = {"done": b"D", "failed": b"F"}
-
-StatusName = Literal["done", "failed"]
 
 
-#: ``StatusRecord.origin`` of graphs stored by ``put``/``put_many`` (conversions, imports)
-#: rather than committed by an annotation run.
-IMPORTED = "imported"
-
-
-class StatusRecord(BaseModel):
-    """What happened to one image: ``done`` (its graph is stored) or ``failed`` (with a reason).
-
-    ``origin`` is ``None`` for a graph an annotation run committed and ``"imported"`` for one
-    stored as it was given (``put``, ``put_many``, ``gbc convert``); such records have
-    ``attempts=0``.
-    """
-
-    status: StatusName
-    reason: Optional[str] = None
-    error_type: Optional[str] = None
-    attempts: int = 1
-    time: float = 0.0
-    counts: Optional[Dict[str, int]] = None
-    #: ``imported``, or where the image came from (input and position, e.g. ``00003.tar:17``) when
-    #: the input said; None for images from folders.
-    origin: Optional[str] = None
-
-
-def _imported_record(when: float) -> StatusRecord:
-    return StatusRecord(status="done", attempts=0, time=when, origin=IMPORTED)
-
-
-def _imported_value() -> bytes:
-    # Fields left at None are not written (they read back as their defaults): one small
-    # record per imported graph.
-    return _STATUS_CODES["done"] + _imported_record(time.time()).model_dump_json(exclude_none=True).encode()
-
-
-#: The status of a graph stored without a status record (stores written before ``put`` and
-#: ``put_many`` recorded one): it has a graph, so it is ``done``, and it was imported.
-_LEGACY_DONE = _imported_record(0.0)
-
-
-class _StatusLite(msgspec.Struct):
-    status: str
-    origin: Optional[str] = None
-
-
-_STATUS_LITE = msgspec.json.Decoder(_StatusLite).decode
-
-
-def _encode_key(key: Union[str, bytes]) -> bytes:
-    data = key.encode("utf-8") if isinstance(key, str) else bytes(key)
-    if not data:
-        raise StoreError("image keys must not be empty")
-    if len(data) > MAX_KEY_BYTES:
-        raise StoreError(f"image key is {len(data)} bytes long; LMDB keys are limited to {MAX_KEY_BYTES} bytes")
-    return data
-
-
-def _decode_key(data: bytes) -> str:
-    return bytes(data).decode("utf-8")
-
-
-class GraphStore:
+class GraphStore(StatusQueries, LmdbBase):
     """A mapping ``image key -> GbcGraph`` backed by LMDB, with per-image status and provenance.
 
     ``GraphStore(path)`` opens an existing store read-only; ``readonly=False`` creates it if
@@ -139,316 +75,12 @@ class GraphStore:
     ...     store["dog.jpg"].short_caption
     """
 
-    def __init__(
-        self,
-        path: Union[str, os.PathLike],
-        readonly: bool = True,
-        map_size: Optional[int] = None,
-        *,
-        compression_level: int = 3,
-        dict_train_samples: int = DICT_TRAIN_SAMPLES,
-        max_readers: int = MAX_READERS,
-    ):
-        self.path = Path(path)
-        self.readonly = readonly
-        self._key = os.path.realpath(self.path)
-        self._map_size = int(map_size) if map_size else DEFAULT_MAP_SIZE
-        self._max_readers = max_readers
-        self._dict_train_samples = dict_train_samples
-        self._samples: List[Tuple[bytes, bytes, int, bytes]] = []  # (key, payload, in-edge mode, value)
-        self._pending_dict: Optional[Tuple[int, bytes]] = None
-        self._codec = ValueCodec(compression_level, load_dictionary=self._load_dictionary)
-        self._shared: Optional[_envs.SharedEnv] = None
-        self._pid = -1
-        self._closed = False
-        if readonly:
-            self._check_is_store()
-        elif self.path.exists() and not self.path.is_dir():
-            raise StoreError(f"cannot create a graph store at {str(self.path)!r}: a file of that name exists")
-        else:
-            self.path.mkdir(parents=True, exist_ok=True)
-        if not (self.path / "data.mdb").is_file() or not (self.path / "lock.mdb").is_file():
-            _health.check_room_to_create(self.path)  # LMDB would die by SIGBUS on a full disk
-        if (self.path / "data.mdb").is_file():
-            _health.check_before_open(self.path)  # LMDB would die by a signal on some damage
-        self._generation = _envs.GENERATION
-        with _envs.GATE:
-            self._open()
-
-    # ------------------------------------------------------------------ opening
-    def _check_is_store(self) -> None:
-        if not self.path.exists():
-            raise StoreError(f"no graph store at {str(self.path)!r}: the directory does not exist")
-        if not self.path.is_dir():
-            raise StoreError(f"{str(self.path)!r} is not a graph store (a store is a directory holding data.mdb)")
-        if not (self.path / "data.mdb").is_file():
-            raise StoreError(f"{str(self.path)!r} is not a graph store: it has no data.mdb")
-
-    def _open(self) -> None:
-        """Open (or re-open after fork) this process's environment and check the store."""
-        self._shared = _envs.acquire_env(self._key, self.readonly, self._map_size, self._max_readers)
-        self._pid = os.getpid()
-        self._generation = _envs.GENERATION
-        shared = self._shared
-        try:
-            self._check_not_truncated(shared.env)
-            if not shared.dbs:
-                if self.readonly:
-                    # Which sub-databases exist is read from ONE snapshot of the main database:
-                    # opening them one by one (each in its own read transaction) could straddle
-                    # the creating writer's commit and see a half-made store that is not one.
-                    missing = self._retry_resized(lambda: self._missing_subdbs(shared.env))
-                    if not missing:
-                        for name in _SUBDBS:
-                            # Without an explicit txn: handles opened in a read txn die with it.
-                            shared.dbs[name] = self._retry_resized(lambda n=name: shared.env.open_db(n, create=False))
-                    if len(missing) == len(_SUBDBS):
-                        # Sub-databases are created in one transaction: none yet is a store
-                        # being created (or an empty LMDB), not a damaged one.
-                        shared.dbs.clear()
-                        raise StoreError(f"no graph store at {str(self.path)!r} yet: it holds no sub-database (being created?)")
-                    if missing:
-                        shared.dbs.clear()
-                        raise StoreCorruptError(
-                            f"{str(self.path)!r} is not a complete graph store: sub-database {missing[0].decode()!r} is missing"
-                        )
-                else:
-                    with shared.write_lock:
-                        self._with_growth(lambda: self._create_subdbs(shared))
-            self._check_meta()
-        except BaseException:
-            _envs.release_env(self._key, shared)
-            self._shared = None
-            raise
-        self._load_writer_dictionary()
-
-    @staticmethod
-    def _missing_subdbs(env) -> list:
-        with env.begin() as txn:
-            return [name for name in _SUBDBS if txn.get(name) is None]
-
-    def _create_subdbs(self, shared) -> None:
-        """Open (creating when missing) every sub-database, and write the meta of a new store,
-        in ONE write transaction: a reader in another process sees no store or a complete one."""
-        import msgspec as _msgspec
-
-        from gbc._version import __version__
-
-        handles = {}
-        with shared.env.begin(write=True) as txn:
-            for name in _SUBDBS:
-                handles[name] = shared.env.open_db(name, txn=txn, create=True)
-            if txn.stat(handles[b"meta"])["entries"] == 0:
-                now = time.time()
-                first = {"format_version": STORE_FORMAT_VERSION, "created": now,
-                         "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-                         "gbc_version": __version__}
-                for k, v in first.items():
-                    txn.put(_encode_key(k), _msgspec.json.encode(v), db=handles[b"meta"])
-        shared.dbs.update(handles)  # handles opened in a committed write txn stay valid
-
-    def _check_not_truncated(self, env) -> None:
-        # Reading a page past the end of a truncated file would kill the process (SIGBUS).
-        info, stat = env.info(), env.stat()
-        needed = (info["last_pgno"] + 1) * stat["psize"]
-        size = (self.path / "data.mdb").stat().st_size
-        if size < needed:
-            raise StoreCorruptError(
-                f"graph store {str(self.path)!r} is damaged: data.mdb has {size} bytes but its pages need {needed}"
-            )
-
-    def _check_meta(self) -> None:
-        meta = self._read_meta()
-        if not meta and not self.readonly:
-            from gbc._version import __version__
-
-            now = time.time()
-            self.update_meta(
-                {
-                    "format_version": STORE_FORMAT_VERSION,
-                    "created": now,
-                    "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-                    "gbc_version": __version__,
-                }
-            )
-            return
-        version = meta.get("format_version")
-        if version is None:
-            raise StoreCorruptError(f"graph store {str(self.path)!r} is damaged: its meta has no format_version")
-        if not isinstance(version, int) or version < 1 or version > STORE_FORMAT_VERSION:
-            raise StoreCorruptError(
-                f"graph store {str(self.path)!r} has format version {version!r}; this gbc reads versions 1..{STORE_FORMAT_VERSION}"
-            )
-
-    def _env(self):
-        """This process's environment, reopened lazily after a fork (in the parent and the child).
-
-        Call it inside ``_envs.GATE`` so that no fork can close the environment while it is used.
-        """
-        if self._closed:
-            raise StoreError(f"graph store {str(self.path)!r} is closed")
-        if self._pid != os.getpid() or self._generation != _envs.GENERATION:
-            # The old environment was closed before the fork (or belongs to the parent): drop it
-            # without releasing it.
-            self._shared = None
-            self._open()
-        return self._shared.env
-
-    def _db(self, name: bytes):
-        """A sub-database handle; valid only inside the transaction that asked for it."""
-        return self._shared.dbs[name]
-
-    # ------------------------------------------------------------------ transactions
-    def _retry_resized(self, fn: Callable[[], Any]) -> Any:
-        import lmdb
-
-        try:
-            return fn()
-        except lmdb.MapResizedError:
-            self._shared.env.set_mapsize(0)
-            return fn()
-
-    def _read_txn(self):
-        import lmdb
-
-        env = self._shared.env
-        try:
-            return env.begin(buffers=False)
-        except lmdb.MapResizedError:
-            # Another process grew the map: adopt its size and try again.
-            env.set_mapsize(0)
-            return env.begin(buffers=False)
-
-    def _read(self, fn: Callable[[Any], Any]) -> Any:
-        import lmdb
-
-        with _envs.GATE:
-            self._env()
-            try:
-                with self._read_txn() as txn:
-                    return fn(txn)
-            except lmdb.MapResizedError:
-                self._shared.env.set_mapsize(0)
-                with self._read_txn() as txn:
-                    return fn(txn)
-            except (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.BadValsizeError) as exc:
-                raise StoreCorruptError(f"graph store {str(self.path)!r} is damaged ({exc})") from None
-
-    def _with_growth(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` (which opens its own write txn); on MapFullError grow the map and retry."""
-        import lmdb
-
-        env = self._shared.env
-        while True:
-            try:
-                return fn()
-            except lmdb.MapFullError:
-                # The failed txn is aborted and no txn is open now: growing is safe.
-                current = env.info()["map_size"]
-                if current >= MAX_MAP_SIZE:
-                    raise StoreError(f"graph store {str(self.path)!r} reached its largest map size ({MAX_MAP_SIZE} bytes)") from None
-                env.set_mapsize(min(current * 2, MAX_MAP_SIZE))
-            except lmdb.MapResizedError:
-                env.set_mapsize(0)
-            except lmdb.Error as exc:  # the txn was aborted: what was committed before stays
-                raise _health.write_failed(self.path, exc) from None
-
-    def _write(self, fn: Callable[[Any], Any]) -> Any:
-        if self.readonly:
-            raise StoreError(f"graph store {str(self.path)!r} is open read-only; open it with readonly=False to write")
-        with _envs.GATE:
-            env = self._env()
-            shared = self._shared
-
-            def attempt():
-                with env.begin(write=True) as txn:
-                    if self._pending_dict is not None:
-                        # A dictionary trained in an attempt that was rolled back: write it again.
-                        txn.put(b"%08d" % self._pending_dict[0], self._pending_dict[1], db=shared.dbs[b"dicts"])
-                    result = fn(txn)
-                self._pending_dict = None
-                return result
-
-            with shared.write_lock:
-                result = self._with_growth(attempt)
-                shared.trimmer.after_write(env)
-                return result
-
-    # ------------------------------------------------------------------ meta and dictionaries
-    def _read_meta(self) -> Dict[str, Any]:
-        def read(txn):
-            out = {}
-            for k, v in txn.cursor(db=self._db(b"meta")):
-                try:
-                    out[_decode_key(k)] = msgspec.json.decode(v)
-                except (msgspec.DecodeError, UnicodeDecodeError):
-                    raise StoreCorruptError(f"graph store {str(self.path)!r} is damaged: meta entry {bytes(k)!r} cannot be decoded") from None
-            return out
-
-        return self._read(read)
-
-    @property
-    def meta(self) -> Dict[str, Any]:
-        """Store metadata: format version, creation time, gbc version, and what runs recorded."""
-        return self._read_meta()
-
-    def update_meta(self, values: Dict[str, Any]) -> None:
-        """Set (replace) top-level meta entries; values must be JSON-serialisable."""
-        encoded = [(_encode_key(k), msgspec.json.encode(v)) for k, v in values.items()]
-
-        def write(txn):
-            for k, v in encoded:
-                txn.put(k, v, db=self._db(b"meta"))
-
-        self._write(write)
-
-    def _load_dictionary(self, dict_id: int) -> Optional[bytes]:
-        return self._read(lambda txn: txn.get(b"%08d" % dict_id, db=self._db(b"dicts")))
-
-    def _load_writer_dictionary(self) -> None:
-        if self.readonly:
-            return
-        def latest(txn):
-            cur = txn.cursor(db=self._db(b"dicts"))
-            return (bytes(cur.key()), bytes(cur.value())) if cur.last() else None
-
-        found = self._read(latest)
-        if found is not None:
-            dict_id = int(found[0])
-            self._codec.add_dictionary(dict_id, found[1])
-            self._codec.use_dictionary(dict_id)
-
     def _pack_graph(self, key: bytes, payload: bytes, mode: int, txn) -> bytes:
-        """The stored value of a graph payload. Early payloads are also kept as samples; once
-        there are enough, a zstd dictionary is trained for the store and the graphs written
-        before it are re-compressed (so they are as small as later ones)."""
-        value = self._codec.pack(payload, mode)
-        if self._codec.dictionary_id is not None or self._dict_train_samples <= 0:
-            return value
-        self._samples.append((key, payload, mode, value))
-        if len(self._samples) < self._dict_train_samples:
-            return value
-        try:
-            data = self._codec.train_dictionary([p for _, p, _, _ in self._samples], DICT_SIZE)
-        except Exception:  # zstd refuses too few or too uniform samples: keep plain zstd
-            self._samples = []
-            self._dict_train_samples = 0
-            return value
-        db = self._db(b"dicts")
-        cur = txn.cursor(db=db)
-        dict_id = int(bytes(cur.key())) + 1 if cur.last() else 1
-        txn.put(b"%08d" % dict_id, data, db=db)
-        # Until this txn commits, every retry must write the dictionary again (see _write).
-        self._pending_dict = (dict_id, data)
-        self._codec.add_dictionary(dict_id, data)
-        self._codec.use_dictionary(dict_id)
-        graphs = self._db(b"graphs")
-        for old_key, old_payload, old_mode, old_value in self._samples[:-1]:
-            # Only values that are still what this session wrote (not replaced or deleted since).
-            if txn.get(old_key, db=graphs) == old_value:
-                txn.put(old_key, self._codec.pack(old_payload, old_mode), db=graphs)
-        self._samples = []
-        return self._codec.pack(payload, mode)
+        """The stored value of a graph payload (it may train the store's dictionary)."""
+        return self._dictionaries.pack_graph(txn, self._db(b"dicts"), self._db(b"graphs"), key, payload, mode)
+
+    def _put_packed(self, txn, key: bytes, payload: bytes, mode: int) -> None:
+        _put_sorted(txn, self._db(b"graphs"), key, self._pack_graph(key, payload, mode, txn))
 
     # ------------------------------------------------------------------ reading
     def _decode_graph(self, key: str, value: bytes) -> GbcGraph:
@@ -567,36 +199,6 @@ class GraphStore:
             return keys
 
         return [_decode_key(k) for k in self._read(walk)]
-
-    @property
-    def last_txn(self) -> int:
-        """Id of the last committed write transaction (of any process): changes whenever the store does."""
-        with _envs.GATE:
-            return int(self._env().info()["last_txnid"])
-
-    def _status_rows(self) -> Iterator[Tuple[bytes, Optional[bytes]]]:
-        """``(key bytes, status value)`` for every key with a status record or a graph, in key
-        order; the value is ``None`` for a graph stored without a record (older stores)."""
-        statuses = (row for rows in self._scan_chunks(b"status") for row in rows)
-        graphs = (k for rows in self._scan_chunks(b"graphs", keys_only=True) for k, _ in rows)
-        status, graph = next(statuses, None), next(graphs, None)
-        while status is not None or graph is not None:
-            if graph is None or (status is not None and status[0] <= graph):
-                if graph is not None and status[0] == graph:
-                    graph = next(graphs, None)
-                yield status
-                status = next(statuses, None)
-            else:
-                yield graph, None
-                graph = next(graphs, None)
-
-    def _keys_with_status(self, status: str) -> Iterator[str]:
-        code = _status_code(status)
-        done = code == _STATUS_CODES["done"]
-        for k, v in self._status_rows():
-            if (v is None and done) or (v is not None and v[:1] == code):
-                yield _decode_key(k)
-
     def keys(self, status: Optional[StatusName] = None) -> Iterator[str]:
         """Image keys in order: of stored graphs, or of images whose status is ``status``
         (``done``: every key holding a graph, whatever wrote it)."""
@@ -622,68 +224,6 @@ class GraphStore:
         store's compression dictionary: to move graphs to another store use ``copy_from``)."""
         return self._scan(b"graphs")
 
-    def status(self, key: str) -> Optional[StatusRecord]:
-        """The status record of ``key`` (a graph stored without one reads as ``done``,
-        origin ``imported``), or ``None`` for a key the store knows nothing of."""
-        k = _encode_key(key)
-
-        def read(txn):
-            value = txn.get(k, db=self._db(b"status"))
-            if value is None and txn.get(k, db=self._db(b"graphs")) is not None:
-                return _LEGACY_DONE.model_copy()
-            return value
-
-        value = self._read(read)
-        if value is None or isinstance(value, StatusRecord):
-            return value
-        return self._decode_status(key, value)
-
-    def status_origins(self, keys: Iterable[str]) -> List[Optional[Tuple[str, Optional[str]]]]:
-        """``(status, origin)`` of each key, or None for a key without a status, read in one
-        transaction and decoded partly (what resuming a run over millions of inputs asks)."""
-        encoded = [_encode_key(k) for k in keys]
-
-        def read(txn):
-            db, graphs = self._db(b"status"), self._db(b"graphs")
-            # a graph stored without a status record (older stores) is done and imported
-            return [txn.get(k, db=db) or (_LEGACY_DONE if txn.get(k, db=graphs) is not None else None)
-                    for k in encoded]
-
-        out: List[Optional[Tuple[str, Optional[str]]]] = []
-        for key, value in zip(encoded, self._read(read)):
-            if value is None:
-                out.append(None)
-                continue
-            if value is _LEGACY_DONE:
-                out.append(("done", IMPORTED))
-                continue
-            try:
-                lite = _STATUS_LITE(value[1:])
-            except msgspec.DecodeError as exc:
-                raise StoreCorruptError(f"status of {_decode_key(key)!r} in store {str(self.path)!r} cannot be "
-                                        f"decoded: {exc}") from None
-            out.append((lite.status, lite.origin))
-        return out
-
-    def statuses(self) -> Iterator[Tuple[str, StatusRecord]]:
-        """``(key, StatusRecord)`` for every image with a status or a graph, in key order."""
-        for k, v in self._status_rows():
-            key = _decode_key(k)
-            yield key, (_LEGACY_DONE.model_copy() if v is None else self._decode_status(key, v))
-
-    def count(self, status: Optional[StatusName] = None) -> int:
-        """Number of graphs (``status=None``) or of images with that status (a scan of the
-        status records and the graph keys; ``count("done")`` equals ``len(store)``)."""
-        if status is None:
-            return len(self)
-        return sum(1 for _ in self._keys_with_status(status))
-
-    def _decode_status(self, key: str, value: bytes) -> StatusRecord:
-        try:
-            return StatusRecord.model_validate_json(value[1:])
-        except ValueError as exc:
-            raise StoreCorruptError(f"status of {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
-
     def get_provenance(self, key: str) -> Optional[Dict[str, Any]]:
         """The provenance dict recorded for ``key`` (raw model answers, backend specs, ...), or None."""
         value = self._get_raw(b"provenance", _encode_key(key))
@@ -695,13 +235,9 @@ class GraphStore:
             raise StoreCorruptError(f"provenance of {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
 
     # ------------------------------------------------------------------ writing
-    def _graph_value(self, graph: GbcGraph, txn, key: bytes) -> bytes:
-        _check_graph(graph)
-        payload, mode = self._codec.graph_payload(graph)
-        return self._pack_graph(key, payload, mode, txn)
-
     def _put_in(self, txn, key: bytes, graph: GbcGraph, provenance: Optional[Dict[str, Any]]) -> None:
-        _put_sorted(txn, self._db(b"graphs"), key, self._graph_value(graph, txn, key))
+        _check_graph(graph)
+        self._put_packed(txn, key, *self._codec.graph_payload(graph))
         if provenance is not None:
             txn.put(key, self._codec.encode_json(provenance), db=self._db(b"provenance"))
 
@@ -709,7 +245,7 @@ class GraphStore:
         """Store ``graph`` under ``key`` as given: its status becomes ``done`` with origin
         ``imported`` (an annotation run commits with ``commit_image`` instead)."""
         k = _encode_key(key)
-        record = _imported_value()
+        record = imported_value()
 
         def write(txn):
             self._put_in(txn, k, graph, provenance)
@@ -750,7 +286,7 @@ class GraphStore:
         # last of equal keys still wins).
         batch.sort(key=_first)
 
-        record = _imported_value()
+        record = imported_value()
 
         def write(txn):
             graphs, provenances, statuses = self._db(b"graphs"), self._db(b"provenance"), self._db(b"status")
@@ -791,7 +327,7 @@ class GraphStore:
 
         def write(txn):
             self._put_in(txn, k, graph, provenance)
-            txn.put(k, _STATUS_CODES["done"] + record.model_dump_json().encode(), db=self._db(b"status"))
+            txn.put(k, encode_status(record), db=self._db(b"status"))
 
         self._write(write)
 
@@ -809,7 +345,7 @@ class GraphStore:
                 record = StatusRecord(status="done", attempts=1, time=time.time(), counts={
                     "vertices": graph.n_vertices, "edges": graph.n_edges, "captions": graph.n_captions},
                     origin=origin)
-                txn.put(key, _STATUS_CODES["done"] + record.model_dump_json().encode(), db=self._db(b"status"))
+                txn.put(key, encode_status(record), db=self._db(b"status"))
 
         for item in items:
             _check_graph(item[1])
@@ -834,7 +370,7 @@ class GraphStore:
             if graph is not None:
                 _check_graph(graph)
             encoded.append((_encode_key(key), graph, provenance,
-                            _STATUS_CODES[record.status] + record.model_dump_json().encode()))
+                            encode_status(record)))
 
         def write(txn):
             for k, graph, provenance, status in encoded:
@@ -864,7 +400,7 @@ class GraphStore:
 
         def write(txn):
             txn.delete(k, db=self._db(b"graphs"))
-            txn.put(k, _STATUS_CODES["failed"] + record.model_dump_json().encode(), db=self._db(b"status"))
+            txn.put(k, encode_status(record), db=self._db(b"status"))
             if provenance is not None:
                 txn.put(k, self._codec.encode_json(provenance), db=self._db(b"provenance"))
 
@@ -886,77 +422,7 @@ class GraphStore:
         runs at LMDB speed. With ``overwrite=False`` keys already here are kept. Returns the
         number of graphs copied.
         """
-        copied = 0
-        for dbname in (b"graphs", b"status", b"provenance"):
-            batch: List[Tuple[bytes, bytes]] = []
-            for key, value in other._scan(dbname):
-                batch.append((_encode_key(key), value))
-                if len(batch) >= batch_size:
-                    copied += self._copy_batch(other, dbname, batch, overwrite)
-                    batch = []
-            if batch:
-                copied += self._copy_batch(other, dbname, batch, overwrite)
-        return copied
-
-    def _copy_batch(self, other: "GraphStore", dbname: bytes, batch: List[Tuple[bytes, bytes]], overwrite: bool) -> int:
-        """Write values of ``other``'s ``dbname`` here; returns how many graphs were written."""
-        unpacked = []
-        for key, value in batch:
-            if dbname == b"status":  # status records are not compressed
-                unpacked.append((key, value, None))
-                continue
-            try:
-                unpacked.append((key, *other._codec.unpack(value)))
-            except ValueDecodeError as exc:
-                raise StoreCorruptError(
-                    f"{dbname.decode()} of {_decode_key(key)!r} in store {str(other.path)!r} cannot be decoded: {exc}"
-                ) from None
-
-        def write(txn):
-            db = self._db(dbname)
-            written = 0
-            for key, payload, mode in unpacked:
-                if not overwrite and txn.get(key, db=db) is not None:
-                    continue
-                if dbname == b"graphs":
-                    _put_sorted(txn, db, key, self._pack_graph(key, payload, mode, txn))
-                    written += 1
-                else:
-                    txn.put(key, payload if mode is None else self._codec.pack(payload, mode), db=db)
-            return written
-
-        return self._write(write)
-
-    def sync(self) -> None:
-        """Flush to disk (commits are already durable; this matters only for custom LMDB flags)."""
-        with _envs.GATE:
-            self._env().sync(True)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with _envs.GATE:
-            # An environment closed for a fork, or inherited from the parent, is not ours to release.
-            if self._shared is not None and self._pid == os.getpid() and self._generation == _envs.GENERATION:
-                _envs.release_env(self._key, self._shared)
-            self._shared = None
-
-    def __enter__(self) -> "GraphStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: the registry may already be gone
-            pass
-
-    def __repr__(self) -> str:
-        mode = "read-only" if self.readonly else "writable"
-        return f"GraphStore({str(self.path)!r}, {mode})"
+        return copy_store(self, other, overwrite, batch_size)
 
 
 def _put_sorted(txn, db, key: bytes, value: bytes) -> None:
@@ -977,9 +443,3 @@ def _check_graph(graph: Any) -> None:
     if not isinstance(graph, GbcGraph):
         raise TypeError(f"expected a GbcGraph, got {type(graph).__name__}")
 
-
-def _status_code(status: str) -> bytes:
-    try:
-        return _STATUS_CODES[status]
-    except KeyError:
-        raise StoreError(f"unknown status {status!r}; expected 'done' or 'failed'") from None

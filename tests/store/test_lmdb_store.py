@@ -92,6 +92,14 @@ def test_in_edges_are_rebuilt_or_kept(reference_records):
         assert codec.decode_graph(codec.encode_graph(g)).to_dict() == g.to_dict()
 
 
+def test_new_store_is_created_with_its_meta_in_one_transaction(store_path):
+    with GraphStore(store_path, readonly=False) as store:
+        assert store.last_txn == 1  # sub-databases and first meta together, nothing written after
+        first = store.meta
+    with GraphStore(store_path, readonly=False) as store:  # opening again writes nothing
+        assert store.last_txn == 1 and store.meta == first
+
+
 def test_status_provenance_and_meta(store_path):
     g = gbc10m_graph(0)
     with GraphStore(store_path, readonly=False) as store:
