@@ -144,10 +144,17 @@ def run_phase(phase: str, n: int, work: Path) -> dict:
     return out
 
 
-def run_size(n: int, work: Path, phases) -> dict:
+#: Phases that use the single store; the others use the shards (and the merged store).
+SINGLE_STORE_PHASES = ("write", "read", "lookup")
+
+
+def run_size(n: int, work: Path, phases, keep: bool = False) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     results = {}
-    for phase in phases:
+    for i, phase in enumerate(phases):
+        if not keep and phase not in SINGLE_STORE_PHASES and not set(phases[i:]) & set(SINGLE_STORE_PHASES):
+            # At 10M graphs each store takes ~20 GB: the single store goes before the shards come.
+            shutil.rmtree(work / "single.lmdb", ignore_errors=True)
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, phase, str(n), str(work)], capture_output=True, text=True)
         if proc.returncode != 0:
@@ -200,7 +207,7 @@ def main(sizes, work_root: Path, phases=PHASES, keep: bool = False) -> int:
         work = work_root / f"n{n}"
         shutil.rmtree(work, ignore_errors=True)
         try:
-            all_results[n] = run_size(n, work, phases)
+            all_results[n] = run_size(n, work, list(phases), keep)
         finally:
             if not keep:
                 shutil.rmtree(work, ignore_errors=True)
