@@ -137,3 +137,24 @@ def test_images_are_found_under_the_roots_the_store_recorded(store, tiny_clip, r
     r = run_cli("score", path, *_clip_args(tiny_clip), "--json")
     summary = json.loads(r.output)
     assert summary["scored"] == 3 and summary["image_missing"] == 1
+
+
+@pytest.mark.parametrize("kind", ["store", "shards", "jsonl"])
+def test_score_into_a_file_reads_any_source(kind, synthetic_set, tiny_toxicity, tmp_path, run_cli):  # noqa: F811
+    graphs, _ = synthetic_set
+    if kind == "jsonl":
+        src = tmp_path / "g.jsonl"
+        gbc.write_graphs(src, graphs)
+    else:
+        src = tmp_path / "g.lmdb"
+        gbc.write_graphs(src, graphs[:1] if kind == "shards" else graphs)
+        if kind == "shards":  # the rest in unmerged shards: read as one store with them
+            (src / "shards").mkdir()
+            gbc.write_graphs(src / "shards" / "w0.lmdb", graphs[1:])
+    out = tmp_path / "scored.jsonl"
+    r = run_cli("score", src, "--toxicity", f"transformers:{tiny_toxicity}", "-o", out, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["graphs"] == len(graphs)
+    scored = list(gbc.read_graphs(out))
+    assert sorted(g.image_key for g in scored) == sorted(g.image_key for g in graphs)
+    assert all(d.toxicity_scores for g in scored for v in g.vertices for d in v.descs)

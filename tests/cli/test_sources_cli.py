@@ -12,7 +12,19 @@ from gbc.schemas.synthetic import synthetic_graph
 from gbc.store import GraphStore
 from gbc.store.files import read_graphs, write_graphs
 
-GRAPHS = [GbcGraph.from_json(synthetic_graph(i).to_json("gbc10m")) for i in range(5)]
+
+def _scored(i: int) -> GbcGraph:
+    """A GBC10M-like graph whose captions carry toxicity scores: all 0 but one, in graph 1."""
+    graph = GbcGraph.from_json(synthetic_graph(i).to_json("gbc10m"))
+    for vertex in graph.vertices:
+        for desc in vertex.descs:
+            desc.toxicity_scores = {"toxicity": 0.0}
+    if i == 1:
+        graph.vertices[-1].descs[0].toxicity_scores = {"toxicity": 0.9}
+    return graph
+
+
+GRAPHS = [_scored(i) for i in range(5)]
 KEYS = [g.image_key for g in GRAPHS]
 FAILED = "images/zz-broken.jpg"
 SOURCES = ["store", "shards", "jsonl", "parquet"]
@@ -108,3 +120,12 @@ def test_aligned_caption_shards_need_a_store_source(tmp_path):
                                       "--align-with", str(tmp_path / "a.tar")])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "is not a store; aligned shards look graphs up by key in a store" in result.output
+
+
+def test_filter_reads_every_graph(source, tmp_path):
+    _, path = source
+    out = tmp_path / "kept.jsonl"
+    summary = json.loads(run("filter", path, "-o", out, "--max-toxicity", "0.5", "--json"))
+    assert summary["graphs_read"] == summary["graphs_kept"] == len(GRAPHS)
+    assert sum(row["dropped"] for row in summary["captions"].values()) == 1
+    assert sorted(g.image_key for g in read_graphs(out)) == sorted(KEYS)
