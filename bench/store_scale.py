@@ -68,6 +68,23 @@ def _write(path: Path, start: int, stop: int, pool, with_status: bool = False) -
         return store.commit_images(items) if with_status else store.put_many(items)
 
 
+def _write_in_tenths(path: Path, n: int, pool, cpu_start: float) -> int:
+    """``put_many`` of N graphs in ten slices (one store, opened once), printing each slice's
+    rate as the store grows: a long run shows whether writes slow down before it ends."""
+    from gbc.store import GraphStore
+
+    written, last = 0, cpu_start
+    with GraphStore(path, readonly=False) as store:
+        for k in range(10):
+            start, stop = n * k // 10, n * (k + 1) // 10
+            written += store.put_many((key_of(i), pool[i % POOL]) for i in range(start, stop))
+            now = time.process_time()
+            print(json.dumps({"graphs": stop, "slice_rate": round((stop - start) / max(now - last, 1e-9)),
+                              "bytes_per_graph": round(disk_bytes(path) / stop)}), file=sys.stderr, flush=True)
+            last = now
+    return written
+
+
 def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("data.mdb"))
 
@@ -94,7 +111,7 @@ def run_phase(phase: str, n: int, work: Path) -> dict:
         pool = graph_pool()
         cpu = time.process_time()
         if phase == "write":
-            written = _write(single, 0, n, pool)
+            written = _write_in_tenths(single, n, pool, cpu)
             out["bytes_per_graph"] = disk_bytes(single) / n
         else:
             shard_dir.mkdir(exist_ok=True)
@@ -156,10 +173,18 @@ def run_size(n: int, work: Path, phases, keep: bool = False) -> dict:
             # At 10M graphs each store takes ~20 GB: the single store goes before the shards come.
             shutil.rmtree(work / "single.lmdb", ignore_errors=True)
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, phase, str(n), str(work)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"Error: phase {phase} at {n} graphs failed: {proc.stderr.strip()[-2000:]}")
-        results[phase] = json.loads(proc.stdout.strip().splitlines()[-1])
+        proc = subprocess.Popen([sys.executable, __file__, phase, str(n), str(work)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        errors = []
+        for line in proc.stderr:  # progress lines of the write phase are passed on as they come
+            if line.startswith('{"graphs"'):
+                print(f"  {n:>10,} {phase:<7} {line.strip()}", file=sys.stderr, flush=True)
+            else:
+                errors.append(line)
+        stdout = proc.stdout.read()
+        if proc.wait() != 0:
+            raise SystemExit(f"Error: phase {phase} at {n} graphs failed: {''.join(errors).strip()[-2000:]}")
+        results[phase] = json.loads(stdout.strip().splitlines()[-1])
         results[phase]["wall_s"] = time.perf_counter() - t
         print(f"  {n:>10,} {phase:<7} {json.dumps({k: round(v, 1) for k, v in results[phase].items()})}",
               file=sys.stderr, flush=True)
