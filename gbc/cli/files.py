@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
@@ -18,6 +17,7 @@ import click
 
 from gbc.cli.common import handle_errors, one_line, plural, progress
 from gbc.schemas.graph import GbcGraph
+from gbc.store.reader import Entry
 
 #: The value of ``gbc.store.files.detect_format`` for an LMDB store.
 STORE_FORMAT = "lmdb"
@@ -29,17 +29,6 @@ def detect_format(path: Path) -> str:
     from gbc.store.files import detect_format as _detect
 
     return _detect(path)
-
-
-@dataclass
-class Entry:
-    """One image of a source: its key, its status (``done``/``failed``) and the failure reason."""
-
-    key: str
-    status: str = "done"
-    reason: Optional[str] = None
-    error_type: Optional[str] = None
-    index: Optional[int] = None
 
 
 class GraphSource:
@@ -165,7 +154,7 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def check_output(src: Path, dst: Path, overwrite: bool, same_path: click.ClickException) -> None:
+def check_graph_output(src: Path, dst: Path, overwrite: bool, same_path: click.ClickException) -> None:
     """Refuse an output that is the source (``same_path``), exists without ``overwrite``, or
     whose folder does not exist."""
     if dst.exists() and src.resolve() == dst.resolve():
@@ -213,7 +202,7 @@ def convert_graphs(src: Path, dst: Path, layout: str = "auto", validate: bool = 
     complete, so an error never leaves a half-written ``dst``.
     """
     src, dst = Path(src), Path(dst)
-    check_output(src, dst, overwrite, click.ClickException("SRC and DST are the same path"))
+    check_graph_output(src, dst, overwrite, click.ClickException("SRC and DST are the same path"))
     detect_format(dst)  # an output of no known format is refused before anything is read
 
     with GraphSource(src, validate=validate) as source:

@@ -84,7 +84,7 @@ def filter_command(src: Path, out: Path, min_clip: Tuple[str, ...], drop_bottom:
       gbc filter scored.lmdb -o curated.lmdb --min-clip 0.2 --min-clip detail-entity=0.15
       gbc filter scored.jsonl -o curated.jsonl --drop-bottom 5 --max-toxicity 0.1
     """
-    from gbc.cli.files import GraphSource, check_output, write_whole
+    from gbc.cli.files import GraphSource, check_graph_output, write_whole
     from gbc.store.files import detect_format
 
     flt = build_score_filter(min_clip, drop_bottom, max_toxicity, score_names)
@@ -92,7 +92,7 @@ def filter_command(src: Path, out: Path, min_clip: Tuple[str, ...], drop_bottom:
         raise click.UsageError("give at least one of --min-clip, --drop-bottom, --max-toxicity")
     if not src.exists():
         raise FileNotFoundError(f"no such file or store: {src}")
-    check_output(src, out, overwrite, click.UsageError("OUT must differ from SRC"))
+    check_graph_output(src, out, overwrite, click.UsageError("OUT must differ from SRC"))
     detect_format(out)  # an output of no known format is refused before anything is read
     fit_score_filter(flt, src, show_progress)
 

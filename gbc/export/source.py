@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 from gbc.schemas import GbcGraph
-from gbc.store.records import graph_key
+from gbc.store.records import graph_key, keyed
+
+__all__ = ["graph_key", "keyed", "open_source", "recorded_image_roots"]
 
 KeyedGraph = Tuple[str, GbcGraph]
-
-
-def keyed(graphs: Iterable[Union[GbcGraph, KeyedGraph]]) -> Iterator[KeyedGraph]:
-    """``(key, graph)`` pairs from graphs or pairs (pairs pass through unchanged)."""
-    for i, item in enumerate(graphs):
-        if isinstance(item, GbcGraph):
-            yield graph_key(item, i), item
-        else:
-            key, graph = item
-            yield str(key), graph
 
 
 def open_source(path: Union[str, Path], validate: bool = False,

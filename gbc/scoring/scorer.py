@@ -31,6 +31,7 @@ from gbc._threads import HelperThread, Pending
 from gbc.schemas import Bbox, GbcGraph, geometry
 from gbc.schemas.description import CaptionStatistics, ClipScores, Description
 from gbc.scoring.models import ClipScoreModel, ModelOptions, ToxicityModel, create_clip_model, parse_clip_option
+from gbc.store.records import keyed
 
 #: Threads that read, crop and preprocess images (decoding and resizing release the GIL).
 DEFAULT_LOAD_THREADS = max(1, min(8, (os.cpu_count() or 2) - 1))
@@ -163,17 +164,6 @@ class _Batch:
     token_counts: Dict[int, int] = field(default_factory=dict)
 
 
-def _keyed(items: Iterable[GraphItem]) -> Iterator[Tuple[str, GbcGraph]]:
-    from gbc.store.records import graph_key
-
-    for i, item in enumerate(items):
-        if isinstance(item, GbcGraph):
-            yield graph_key(item, i), item
-        else:
-            key, graph = item
-            yield str(key), graph
-
-
 class CaptionScorer:
     """Scores every caption of graphs with CLIP-style models and a toxicity classifier.
 
@@ -261,7 +251,7 @@ class CaptionScorer:
         try:
             with ThreadPoolExecutor(self.load_threads, thread_name_prefix="gbc-score-load") as loaders:
                 try:
-                    for entries in self._groups(_keyed(items)):
+                    for entries in self._groups(keyed(items)):
                         previous, pending = pending, preparer.submit(lambda entries=entries: self._prepare(entries, loaders))
                         if previous is not None:
                             yield self._finish(previous.result(), summary, started)

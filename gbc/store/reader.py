@@ -18,6 +18,7 @@ plain pass, so :func:`known_count` and :func:`failed_count` return ``None`` for 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple, Union, runtime_checkable
 
@@ -26,6 +27,7 @@ from gbc.store.files import detect_format, read_graphs
 from gbc.store.records import GraphFormatError, graph_key
 
 __all__ = [
+    "Entry",
     "GraphFile",
     "GraphReader",
     "failed_count",
@@ -41,6 +43,18 @@ PathLike = Union[str, "os.PathLike[str]"]
 OnDamaged = Callable[[str, str], None]
 
 _STATUSES = (None, "done", "failed")
+
+
+@dataclass
+class Entry:
+    """One image of a source as the listing commands and the viewer show it: its key, its
+    status (``done``/``failed``), why it failed, and (where known) its position."""
+
+    key: str
+    status: str = "done"
+    reason: Optional[str] = None
+    error_type: Optional[str] = None
+    index: Optional[int] = None
 
 
 @runtime_checkable

@@ -6,12 +6,12 @@ this module and none on another.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Union
+from typing import Any, Dict, Iterable, Iterator, Tuple, Union
 
 from gbc.errors import GbcError, describe_validation_error
 from gbc.schemas.graph import GbcGraph
 
-__all__ = ["GraphFormatError", "graph_key", "parse_graph_record"]
+__all__ = ["GraphFormatError", "graph_key", "keyed", "parse_graph_record"]
 
 
 class GraphFormatError(GbcError, ValueError):
@@ -35,3 +35,13 @@ def parse_graph_record(data: Union[bytes, str, Dict[str, Any]], where: str) -> G
 def graph_key(graph: GbcGraph, index: int) -> str:
     """The key of a graph read from a file: its image path, else its URL, else ``#<index>``."""
     return graph.image_key or f"#{index}"
+
+
+def keyed(graphs: Iterable[Union[GbcGraph, Tuple[str, GbcGraph]]]) -> Iterator[Tuple[str, GbcGraph]]:
+    """``(key, graph)`` pairs from graphs (named by :func:`graph_key`) or pairs (passed through)."""
+    for i, item in enumerate(graphs):
+        if isinstance(item, GbcGraph):
+            yield graph_key(item, i), item
+        else:
+            key, graph = item
+            yield str(key), graph

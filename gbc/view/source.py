@@ -11,24 +11,14 @@ from __future__ import annotations
 import heapq
 import json
 import os
-from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from gbc.schemas.graph import GbcGraph
 from gbc.store.files import detect_format
+from gbc.store.reader import Entry
 from gbc.store.shards import find_shards, is_store
-
-
-@dataclass
-class Entry:
-    """One image of a source: its key, ``done`` or ``failed``, and why it failed."""
-
-    key: str
-    status: str = "done"
-    reason: Optional[str] = None
-    error_type: Optional[str] = None
 
 
 #: ``(key, status record or None, graph or None)`` rows in key order, for building the catalog.
