@@ -209,11 +209,10 @@ class FileSource:
     def records(self) -> Iterator[Record]:
         """Graphs in file order, named by their image key (``#<position>`` when they have none).
         Keys may repeat in a file: the catalog renames the later ones (``unique_key``)."""
-        from gbc.store.files import read_graphs
-        from gbc.store.records import graph_key
+        from gbc.store.reader import GraphFile
 
-        for i, graph in enumerate(read_graphs(self.path, validate=False)):
-            yield graph_key(graph, i), None, graph
+        for key, graph in GraphFile(self.path, validate=False).items():
+            yield key, None, graph
 
     def close(self) -> None:
         pass
