@@ -42,8 +42,43 @@ AIM_NO_CLIFF = 0.8  # rate at the largest N / rate at the smallest
 
 
 def high_water_mb() -> float:
+    return _status_mb("VmHWM:")
+
+
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as f:
-        return int(f.read().split("VmHWM:")[1].split()[0]) / 1024
+        return int(f.read().split(field)[1].split()[0]) / 1024
+
+
+#: What the running phase has done so far (``stage``, ``count``), printed every PROGRESS_S seconds.
+PROGRESS = {"stage": "start", "count": 0}
+PROGRESS_S = 60.0
+
+
+def _report_progress(started_cpu: float, extra=None) -> None:
+    """Print a progress line every PROGRESS_S seconds (a daemon thread): a phase that takes
+    an hour at 10M graphs shows its pace, CPU and resident memory while it runs."""
+    import threading
+
+    def tick():
+        while True:
+            time.sleep(PROGRESS_S)
+            line = {"progress": PROGRESS["stage"], "count": PROGRESS["count"],
+                    "cpu_s": round(time.process_time() - started_cpu, 1), "rss_mb": round(_status_mb("VmRSS:")),
+                    "peak_mb": round(high_water_mb())}
+            if extra is not None:
+                line.update(extra())
+            print(json.dumps(line), file=sys.stderr, flush=True)
+
+    threading.Thread(target=tick, daemon=True).start()
+
+
+def _counted(stage: str, items):
+    """``items`` passed through, counted into PROGRESS."""
+    PROGRESS["stage"], PROGRESS["count"] = stage, 0
+    for item in items:
+        PROGRESS["count"] += 1
+        yield item
 
 
 def key_of(i: int) -> str:
@@ -107,6 +142,8 @@ def run_phase(phase: str, n: int, work: Path) -> dict:
 
     single, shard_dir, merged = work / "single.lmdb", work / "shards", work / "merged.lmdb"
     out: dict = {}
+    _report_progress(time.process_time(), (lambda: {"merged_mb": round(disk_bytes(merged) / 2**20)})
+                     if phase == "merge" else None)
     if phase in ("write", "shards"):
         pool = graph_pool()
         cpu = time.process_time()
@@ -116,8 +153,17 @@ def run_phase(phase: str, n: int, work: Path) -> dict:
         else:
             shard_dir.mkdir(exist_ok=True)
             per = -(-n // SHARDS)
-            written = sum(_write(shard_dir / f"part-{s:03d}.lmdb", s * per, min(n, (s + 1) * per), pool, True)
-                          for s in range(SHARDS))
+            written, last = 0, cpu
+            PROGRESS["stage"] = "shards written"
+            for s in range(SHARDS):
+                written += _write(shard_dir / f"part-{s:03d}.lmdb", s * per, min(n, (s + 1) * per), pool, True)
+                PROGRESS["count"] = s + 1
+                if (s + 1) % (SHARDS // 10) == 0:
+                    now = time.process_time()
+                    print(json.dumps({"graphs": written, "slice_rate": round(n / 10 / max(now - last, 1e-9)),
+                                      "bytes_per_graph": round(disk_bytes(shard_dir) / written),
+                                      "rss_mb": round(_status_mb("VmRSS:"))}), file=sys.stderr, flush=True)
+                    last = now
         out["rate"] = written / (time.process_time() - cpu)
     elif phase == "read":
         with GraphStore(single) as store:
@@ -125,13 +171,16 @@ def run_phase(phase: str, n: int, work: Path) -> dict:
             count = sum(1 for _ in store.values())
             out["rate"] = count / (time.process_time() - cpu)
     elif phase == "lookup":
-        with GraphStore(single) as store:
+        # after the shard phases the single store is gone: look up in the merged one
+        source = single if single.exists() else merged
+        out["store"] = source.name
+        with GraphStore(source) as store:
             t = time.perf_counter()
             out["len"] = len(store)
             out["len_ms"] = 1e3 * (time.perf_counter() - t)
             out.update(_latencies(store.__getitem__, lambda rng: key_of(rng.randrange(n))))
             cpu = time.process_time()
-            count = sum(1 for _ in store.keys())
+            count = sum(1 for _ in _counted("keys", store.keys()))
             out["keys_rate"] = count / (time.process_time() - cpu)
     elif phase == "multi":
         with gbc.open_store(str(shard_dir)) as view:
@@ -139,11 +188,12 @@ def run_phase(phase: str, n: int, work: Path) -> dict:
             out["len"] = len(view)
             out["len_ms"] = 1e3 * (time.perf_counter() - t)
             cpu = time.process_time()
-            count = sum(1 for _ in view.keys())
+            count = sum(1 for _ in _counted("keys", view.keys()))
             out["keys_rate"] = count / (time.process_time() - cpu)
+            PROGRESS["stage"] = "lookups"
             out.update(_latencies(view.__getitem__, lambda rng: key_of(rng.randrange(n))))
             cpu = time.process_time()
-            count = sum(1 for _ in view.values())
+            count = sum(1 for _ in _counted("values", view.values()))
             out["rate"] = count / (time.process_time() - cpu)
     elif phase == "merge":
         from click.testing import CliRunner
@@ -151,12 +201,14 @@ def run_phase(phase: str, n: int, work: Path) -> dict:
         from gbc.cli.main import cli
 
         cpu = time.process_time()
+        PROGRESS["stage"] = "merging"
         result = CliRunner().invoke(cli, ["merge", str(shard_dir), "-o", str(merged)])
         if result.exit_code != 0:
             raise SystemExit(f"gbc merge failed: {result.output[-500:]}")
         out["rate"] = n / (time.process_time() - cpu)
         with GraphStore(merged) as store:
             out["merged"] = len(store)
+        out["bytes_per_graph"] = disk_bytes(merged) / n
     out["peak_mb"] = high_water_mb()
     return out
 
@@ -177,7 +229,7 @@ def run_size(n: int, work: Path, phases, keep: bool = False) -> dict:
                                 stderr=subprocess.PIPE, text=True)
         errors = []
         for line in proc.stderr:  # progress lines of the write phase are passed on as they come
-            if line.startswith('{"graphs"'):
+            if line.startswith(('{"graphs"', '{"progress"')):
                 print(f"  {n:>10,} {phase:<7} {line.strip()}", file=sys.stderr, flush=True)
             else:
                 errors.append(line)
@@ -186,7 +238,7 @@ def run_size(n: int, work: Path, phases, keep: bool = False) -> dict:
             raise SystemExit(f"Error: phase {phase} at {n} graphs failed: {''.join(errors).strip()[-2000:]}")
         results[phase] = json.loads(stdout.strip().splitlines()[-1])
         results[phase]["wall_s"] = time.perf_counter() - t
-        print(f"  {n:>10,} {phase:<7} {json.dumps({k: round(v, 1) for k, v in results[phase].items()})}",
+        print(f"  {n:>10,} {phase:<7} {json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in results[phase].items()})}",
               file=sys.stderr, flush=True)
     return results
 
