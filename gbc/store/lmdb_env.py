@@ -164,4 +164,5 @@ def release_env(path: str, shared: SharedEnv) -> None:
         if shared.users <= 0:
             if REGISTRY.get(path) is shared:
                 del REGISTRY[path]
+            shared.trimmer.forget()
             shared.env.close()

@@ -119,6 +119,8 @@ class GraphStore(StatusQueries, LmdbBase):
         """Raw ``(key bytes, value)`` rows in key order, one list per short read transaction
         of ITER_CHUNK rows."""
         after: Optional[bytes] = None
+        # a key-only walk reads no value but still maps every page: counted from the table's size
+        stat = self._read(lambda txn: txn.stat(self._db(dbname))) if keys_only else None
         while True:
 
             def chunk(txn, after=after):
@@ -135,7 +137,9 @@ class GraphStore(StatusQueries, LmdbBase):
             rows = self._read(chunk)
             if not rows:
                 return
-            if not keys_only:
+            if keys_only:
+                self._shared.trimmer.add_rows(len(rows), stat)
+            else:
                 self._shared.trimmer.add(sum(len(v) for _, v in rows))
             yield rows
             after = rows[-1][0]

@@ -8,8 +8,12 @@ pages are clean page cache, but schedulers that police RSS (Slurm, cgroup-less b
 systems) see a process that grows by the size of its output.
 
 ``PageTrimmer`` counts the bytes a process has brought into the map (values read, pages
-appended by its writes) and, every ``TRIM_BYTES``, tells the kernel it no longer needs the
-mapped pages (``madvise(MADV_DONTNEED)`` over the mapping of ``data.mdb``). For a shared
+walked by a key-only scan, pages appended by its writes) and, every ``TRIM_BYTES``, tells
+the kernel it no longer needs the mapped pages (``madvise(MADV_DONTNEED)`` over the mapping
+of ``data.mdb``). The budget is also kept across stores: a process that walks 100 shards at
+once (a ``MultiStore``, a merge) trims every store it touched as soon as all of them
+together brought ``TRIM_BYTES`` into their maps, so its resident set does not grow with the
+number of stores. For a shared
 file mapping that only drops this process's page-table entries: the data stays in the page
 cache and the file, and the next access maps it again (a minor fault), so readers in other
 threads are unaffected. LMDB never writes through the map unless opened with ``writemap``,
@@ -23,6 +27,7 @@ import ctypes.util
 import os
 import sys
 import threading
+import weakref
 from typing import List, Optional, Tuple
 
 #: Bytes brought into the map between two trims (about 2,000 graphs of a run: keeps RSS within a few % of its start).
@@ -31,6 +36,9 @@ MADV_DONTNEED = 4
 
 _libc = None
 _libc_lock = threading.Lock()
+#: Every live trimmer of this process (the budget of TRIM_BYTES is shared by all stores).
+_TRIMMERS: "weakref.WeakSet[PageTrimmer]" = weakref.WeakSet()
+_POOL_LOCK = threading.Lock()
 
 
 def _madvise():
@@ -48,15 +56,15 @@ def _madvise():
         return _libc or None
 
 
-def mapped_ranges(data_file: str) -> List[Tuple[int, int]]:
-    """``(start, end)`` of each mapping of ``data_file`` in this process (from /proc/self/maps)."""
-    target = os.path.realpath(data_file)
+def mapped_ranges(*data_files: str) -> List[Tuple[int, int]]:
+    """``(start, end)`` of each mapping of the ``data_files`` in this process (from /proc/self/maps)."""
+    targets = {os.path.realpath(f) for f in data_files}
     out = []
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
                 parts = line.split(maxsplit=5)
-                if len(parts) == 6 and parts[5].rstrip("\n") == target:
+                if len(parts) == 6 and parts[5].rstrip("\n") in targets:
                     start, end = parts[0].split("-")
                     out.append((int(start, 16), int(end, 16)))
     except OSError:
@@ -67,20 +75,26 @@ def mapped_ranges(data_file: str) -> List[Tuple[int, int]]:
 def drop_mapped_pages(data_file: str) -> int:
     """Drop this process's mapped pages of ``data_file``; the bytes of mappings advised (0 when
     not possible here)."""
-    if not sys.platform.startswith("linux"):
+    return drop_many_mapped_pages([data_file])
+
+
+def drop_many_mapped_pages(data_files: List[str]) -> int:
+    """``drop_mapped_pages`` for several files at once (one read of /proc/self/maps)."""
+    if not data_files or not sys.platform.startswith("linux"):
         return 0
     madvise = _madvise()
     if madvise is None:
         return 0
     done = 0
-    for start, end in mapped_ranges(data_file):
+    for start, end in mapped_ranges(*data_files):
         if madvise(start, end - start, MADV_DONTNEED) == 0:
             done += end - start
     return done
 
 
 class PageTrimmer:
-    """Counts bytes brought into one store's map by this process; trims every ``every`` bytes."""
+    """Counts bytes brought into one store's map by this process; trims every ``every`` bytes,
+    or with the other stores' trimmers once all of them together reached ``TRIM_BYTES``."""
 
     def __init__(self, data_file: str, every: int = TRIM_BYTES):
         self.data_file = data_file
@@ -88,17 +102,41 @@ class PageTrimmer:
         self.pending = 0
         self.trims = 0
         self._last_pgno: Optional[int] = None
-        self._lock = threading.Lock()
+        with _POOL_LOCK:
+            _TRIMMERS.add(self)
 
     def add(self, nbytes: int) -> None:
         """``nbytes`` more were read through the map."""
-        with self._lock:
+        with _POOL_LOCK:
             self.pending += nbytes
-            if self.pending < self.every:
-                return
+            if self.pending >= self.every:
+                due = [self]
+            else:
+                # TRIM_BYTES is read here, not bound at import, so that it can be tuned at run time
+                live = [t for t in _TRIMMERS if t.pending > 0]
+                if sum(t.pending for t in live) < TRIM_BYTES:
+                    return
+                due = live
+            for trimmer in due:
+                trimmer.pending = 0
+                trimmer.trims += 1
+        drop_many_mapped_pages([t.data_file for t in due])
+
+    def forget(self) -> None:
+        """The store's map was closed: what it brought in no longer counts."""
+        with _POOL_LOCK:
             self.pending = 0
-            self.trims += 1
-        drop_mapped_pages(self.data_file)
+            _TRIMMERS.discard(self)
+
+    def add_rows(self, rows: int, stat: dict) -> None:
+        """``rows`` entries of a sub-database with LMDB statistics ``stat`` were walked without
+        reading their values: count the pages they occupy on average. A cursor still visits
+        every leaf page (which holds the values of up to ~2 KB), so a key-only scan of a
+        store of GBC10M graphs touches about as much of the file as a full read."""
+        entries = stat["entries"]
+        if entries:
+            pages = stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+            self.add(rows * pages * stat["psize"] // entries)
 
     def after_write(self, env) -> None:
         """A write transaction committed: count the pages it added to the file."""

@@ -134,11 +134,14 @@ class StatusQueries:
         def read(txn):
             db, graphs = self._db(b"status"), self._db(b"graphs")
             # a graph stored without a status record (older stores) is done and imported
-            return [txn.get(k, db=db) or (LEGACY_DONE if txn.get(k, db=graphs) is not None else None)
-                    for k in encoded]
+            return txn.stat(db), [txn.get(k, db=db) or (LEGACY_DONE if txn.get(k, db=graphs) is not None else None)
+                                  for k in encoded]
 
+        stat, values = self._read(read)
+        # resuming over millions of inputs walks the whole status table in these batches
+        self._shared.trimmer.add_rows(len(encoded), stat)
         out: List[Optional[Tuple[str, Optional[str]]]] = []
-        for key, value in zip(encoded, self._read(read)):
+        for key, value in zip(encoded, values):
             if value is None:
                 out.append(None)
                 continue
