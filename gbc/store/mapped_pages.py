@@ -39,6 +39,8 @@ _libc_lock = threading.Lock()
 #: Every live trimmer of this process (the budget of TRIM_BYTES is shared by all stores).
 _TRIMMERS: "weakref.WeakSet[PageTrimmer]" = weakref.WeakSet()
 _POOL_LOCK = threading.Lock()
+#: Bytes brought in by all trimmers since their last trim (the sum of their ``pending``).
+_pool_pending = 0
 
 
 def _madvise():
@@ -107,16 +109,18 @@ class PageTrimmer:
 
     def add(self, nbytes: int) -> None:
         """``nbytes`` more were read through the map."""
+        global _pool_pending
         with _POOL_LOCK:
             self.pending += nbytes
+            _pool_pending += nbytes
             if self.pending >= self.every:
                 due = [self]
+                _pool_pending -= self.pending
+            elif _pool_pending >= TRIM_BYTES:  # read here, not bound at import: tunable at run time
+                due = [t for t in _TRIMMERS if t.pending > 0]
+                _pool_pending = 0  # every live trimmer is trimmed (one gone uncounted is forgotten too)
             else:
-                # TRIM_BYTES is read here, not bound at import, so that it can be tuned at run time
-                live = [t for t in _TRIMMERS if t.pending > 0]
-                if sum(t.pending for t in live) < TRIM_BYTES:
-                    return
-                due = live
+                return
             for trimmer in due:
                 trimmer.pending = 0
                 trimmer.trims += 1
@@ -124,7 +128,9 @@ class PageTrimmer:
 
     def forget(self) -> None:
         """The store's map was closed: what it brought in no longer counts."""
+        global _pool_pending
         with _POOL_LOCK:
+            _pool_pending -= self.pending
             self.pending = 0
             _TRIMMERS.discard(self)
 
