@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from gbc.errors import GbcError
-from gbc.store.shards import MultiStore, find_shards, group_statuses, is_store, open_multi_store, status_name
+from gbc.store.lmdb_base import decode_key
+from gbc.store.shards import MultiStore, find_shards, grouped_flags, is_store, open_multi_store, status_name
 
 __all__ = ["ON_CONFLICT", "MergeConflictError", "merge_stores", "find_shards", "MultiStore", "open_multi_store"]
 
@@ -249,7 +250,9 @@ def _plan_pass(sources: List[Path], out: Optional[Path], on_conflict: str,
             stores.append(_open(source, readonly=True))
         labelled = [(i + 1, store, str(path)) for i, (store, path) in enumerate(zip(stores, sources))]
         pending = 0
-        for key, records in group_statuses(labelled):
+        for raw, flags in grouped_flags(labelled):
+            # a status name is all a plan needs of a record: none is parsed
+            key, records = decode_key(raw), [(index, "done" if done else "failed") for index, done in flags]
             plan.keys += 1
             pending += 1
             if progress is not None and pending >= 1000:

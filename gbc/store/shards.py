@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+from gbc.store.lmdb_base import decode_key
 from gbc.store.lmdb_env import StoreCorruptError
 
 __all__ = ["MultiStore", "find_shards", "group_statuses", "is_store", "open_multi_store", "open_store", "status_name"]
@@ -47,6 +48,39 @@ def _sorted_statuses(store, label: str) -> Iterator[Tuple[str, Any]]:
         yield key, record
 
 
+def _sorted_flags(store, index: int, label: str) -> Iterator[Tuple[bytes, int, bool]]:
+    """``(key bytes, index, is done)`` of ``store.status_flags()``, checked to be in key order."""
+    previous = None
+    for key, done in store.status_flags():
+        if previous is not None and key <= previous:
+            raise RuntimeError(f"{label}: statuses are not in increasing key order ({previous!r} then {key!r})")
+        previous = key
+        yield key, index, done
+
+
+def grouped_flags(stores: Sequence[Tuple[int, Any, str]]) -> Iterator[Tuple[bytes, List[Tuple[int, bool]]]]:
+    """Every key of every store in key order (UTF-8 bytes, the stores' own order) with the
+    ``(store index, is done)`` of each store that has a record of it, read from each record's
+    status byte: nothing is decoded (``group_statuses`` gives the records themselves)."""
+    merged = heapq.merge(*(_sorted_flags(store, index, label) for index, store, label in stores))
+    group_key, group = None, []
+    for key, index, done in merged:  # tuples: by key, then by store index
+        if key != group_key:
+            if group:
+                yield group_key, group
+            group_key, group = key, []
+        group.append((index, done))
+    if group:
+        yield group_key, group
+
+
+def resolved_flags(stores: Sequence[Tuple[int, Any, str]]) -> Iterator[Tuple[bytes, Optional[int]]]:
+    """``grouped_flags`` resolved as ``MultiStore`` resolves records: each key with the index
+    of the first store that holds it ``done``, or None when every store holds it ``failed``."""
+    for key, group in grouped_flags(stores):
+        yield key, next((index for index, done in group if done), None)
+
+
 def group_statuses(stores: Sequence[Tuple[int, Any, str]]) -> Iterator[Tuple[str, List[Tuple[int, Any]]]]:
     """All sources' records, grouped by key in key order: (key, [(source index, record), ...])."""
     def tagged(index, store, label):
@@ -64,6 +98,25 @@ def group_statuses(stores: Sequence[Tuple[int, Any, str]]) -> Iterator[Tuple[str
         group.append((index, record))
     if group:
         yield group_key, group
+
+
+class _GraphWalk:
+    """One store's graphs read in key order, decoded only when asked for."""
+
+    def __init__(self, store):
+        self.store = store
+        self._rows = (row for rows in store._scan_chunks(b"graphs") for row in rows)
+        self._head: Optional[Tuple[bytes, bytes]] = None
+        self._done = False
+
+    def graph(self, raw: bytes, key: str):
+        """The graph of ``raw`` (``key`` decoded), which sorts after every key asked before."""
+        while not self._done and (self._head is None or self._head[0] < raw):
+            self._head = next(self._rows, None)
+            self._done = self._head is None
+        if self._head is not None and self._head[0] == raw:
+            return self.store._decode_graph(key, self._head[1])
+        return self.store[key]  # written after the walk passed it: looked up (KeyError if gone)
 
 
 def _open_plain(path: PathLike):
@@ -143,8 +196,7 @@ class MultiStore:
     # ----------------------------------------------------------------- iteration
     def statuses(self) -> Iterator[Tuple[str, Any]]:
         """(key, resolved record) for every key of every store, in key order."""
-        labelled = [(i, store, str(path)) for i, (store, path) in enumerate(zip(self._stores, self.paths))]
-        for key, records in group_statuses(labelled):
+        for key, records in group_statuses(self._labelled()):
             yield key, self._resolve(records)[1]
 
     def keys(self, status: Optional[str] = None) -> Iterator[str]:
@@ -152,20 +204,26 @@ class MultiStore:
         wanted = "done" if status is None else status
         if wanted not in ("done", "failed"):
             raise ValueError(f"status must be None, 'done' or 'failed'; got {status!r}")
-        return (key for key, record in self.statuses() if status_name(record) == wanted)
+        done = wanted == "done"
+        # decided from each record's status byte: no record is parsed
+        return (decode_key(key) for key, winner in resolved_flags(self._labelled()) if (winner is not None) == done)
+
+    def _labelled(self) -> List[Tuple[int, Any, str]]:
+        return [(i, store, str(path)) for i, (store, path) in enumerate(zip(self._stores, self.paths))]
 
     def __iter__(self) -> Iterator[str]:
         return self.keys()
 
     def items(self, on_damaged=None) -> Iterator[Tuple[str, Any]]:
         """As ``GraphStore.items``: with ``on_damaged``, undecodable graphs are reported and skipped."""
-        # the graph is read from the store whose record won: one lookup per key, not one per store
-        labelled = [(i, store, str(path)) for i, (store, path) in enumerate(zip(self._stores, self.paths))]
-        for key, records in group_statuses(labelled):
-            index, record = self._resolve(records)
-            if status_name(record) == "done":
+        # The graph comes from the store whose record won, read by walking each store's graphs
+        # in key order beside the statuses (a lookup per key costs a transaction each).
+        walks = [_GraphWalk(store) for store in self._stores]
+        for raw, index in resolved_flags(self._labelled()):
+            if index is not None:
+                key = decode_key(raw)
                 try:
-                    graph = self._stores[index][key]
+                    graph = walks[index].graph(raw, key)
                 except StoreCorruptError as exc:
                     if on_damaged is None:
                         raise

@@ -102,6 +102,13 @@ class StatusQueries:
                 yield graph, None
                 graph = next(graphs, None)
 
+    def status_flags(self) -> Iterator[Tuple[bytes, bool]]:
+        """``(key bytes, is done)`` for every key with a status record or a graph, in key order,
+        without decoding any record: what a view over many shards needs to list keys."""
+        done = STATUS_CODES["done"]
+        for k, v in self._status_rows():
+            yield k, v is None or v[:1] == done
+
     def _keys_with_status(self, status: str) -> Iterator[str]:
         code = status_code(status)
         done = code == STATUS_CODES["done"]
