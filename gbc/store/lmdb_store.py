@@ -48,6 +48,7 @@ from gbc.store.lmdb_base import (
 from gbc.store.lmdb_base import decode_key as _decode_key
 from gbc.store.lmdb_base import encode_key as _encode_key
 from gbc.store.lmdb_env import StoreCorruptError, StoreError
+from gbc.store.mapped_pages import RANDOM_READ_BYTES
 from gbc.store.status import IMPORTED, StatusName, StatusQueries, StatusRecord, encode_status, imported_value
 
 __all__ = [
@@ -91,8 +92,7 @@ class GraphStore(StatusQueries, LmdbBase):
 
     def _get_raw(self, dbname: bytes, key: bytes) -> Optional[bytes]:
         value = self._read(lambda txn: txn.get(key, db=self._db(dbname)))
-        if value is not None:
-            self._shared.trimmer.add(len(value))
+        self._shared.trimmer.add(RANDOM_READ_BYTES if value is None else max(len(value), RANDOM_READ_BYTES))
         return value
 
     def __len__(self) -> int:

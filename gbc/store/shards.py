@@ -175,10 +175,12 @@ class MultiStore:
         return found[1] if found else None
 
     def __getitem__(self, key: str):
-        found = self._resolve(self._records(key))
-        if found is None or status_name(found[1]) != "done":
-            raise KeyError(key)
-        return self._stores[found[0]][key]
+        # the first store holding it done wins (as in _resolve): the stores after it are not asked
+        for store in self._stores:
+            record = store.status(key)
+            if record is not None and status_name(record) == "done":
+                return store[key]
+        raise KeyError(key)
 
     def get(self, key: str, default=None):
         try:

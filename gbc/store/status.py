@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from gbc.store.lmdb_base import decode_key, encode_key
 from gbc.store.lmdb_env import StoreCorruptError, StoreError
+from gbc.store.mapped_pages import STATUS_READ_BYTES
 
 STATUS_CODES = {"done": b"D", "failed": b"F"}
 
@@ -129,6 +130,9 @@ class StatusQueries:
             return value
 
         value = self._read(read)
+        # Counted as one page, not as RANDOM_READ_BYTES: a view over 100 shards asks each of
+        # them for every key, and trimming 100 maps every few keys would cost more than the read.
+        self._shared.trimmer.add(STATUS_READ_BYTES)
         if value is None or isinstance(value, StatusRecord):
             return value
         return self._decode_status(key, value)

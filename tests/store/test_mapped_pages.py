@@ -180,3 +180,30 @@ def test_a_closed_store_leaves_the_budget(big_store, monkeypatch):
         sum(1 for _ in store.keys())
         assert trimmer.pending > 0
     assert trimmer.pending == 0 and trimmer not in set(mapped_pages._TRIMMERS)
+
+
+def test_random_lookups_keep_few_pages_mapped(big_store, monkeypatch):
+    # a lookup maps more than its value (a leaf page and the pages mapped around a fault)
+    import random
+
+    keys = [f"k{i:06d}" for i in range(GRAPHS)]
+    random.Random(0).shuffle(keys)
+    resident = {}
+    for every in (1 << 40, 256 << 10):
+        monkeypatch.setattr(mapped_pages, "TRIM_BYTES", every)
+        with GraphStore(str(big_store)) as store:
+            store._shared.trimmer.every = every
+            for key in keys:
+                store[key]
+            resident[every] = mapped_rss_kb(str(big_store / "data.mdb"))
+    assert resident[256 << 10] < resident[1 << 40] // 3, resident
+
+
+def test_status_lookups_are_counted(big_store):
+    with GraphStore(str(big_store)) as store:
+        trimmer = store._shared.trimmer
+        trimmer.every = 1 << 40
+        before = trimmer.pending
+        for i in range(0, GRAPHS, 10):
+            assert store.status(f"k{i:06d}").status == "done"
+        assert trimmer.pending - before == (GRAPHS // 10) * mapped_pages.STATUS_READ_BYTES

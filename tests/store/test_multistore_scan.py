@@ -55,6 +55,10 @@ def test_keys_and_items_resolve_as_the_records_say(shards):
             assert graph == want[key], key
         assert dict(got)["k09"] == synthetic_graph(9)  # the first shard's graph of a duplicated key
         assert dict(got)["k01"] == synthetic_graph(101)  # failed in the first shard, done in the second
+        assert view["k09"] == synthetic_graph(9) and view["k01"] == synthetic_graph(101)  # lookups agree
+        for missing in ("k10", "k11", "k99"):
+            with pytest.raises(KeyError):
+                view[missing]
 
 
 def test_listing_keys_parses_no_record(shards, monkeypatch):
