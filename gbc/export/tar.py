@@ -4,7 +4,7 @@ caption shards aligned with input shards are written with it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import Dict, Iterable, List, Tuple
 
 _ZEROS = bytes(512)
 
@@ -22,6 +22,9 @@ class TarWriter:
 
     _BLOCK = 512
     _FLUSH_BYTES = 1 << 20
+    #: Member sizes whose header size field (and its byte sum) is remembered: samples of
+    #: one shard have a few hundred distinct text and metadata lengths.
+    _SIZE_CACHE = 1 << 16
 
     def __init__(self, path: Path):
         self._fh = open(path, "wb")
@@ -38,21 +41,41 @@ class TarWriter:
         self._template = bytes(template)
         # The checksum is the byte sum of the header: constant part + name + size.
         self._base_sum = sum(template)
+        # Per member size: the header's size field with the constant bytes after it, their
+        # byte sum, the padding to a whole block and the bytes taken in the archive.
+        self._sizes: Dict[int, Tuple[bytes, int, bytes, int]] = {}
+        # Per name length: the zero bytes after the name and the constant header fields.
+        self._fillers = {n: self._template[n:124] for n in range(101)}
+
+    def _size_entry(self, n: int) -> Tuple[bytes, int, bytes, int]:
+        field = b"%011o\0" % n
+        pad = -n % self._BLOCK
+        entry = (field + self._template[136:148], sum(field), _ZEROS[:pad], n + pad + self._BLOCK)
+        if n < self._SIZE_CACHE:
+            self._sizes[n] = entry
+        return entry
 
     def add(self, name: str, data: bytes) -> None:
-        raw = name.encode("utf-8")
-        if len(raw) > 100:
-            raise ValueError(f"tar member name too long: {name!r}")
-        size = b"%011o\0" % len(data)
-        t = self._template
-        checksum = b"%06o\0 " % (self._base_sum + sum(raw) + sum(size))
+        self.add_many(((name.encode("utf-8"), data),))
+
+    def add_many(self, members: Iterable[Tuple[bytes, bytes]]) -> None:
+        """Add ``(UTF-8 name, data)`` members in order (one call per sample or graph: the
+        header work per member is a few operations on cached pieces)."""
+        tail = self._template[156:]
+        base = self._base_sum
+        sizes = self._sizes
+        fillers = self._fillers
         parts = self._parts
-        parts += (raw, t[len(raw):124], size, t[136:148], checksum, t[156:], data)
-        pad = -len(data) % self._BLOCK
-        if pad:
-            parts.append(_ZEROS[:pad])
-        self._pending += len(data) + self._BLOCK
-        if self._pending >= self._FLUSH_BYTES:
+        pending = self._pending
+        for raw, data in members:
+            filler = fillers.get(len(raw))
+            if filler is None:
+                raise ValueError(f"tar member name too long: {raw.decode('utf-8', 'replace')!r}")
+            size, size_sum, pad, taken = sizes.get(len(data)) or self._size_entry(len(data))
+            parts += (raw, filler, size, b"%06o\0 " % (base + sum(raw) + size_sum), tail, data, pad)
+            pending += taken
+        self._pending = pending
+        if pending >= self._FLUSH_BYTES:
             self._flush()
 
     def _flush(self) -> None:

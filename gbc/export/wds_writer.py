@@ -12,8 +12,11 @@ name it by ``image_key``. ``"all"`` repeats it in every sample (a graph has ~16 
 from __future__ import annotations
 
 import json
+import operator
 from collections import Counter
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
+
+import msgspec
 
 from gbc.export.captions import CaptionRow
 from gbc.export.images import EncodedImage
@@ -21,15 +24,23 @@ from gbc.export.tar import TarWriter
 from gbc.export.writer_base import ExportedGraph, ShardedWriter
 
 
-def _row_meta(g: ExportedGraph, row: CaptionRow) -> Dict[str, Any]:
-    return {
-        "image_key": g.key,
-        "caption_type": row.caption_type,
-        "vertex_id": row.vertex_id,
-        "vertex_label": row.vertex_label,
-        "desc_label": row.desc_label,
-        "bbox": list(row.bbox) if row.bbox is not None else None,
-    }
+class _TextMeta(msgspec.Struct):
+    """The ``.json`` of a text-only sample (fields in the order they are written)."""
+
+    key: str
+    image_key: str
+    caption_type: str
+    vertex_id: Optional[str]
+    vertex_label: Optional[str]
+    desc_label: Optional[str]
+    bbox: Optional[Tuple[float, ...]]
+
+
+_encode = msgspec.json.Encoder().encode
+_CAPTION_TYPE = operator.attrgetter("caption_type")
+_TEXT = operator.attrgetter("text")
+_INDEX_COLUMNS = ("key", "caption", "status", "error_message", "width", "height", "original_width",
+                  "original_height", "image_key", "caption_type")
 
 
 def _wds_index_columns():
@@ -48,34 +59,81 @@ class WdsWriter(ShardedWriter):
     def _open_shard(self) -> None:
         self._tar_path = self.out / f"{self.shard:05d}.tar"
         self._tar = TarWriter(self._tar_path)
-        self._columns = _wds_index_columns()
-        self._index: Dict[str, list] = {k: [] for k in self._columns}
-        self._stats = Counter()
+        self._index: Dict[str, list] = {k: [] for k in _INDEX_COLUMNS}
+        self._count = self._successes = self._text_only = 0
+        self._types: Counter = Counter()
 
     def _close_shard(self) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         self._tar.close()
-        table = pa.table({k: pa.array(v, type=self._columns[k]) for k, v in self._index.items()})
+        columns = _wds_index_columns()
+        table = pa.table({k: pa.array(v, type=columns[k]) for k, v in self._index.items()})
         index_path = self.out / f"{self.shard:05d}.parquet"
         pq.write_table(table, index_path)
-        stats = {"count": self._stats["count"], "successes": self._stats["success"], "failed_to_download": 0,
-                 "failed_to_resize": 0, "text_only": self._stats["text_only"],
-                 "caption_types": {k[5:]: v for k, v in sorted(self._stats.items()) if k.startswith("type:")}}
+        stats = {"count": self._count, "successes": self._successes, "failed_to_download": 0,
+                 "failed_to_resize": 0, "text_only": self._text_only,
+                 "caption_types": dict(sorted(self._types.items()))}
         stats_path = self.out / f"{self.shard:05d}_stats.json"
         stats_path.write_text(json.dumps(stats, indent=2))
         self.files += [str(self._tar_path), str(index_path), str(stats_path)]
 
     def write_graph(self, g: ExportedGraph, rows: List[CaptionRow], images: List[Optional[EncodedImage]]) -> None:
-        import msgspec
+        if images and images[0] is None:  # a graph's rows are all text-only or all with images
+            start = 0
+            while start < len(rows):
+                start = self._write_text_rows(g, rows, start)
+            return
+        self._write_image_rows(g, rows, images)
 
+    def _write_text_rows(self, g: ExportedGraph, rows: List[CaptionRow], start: int) -> int:
+        """Text-only samples for ``rows[start:]`` up to the end of the open shard; returns
+        the first row not written. Same samples as ``_write_image_rows`` without images, with
+        the header and index work done once per graph."""
+        room = self._room()
+        part = rows[start:start + room]
+        fmt, shard, first = self._key_format, self.shard, self.index
+        self.index = first + len(part)
+        keys = [fmt % (shard, i) for i in range(first, first + len(part))]
+        texts = list(map(_TEXT, part))
+        image_key = g.key
+        policy = self.options.graph_json
+        members = []
+        for i, (key, row, text) in enumerate(zip(keys, part, texts)):
+            raw = key.encode()
+            head = _encode(_TextMeta(key, image_key, row.caption_type, row.vertex_id, row.vertex_label,
+                                     row.desc_label, row.bbox))
+            if policy == "all" or (policy == "first" and start + i == 0):
+                # The graph is encoded once per graph and spliced into the sample's metadata.
+                head = head[:-1] + b',"graph":' + g.graph_json + b"}"
+            members += ((raw + b".txt", text.encode()), (raw + b".json", head))
+        self._tar.add_many(members)
+        n = len(part)
+        idx = self._index
+        types = list(map(_CAPTION_TYPE, part))
+        idx["key"] += keys
+        idx["caption"] += texts
+        idx["status"] += ["text_only"] * n
+        nones = [None] * n
+        for column in ("error_message", "width", "height", "original_width", "original_height"):
+            idx[column] += nones
+        idx["image_key"] += [image_key] * n
+        idx["caption_type"] += types
+        self._count += n
+        self._text_only += n
+        self._types.update(types)
+        return start + n
+
+    def _write_image_rows(self, g: ExportedGraph, rows: List[CaptionRow], images: List[Optional[EncodedImage]]) -> None:
         policy = self.options.graph_json
         once = self.options.images == "first"
         carried: Dict[int, Tuple[int, str]] = {}  # id of an encoded image -> (shard, key of the sample holding it)
         for i, (row, image) in enumerate(zip(rows, images)):
             key = self._next_key()
-            meta = {"key": key, **_row_meta(g, row)}
+            meta = {"key": key, "image_key": g.key, "caption_type": row.caption_type, "vertex_id": row.vertex_id,
+                    "vertex_label": row.vertex_label, "desc_label": row.desc_label,
+                    "bbox": list(row.bbox) if row.bbox is not None else None}
             shared = False
             if image is not None:
                 meta.update(width=image.width, height=image.height,
@@ -88,9 +146,8 @@ class WdsWriter(ShardedWriter):
                     self._tar.add(f"{key}.jpg", image.data)
                     carried[id(image)] = (self.shard, key)
             self._tar.add(f"{key}.txt", row.text.encode("utf-8"))
-            head = msgspec.json.encode(meta)
+            head = _encode(meta)
             if policy == "all" or (policy == "first" and i == 0):
-                # The graph is encoded once per graph and spliced into the sample's metadata.
                 head = head[:-1] + b',"graph":' + g.graph_json + b"}"
             self._tar.add(f"{key}.json", head)
             idx = self._index
@@ -104,6 +161,9 @@ class WdsWriter(ShardedWriter):
             idx["original_height"].append(image.original_height if image else None)
             idx["image_key"].append(g.key)
             idx["caption_type"].append(row.caption_type)
-            self._stats["count"] += 1
-            self._stats["success" if image is not None else "text_only"] += 1
-            self._stats["type:" + row.caption_type] += 1
+            self._count += 1
+            if image is not None:
+                self._successes += 1
+            else:
+                self._text_only += 1
+            self._types[row.caption_type] += 1

@@ -52,13 +52,19 @@ class ShardedWriter:
         # sample_key's layout as one %-format, built once (a key is made per row).
         self._key_format = "%%05d%%0%dd" % len(sample_key(0, 0, options.shard_size)[5:])
 
-    def _next_key(self) -> str:
+    def _room(self) -> int:
+        """Samples the open shard still takes, at least one: a full shard (or none yet) is
+        closed and the next one opened."""
         if self.index >= self.options.shard_size:
             if self.shard >= 0:
                 self._close_shard()
             self.shard += 1
             self.index = 0
             self._open_shard()
+        return self.options.shard_size - self.index
+
+    def _next_key(self) -> str:
+        self._room()
         key = self._key_format % (self.shard, self.index)
         self.index += 1
         return key
