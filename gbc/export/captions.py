@@ -18,7 +18,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
-from gbc.export.tokens import CLIP_MAX_TOKENS, clip_token_counter, split_long, split_to_fit
+import msgspec
+
+from gbc.export.tokens import (
+    CLIP_MAX_TOKENS,
+    cached_chunk_costs,
+    clip_token_counter,
+    estimate_body_limit,
+    estimate_clip_tokens,
+    split_long,
+    split_to_fit,
+)
 from gbc.schemas import GbcGraph, Vertex
 
 #: Description labels left out unless asked for: the composition geometry hints
@@ -92,9 +102,12 @@ class CaptionFilter:
         return out
 
 
-@dataclass(slots=True)
-class CaptionRow:
-    """One training text. ``bbox`` (relative xyxy) is set when the text describes a region crop."""
+class CaptionRow(msgspec.Struct):
+    """One training text. ``bbox`` (relative xyxy) is set when the text describes a region crop.
+
+    A msgspec struct: made in C (one per caption of every graph exported), compared and
+    printed like a dataclass.
+    """
 
     text: str
     caption_type: str
@@ -180,14 +193,22 @@ def _caption_type(desc_label: str, vertex_label: str) -> str:
 
 
 def _vertex_rows(vertices: Iterable[Vertex], flt: CaptionFilter, fitter: _Fitter, with_box: bool) -> List[CaptionRow]:
-    # The hot loop of a text-only export (~18 captions per graph): the label filter and the
-    # fitter's short-text fast path are inlined here to save a method call per caption.
+    # The hot loop of a text-only export (~18 captions per graph): the label filter, the
+    # caption type table and the fitter's checks are inlined here to save calls per caption.
     rows: List[CaptionRow] = []
     append = rows.append
     excluded = flt.exclude_desc_labels
     wanted = flt.desc_labels
     limit = fitter.limit
     count = fitter.count
+    types = _CAPTION_TYPES
+    # With the estimate, a text fits when its cached chunk costs add up to at most body_limit
+    # (the same test as count(text) <= limit, without a call and rounding per caption).
+    if count is estimate_clip_tokens:
+        body_limit = estimate_body_limit(limit)
+        cost = cached_chunk_costs().__getitem__
+    else:
+        body_limit = cost = None
     for v in vertices:
         vlabel = v.label
         box = v.bbox.to_xyxy() if with_box and vlabel != "image" else None
@@ -196,14 +217,24 @@ def _vertex_rows(vertices: Iterable[Vertex], flt: CaptionFilter, fitter: _Fitter
             dlabel = d.label
             if dlabel in excluded or (wanted is not None and dlabel not in wanted):
                 continue
-            ctype = _caption_type(dlabel, vlabel)
             text = d.text.strip()
             if not text:
                 continue
+            ctype = types.get((dlabel, vlabel)) or _caption_type(dlabel, vlabel)
             # _Fitter.fit written out: the short-text fast path (the same expression, so the
             # same floating-point result at the boundary), then one count for a text that fits
             # whole (most captions), and sentence packing only for the rest.
-            if limit is None or (text.isascii() and len(text) * 1.1 + 3 <= limit) or count(text) <= limit:
+            if limit is None or (text.isascii() and len(text) * 1.1 + 3 <= limit):
+                append(CaptionRow(text, ctype, vid, vlabel, dlabel, box))
+                continue
+            if cost is not None:
+                try:
+                    fits = sum(map(cost, text.split())) <= body_limit
+                except KeyError:  # a chunk not seen yet: the estimate counts and remembers it
+                    fits = count(text) <= limit
+            else:
+                fits = count(text) <= limit
+            if fits:
                 append(CaptionRow(text, ctype, vid, vlabel, dlabel, box))
                 continue
             chunks, dropped = split_long(text, count, limit)

@@ -8,6 +8,7 @@ Columns: ``key``, ``image_key``, ``caption``, ``caption_type``, ``vertex_id``,
 
 from __future__ import annotations
 
+import operator
 from typing import List, Optional
 
 from gbc.export.captions import CaptionRow
@@ -34,6 +35,14 @@ def _parquet_schema():
     ])
 
 
+_TEXT = operator.attrgetter("text")
+_CAPTION_TYPE = operator.attrgetter("caption_type")
+_VERTEX_ID = operator.attrgetter("vertex_id")
+_VERTEX_LABEL = operator.attrgetter("vertex_label")
+_DESC_LABEL = operator.attrgetter("desc_label")
+_WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
+
+
 class ParquetWriter(ShardedWriter):
     """Parquet shards of flat columns (one row per caption, image bytes inline)."""
 
@@ -43,17 +52,24 @@ class ParquetWriter(ShardedWriter):
         self._schema = _parquet_schema()
         self._path = self.out / f"{self.shard:05d}.parquet"
         self._writer = pq.ParquetWriter(self._path, self._schema)
-        # Rows are buffered as tuples (one per row, in _PARQUET_COLUMNS order) and turned
-        # into columns once per row group: far cheaper than 15 list appends per row.
-        self._rows: List[tuple] = []
+        # Rows are buffered as one list per column (in _PARQUET_COLUMNS order), extended a
+        # graph at a time, and turned into a table once per row group.
+        self._columns: List[list] = [[] for _ in _PARQUET_COLUMNS]
 
-    def _flush(self) -> None:
+    def _flush(self, n: Optional[int] = None) -> None:
+        """Write the first ``n`` buffered rows (all by default) as one row group."""
         import pyarrow as pa
 
-        if self._rows:
-            columns = dict(zip(_PARQUET_COLUMNS, map(list, zip(*self._rows))))
-            self._writer.write_table(pa.table(columns, schema=self._schema))
-            self._rows = []
+        columns = self._columns
+        if not columns[0]:
+            return
+        if n is None or n >= len(columns[0]):
+            group, self._columns = columns, [[] for _ in _PARQUET_COLUMNS]
+        else:
+            group = [c[:n] for c in columns]
+            for c in columns:
+                del c[:n]
+        self._writer.write_table(pa.table(dict(zip(_PARQUET_COLUMNS, group)), schema=self._schema))
 
     def _close_shard(self) -> None:
         self._flush()
@@ -62,36 +78,59 @@ class ParquetWriter(ShardedWriter):
 
     def _flush_full_groups(self) -> None:
         # Row groups of exactly PARQUET_ROW_GROUP rows, as when flushing row by row.
-        while len(self._rows) >= PARQUET_ROW_GROUP:
-            rest = self._rows[PARQUET_ROW_GROUP:]
-            del self._rows[PARQUET_ROW_GROUP:]
-            self._flush()
-            self._rows = rest
+        while len(self._columns[0]) >= PARQUET_ROW_GROUP:
+            self._flush(PARQUET_ROW_GROUP)
 
     def write_graph(self, g: ExportedGraph, rows: List[CaptionRow], images: List[Optional[EncodedImage]]) -> None:
-        image_key = g.key
         image_path = printable(str(g.source)) if g.source is not None else g.recorded_path()
-        start = self.index
-        if self.shard >= 0 and start + len(rows) <= self.options.shard_size and images and images[0] is None:
-            # Text-only graph that fits in the open shard: keys made in one go, rows added at once.
-            fmt, shard = self._key_format, self.shard
-            self.index = start + len(rows)
-            self._rows.extend([
-                (fmt % (shard, i), image_key, row.text, row.caption_type, row.vertex_id, row.vertex_label,
-                 row.desc_label, *(row.bbox or (0.0, 0.0, 1.0, 1.0)), image_path, None, None, None)
-                for i, row in enumerate(rows, start)
-            ])
-            self._flush_full_groups()
+        if images and images[0] is None:  # a graph's rows are all text-only or all with images
+            start = 0
+            while start < len(rows):
+                start = self._write_text_rows(g.key, image_path, rows, start)
             return
         for row, image in zip(rows, images):
             key = self._next_key()  # may close the shard and open the next one
-            left, top, right, bottom = row.bbox or (0.0, 0.0, 1.0, 1.0)
+            left, top, right, bottom = row.bbox or _WHOLE_IMAGE
             if image is None:
                 data = width = height = None
             else:
                 data, width, height = image.data, image.width, image.height
-            buffer = self._rows
-            buffer.append((key, image_key, row.text, row.caption_type, row.vertex_id, row.vertex_label,
-                           row.desc_label, left, top, right, bottom, image_path, data, width, height))
-            if len(buffer) >= PARQUET_ROW_GROUP:
+            values = (key, g.key, row.text, row.caption_type, row.vertex_id, row.vertex_label, row.desc_label,
+                      left, top, right, bottom, image_path, data, width, height)
+            for column, value in zip(self._columns, values):
+                column.append(value)
+            if len(self._columns[0]) >= PARQUET_ROW_GROUP:
                 self._flush()
+
+    def _write_text_rows(self, image_key: str, image_path: str, rows: List[CaptionRow], start: int) -> int:
+        """Columns of the text-only ``rows[start:]`` up to the end of the open shard, added a
+        column at a time; returns the first row not written."""
+        room = self._room()
+        part = rows[start:start + room]
+        n = len(part)
+        fmt, shard, first = self._key_format, self.shard, self.index
+        self.index = first + n
+        (key, image_key_col, caption, caption_type, vertex_id, vertex_label, desc_label,
+         left, top, right, bottom, image_path_col, image, width, height) = self._columns
+        key += [fmt % (shard, i) for i in range(first, first + n)]
+        image_key_col += [image_key] * n
+        caption += map(_TEXT, part)
+        caption_type += map(_CAPTION_TYPE, part)
+        vertex_id += map(_VERTEX_ID, part)
+        vertex_label += map(_VERTEX_LABEL, part)
+        desc_label += map(_DESC_LABEL, part)
+        boxes = [row.bbox for row in part]
+        if boxes.count(None) == n:  # whole-image captions (every strategy but region)
+            for column, value in zip((left, top, right, bottom), _WHOLE_IMAGE):
+                column += [value] * n
+        else:
+            boxes = [box or _WHOLE_IMAGE for box in boxes]
+            for column, values in zip((left, top, right, bottom), zip(*boxes)):
+                column += values
+        image_path_col += [image_path] * n
+        nones = [None] * n
+        image += nones
+        width += nones
+        height += nones
+        self._flush_full_groups()
+        return start + n

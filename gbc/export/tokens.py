@@ -93,6 +93,22 @@ def estimate_clip_tokens(text: str) -> int:
     return 2 + math.ceil(body * _ESTIMATE_MARGIN)
 
 
+@functools.lru_cache(maxsize=64)
+def estimate_body_limit(max_tokens: int) -> int:
+    """The largest sum of chunk costs whose estimate is at most ``max_tokens``: a text whose
+    cached chunk costs add up to no more fits (``estimate_clip_tokens`` written out for the
+    caption loop, which then needs no rounding per text)."""
+    body = -1
+    while 2 + math.ceil((body + 1) * _ESTIMATE_MARGIN) <= max_tokens:
+        body += 1
+    return body
+
+
+def cached_chunk_costs() -> Dict[str, int]:
+    """The table of remembered chunk costs (read-only for callers; see ``estimate_clip_tokens``)."""
+    return _CHUNK_COSTS
+
+
 # ------------------------------------------------------------------ the exact BPE count
 def _byte_alphabet() -> Dict[int, str]:
     # CLIP's byte-level BPE works on printable stand-ins for the 256 bytes: printable latin-1

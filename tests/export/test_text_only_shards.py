@@ -1,7 +1,8 @@
-"""Text-only WebDataset shards (written a graph at a time) read back sample by sample."""
+"""Text-only WebDataset and Parquet shards (written a graph at a time) read back row by row."""
 
 import json
 import tarfile
+from array import array
 
 import pytest
 
@@ -105,3 +106,35 @@ def test_tar_members_added_together_or_one_by_one_give_the_same_archive(tmp_path
     with pytest.raises(ValueError, match="too long"):
         refusing.add_many([(b"x" * 101, b"")])
     refusing.close()
+
+
+@pytest.mark.parametrize("shard_size", [7, 1_500, 10_000])
+@pytest.mark.parametrize("strategy", ["gbc-captions", "region"])
+def test_parquet_text_only_columns_across_shards_and_row_groups(tmp_path, shard_size, strategy):
+    import pyarrow.parquet as pq
+
+    from gbc.export.parquet_writer import PARQUET_ROW_GROUP
+
+    graphs = [synthetic_graph(i) for i in range(150)]  # over 2,000 rows: more than one row group
+    graphs[3].img_path = None  # text-only rows keep the recorded path, or the URL
+    flt = CaptionFilter(exact_tokens=False)
+    out = tmp_path / "pq"
+    s = export_graphs(keyed(graphs), out, ExportOptions(fmt="parquet", strategy=strategy, text_only=True,
+                                                      shard_size=shard_size, caption_filter=flt))
+    expected = [(key, g, row) for key, g in keyed(graphs) for row in caption_rows(g, strategy, flt)]
+    assert s.rows == len(expected) > PARQUET_ROW_GROUP
+    files = sorted(out.glob("*.parquet"))
+    assert len(files) == -(-len(expected) // shard_size)
+    for f in files:
+        groups = [pq.ParquetFile(f).metadata.row_group(i).num_rows for i in range(pq.ParquetFile(f).num_row_groups)]
+        assert all(n == PARQUET_ROW_GROUP for n in groups[:-1]) and 0 < groups[-1] <= PARQUET_ROW_GROUP
+    got = [r for f in files for r in pq.read_table(f).to_pylist()]
+    width = max(4, len(str(shard_size - 1)))
+    for n, (r, (key, g, row)) in enumerate(zip(got, expected)):
+        box = list(array("f", row.bbox or (0.0, 0.0, 1.0, 1.0)))  # stored as float32
+        assert r == {"key": f"{n // shard_size:05d}{n % shard_size:0{width}d}", "image_key": key,
+                     "caption": row.text, "caption_type": row.caption_type, "vertex_id": row.vertex_id,
+                     "vertex_label": row.vertex_label, "desc_label": row.desc_label,
+                     "left": box[0], "top": box[1], "right": box[2], "bottom": box[3], "image_path": g.img_path or g.img_url or "",
+                     "image": None, "width": None, "height": None}
+    assert len(got) == len(expected)
