@@ -114,16 +114,22 @@ class ImageEncoder:
     """Makes the JPEG bytes of a sample from one source image, opened at most once.
 
     Whole-image samples reuse one encoding; a JPEG source that needs no resizing is copied
-    byte for byte. Crops (``bbox`` in relative xyxy) and images larger than ``max_side`` are
+    byte for byte. The source is decoded at most once when ``crops`` says whether crops will
+    be asked for. Crops (``bbox`` in relative xyxy) and images larger than ``max_side`` are
     re-encoded as JPEG (``quality``).
     """
 
-    def __init__(self, path: Path, max_side: Optional[int] = None, quality: int = DEFAULT_JPEG_QUALITY):
+    def __init__(self, path: Path, max_side: Optional[int] = None, quality: int = DEFAULT_JPEG_QUALITY,
+                 crops: bool = False):
+        """``crops``: crops will be asked for too; a whole image that must be resized is then
+        made from the same full decode as the crops (one decode per image) rather than from a
+        reduced-size decode of its own."""
         if max_side is not None and max_side < 1:
             raise ValueError(f"max_side must be >= 1, got {max_side}")
         self.path = Path(path)
         self.max_side = max_side
         self.quality = quality
+        self.crops = crops
         self._image = None
         self._whole: Optional[EncodedImage] = None
 
@@ -155,7 +161,7 @@ class ImageEncoder:
                 fits = self.max_side is None or max(size) <= self.max_side
                 if fmt == "JPEG" and fits:
                     self._whole = EncodedImage(self.path.read_bytes(), size[0], size[1], size[0], size[1], copied=True)
-                elif fmt == "JPEG" and self._image is None:
+                elif fmt == "JPEG" and self._image is None and not self.crops:
                     # Let the JPEG decoder skip detail the resize throws away (2-8x faster).
                     scale = self.max_side / max(size)
                     probe.draft("RGB", (max(1, int(size[0] * scale)), max(1, int(size[1] * scale))))

@@ -73,7 +73,8 @@ def prepare_graph(key: str, graph: GbcGraph, options: ExportOptions) -> Prepared
         if source is None and options.missing == "skip":
             return PreparedGraph(key, graph, "missing")
         if source is not None:
-            encoder = ImageEncoder(source, options.max_side, options.jpeg_quality)
+            crops = any(row.bbox is not None for row in batch.rows)
+            encoder = ImageEncoder(source, options.max_side, options.jpeg_quality, crops=crops)
     try:
         images = _images_for(encoder, batch.rows)
     except OSError as exc:  # PIL's UnidentifiedImageError and truncated files are OSErrors

@@ -103,3 +103,38 @@ def test_counter_choice_follows_environment(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError):
         clip_token_counter()
     tokens._default_counter.cache_clear()
+
+
+def test_estimate_body_limit_is_the_estimates_own_threshold():
+    import math
+
+    from gbc.export.tokens import _ESTIMATE_MARGIN, estimate_body_limit
+
+    for limit in range(0, 200):
+        top = estimate_body_limit(limit)
+        for body in range(0, 200):
+            assert (body <= top) == (2 + math.ceil(body * _ESTIMATE_MARGIN) <= limit), (limit, body)
+
+
+@pytest.mark.parametrize("limit", [5, 20, 40, 77, None])
+def test_caption_rows_with_the_estimate_match_the_general_counting_path(limit):
+    """The caption loop tests the estimate inline; a counter that is not the estimate function
+    itself (same counts) takes the general path: both must give the same rows."""
+    from gbc.export import captions, tokens
+    from gbc.schemas.synthetic import synthetic_graph
+
+    flt = captions.CaptionFilter(exact_tokens=False, max_tokens=limit)
+    graphs = [synthetic_graph(i) for i in range(40)]
+    graphs[0].vertices[1].descs[0].text = "Ünïcode words 12 345, hello_world! " * 6  # not ASCII, digits
+    fast = [captions.gbc_captions(g, flt) for g in graphs]
+
+    class Wrapped(captions.CaptionFilter):
+        def token_counter(self):
+            return (lambda text: tokens.estimate_clip_tokens(text)), "wrapped estimate"
+
+    slow_flt = Wrapped(exact_tokens=False, max_tokens=limit)
+    slow = [captions.gbc_captions(g, slow_flt) for g in graphs]
+    assert [b.rows for b in fast] == [b.rows for b in slow]
+    assert [b.dropped_sentences for b in fast] == [b.dropped_sentences for b in slow]
+    if limit == 20:
+        assert sum(b.dropped_sentences for b in fast) > 0  # the splitting path ran too
