@@ -104,11 +104,12 @@ def _source(e: Edge) -> str:
     return e.source
 
 
+_EXTRA = operator.attrgetter("__pydantic_extra__")
 _EDGE_PARTS = (
     # What decides how an edge serialises: values, which fields were set, extra fields, class.
     operator.attrgetter("__dict__"),
     operator.attrgetter("__pydantic_fields_set__"),
-    operator.attrgetter("__pydantic_extra__"),
+    _EXTRA,
     type,
 )
 
@@ -117,7 +118,22 @@ def _serialise_alike(xs: List[Edge], ys: List[Edge]) -> bool:
     """Two equally long edge lists that serialise identically, item by item."""
     if all(map(operator.is_, xs, ys)):  # the same objects (e.g. a graph read from a store)
         return True
-    return all(list(map(part, xs)) == list(map(part, ys)) for part in _EDGE_PARTS)
+    if not all(list(map(part, xs)) == list(map(part, ys)) for part in _EDGE_PARTS):
+        return False
+    # Declared fields hold the types their fields validate to, but extra fields keep what they
+    # were given, and Python's == holds 1 == 1.0 == True: compare what would be written.
+    extras = list(map(_EXTRA, xs))
+    if not any(extras):
+        return True
+    written = _extras_json(extras)
+    return written is not None and written == _extras_json(list(map(_EXTRA, ys)))
+
+
+def _extras_json(extras: List[Optional[Dict[str, Any]]]) -> Optional[List[bytes]]:
+    try:
+        return [_json_encode(x) if x else b"" for x in extras]
+    except (TypeError, ValueError):  # not JSON (pydantic may still write it): never alike
+        return None
 
 
 def in_edges_mode(graph: GbcGraph) -> int:
