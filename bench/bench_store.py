@@ -6,6 +6,7 @@ bytes per graph on disk, and the store's ratios against JSONL measured in the sa
     python bench/bench_store.py            # 100,000 graphs
     python bench/bench_store.py --quick    # 5,000 graphs
     python bench/bench_store.py --n 20000 --keep /tmp/bench
+    python bench/bench_store.py --quick --workers 2   # + gbc convert with 2 worker processes
     python bench/bench_store.py --scale 100000 1000000 10000000   # GBC10M scale (bench/store_scale.py)
 
 Time spent producing the input graphs (generating them, or reading them back from the
@@ -134,12 +135,41 @@ def stage_costs(lines) -> dict:
     return {k: max(v - overhead, 0.0) / len(lines) * 1e6 for k, v in acc.items()}
 
 
+def time_converts(jsonl: Path, work: Path, n: int, workers: int) -> list:
+    """``(workers, graphs/s wall, graphs/s per CPU-second of all processes)`` of ``gbc convert``
+    from JSONL (parse, check, serialise) into a new store, in one process and with ``workers``.
+
+    The whole conversion counts here (parsing included, nothing subtracted): wall time is what
+    workers shorten, CPU time of the parent and of its finished workers what they cost.
+    """
+    import resource
+
+    from gbc.cli.files import convert_graphs
+
+    out = []
+    for count in (1, workers):
+        dst = work / f"converted-{count}.lmdb"
+        shutil.rmtree(dst, ignore_errors=True)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu, wall = time.process_time(), time.perf_counter()
+        written, _ = convert_graphs(jsonl, dst, workers=count, show_progress=False)
+        wall = time.perf_counter() - wall
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = time.process_time() - cpu + (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert written == n, (written, n)
+        out.append((count, n / wall, n / cpu))
+        shutil.rmtree(dst, ignore_errors=True)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000, help="number of graphs (default 100000)")
     ap.add_argument("--quick", action="store_true", help="5,000 graphs")
     ap.add_argument("--keep", default=None, help="write the files into this folder and keep them")
     ap.add_argument("--no-parquet", action="store_true", help="skip Parquet")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="also time `gbc convert JSONL STORE` in one process and with this many worker processes")
     ap.add_argument("--wall", action="store_true", help="measure wall time instead of CPU time")
     ap.add_argument("--scale", type=int, nargs="+", metavar="N",
                     help="run every store operation at these sizes, one process per phase (see bench/store_scale.py)")
@@ -195,6 +225,7 @@ def main(argv=None) -> int:
                     break
         _, pydantic_only = timed_read(GbcGraph.model_validate_json(line) for line in lines)
         stages = stage_costs(lines[:2_000])
+        converts = time_converts(jsonl, work, n, args.workers) if args.workers else []
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -216,6 +247,9 @@ def main(argv=None) -> int:
     print(f"  write stages {write_floor:.1f} us = at most {1e6 / write_floor:,.0f} graphs/s before LMDB; "
           f"read stages {read_floor:.1f} us = at most {1e6 / read_floor:,.0f} graphs/s "
           f"(pydantic validation alone: {1e6 / stages['validate (pydantic)']:,.0f}/s)")
+    for workers, wall_rate, core_rate in converts:
+        print(f"gbc convert JSONL -> store, {workers} process(es) parsing: {wall_rate:,.0f} graphs/s (wall), "
+              f"{core_rate:,.0f} graphs/s per core (CPU of all processes); x{wall_rate / converts[0][1]:.2f} of one process")
     verdict = lambda ok: "met" if ok else "NOT met"  # noqa: E731
     print(f"aims: read >= {AIM_READ_PER_S:,}/s {verdict(s['read'] >= AIM_READ_PER_S)}, "
           f"write >= {AIM_WRITE_PER_S:,}/s {verdict(s['write'] >= AIM_WRITE_PER_S)}, "

@@ -11,7 +11,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import click
 
@@ -173,16 +173,22 @@ def write_whole(dst: Path, items: Iterator[Tuple[str, GbcGraph]], layout: str = 
     The output is written beside ``dst`` under a temporary name and replaces ``dst`` only when
     complete, so an error never leaves a half-written ``dst`` (nor loses an old one).
     """
+    def write(tmp: Path) -> int:
+        if detect_format(dst) == STORE_FORMAT:
+            converted = items if layout == "auto" else ((k, GbcGraph.from_dict(g.to_dict(layout))) for k, g in items)
+            return _write_store(tmp, converted, failed_from=failed_from)
+        from gbc.store.files import write_graphs
+
+        return write_graphs(tmp, (graph for _, graph in items), layout=layout)
+
+    return _replace_whole(dst, write)
+
+
+def _replace_whole(dst: Path, write: Callable[[Path], int]) -> int:
+    """``write(tmp)`` into a temporary sibling of ``dst``, then replace ``dst`` with it (see ``write_whole``)."""
     tmp = _temporary_sibling(dst)
     try:
-        if detect_format(dst) == STORE_FORMAT:
-            if layout != "auto":
-                items = ((k, GbcGraph.from_dict(g.to_dict(layout))) for k, g in items)
-            written = _write_store(tmp, items, failed_from=failed_from)
-        else:
-            from gbc.store.files import write_graphs
-
-            written = write_graphs(tmp, (graph for _, graph in items), layout=layout)
+        written = write(tmp)
         if dst.exists():
             _remove(dst)
         os.replace(tmp, dst)
@@ -195,15 +201,19 @@ def write_whole(dst: Path, items: Iterator[Tuple[str, GbcGraph]], layout: str = 
 
 
 def convert_graphs(src: Path, dst: Path, layout: str = "auto", validate: bool = True, overwrite: bool = False,
-                   show_progress: Optional[bool] = None) -> Tuple[int, Optional[int]]:
+                   show_progress: Optional[bool] = None, workers: int = 1) -> Tuple[int, Optional[int]]:
     """Copy every graph of ``src`` into ``dst`` (formats follow the paths); returns (written, failed skipped).
 
     The output is written beside ``dst`` under a temporary name and moved into place only when
-    complete, so an error never leaves a half-written ``dst``.
+    complete, so an error never leaves a half-written ``dst``. From a JSONL file into a store,
+    ``workers`` > 1 parses and serialises the records in that many processes
+    (``gbc.store.parallel_ingest``); the store written is the same.
     """
     src, dst = Path(src), Path(dst)
     check_graph_output(src, dst, overwrite, click.ClickException("SRC and DST are the same path"))
-    detect_format(dst)  # an output of no known format is refused before anything is read
+    to_store = detect_format(dst) == STORE_FORMAT  # an output of no known format is refused before anything is read
+    if workers > 1 and to_store and src.is_file() and detect_format(src) == "jsonl":
+        return _convert_jsonl_in_workers(src, dst, layout, validate, show_progress, workers), None
 
     with GraphSource(src, validate=validate) as source:
         failed = source.n_failed
@@ -214,6 +224,25 @@ def convert_graphs(src: Path, dst: Path, layout: str = "auto", validate: bool = 
         finally:
             bar.close()
     return written, failed
+
+
+def _convert_jsonl_in_workers(src: Path, dst: Path, layout: str, validate: bool, show_progress: Optional[bool],
+                              workers: int) -> int:
+    from gbc.store.lmdb_store import GraphStore
+    from gbc.store.parallel_ingest import encoded_jsonl
+
+    def write(tmp: Path) -> int:
+        encoded = encoded_jsonl(src, workers, validate=validate, layout=layout)
+        bar = progress(encoded, total=None, desc=f"{src.name} -> {dst.name}", unit=" graphs",
+                       disable=None if show_progress is None else not show_progress)
+        try:
+            with GraphStore(tmp, readonly=False) as store:
+                return store.put_payloads(iter(bar))
+        finally:
+            bar.close()
+            encoded.close()  # stops the workers at once when the store fails
+
+    return _replace_whole(dst, write)
 
 
 def _write_store(path: Path, items, failed_from=None) -> int:
@@ -244,8 +273,12 @@ def _write_store(path: Path, items, failed_from=None) -> int:
 @click.option("--no-validate", "no_validate", is_flag=True, help="Do not check the graphs' invariants while reading.")
 @click.option("--progress/--no-progress", "show_progress", default=None,
               help="Show a progress bar on stderr (default: when stderr is a terminal).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="From a JSONL file into a store: parse, check and serialise the graphs in this many "
+                   "processes (one process writes the store). Other conversions use one process.")
 @handle_errors
-def convert(src: Path, dst: Path, layout: str, overwrite: bool, no_validate: bool, show_progress: Optional[bool]):
+def convert(src: Path, dst: Path, layout: str, overwrite: bool, no_validate: bool, show_progress: Optional[bool],
+            workers: int):
     """Convert graphs between JSONL, JSON, Parquet files and LMDB stores.
 
     The formats follow the paths: .jsonl, .json, .parquet, or a .lmdb store directory.
@@ -256,9 +289,10 @@ def convert(src: Path, dst: Path, layout: str, overwrite: bool, no_validate: boo
     Examples:
       gbc convert graphs.jsonl graphs.parquet
       gbc convert run.lmdb graphs.jsonl --layout gbc10m
+      gbc convert gbc10m.jsonl gbc10m.lmdb --workers 8
     """
     written, failed = convert_graphs(src, dst, layout=layout, validate=not no_validate, overwrite=overwrite,
-                                     show_progress=show_progress)
+                                     show_progress=show_progress, workers=workers)
     line = f"Wrote {plural(written, 'graph')} to {dst} ({detect_format(dst)})"
     if failed:
         verb = "copied" if detect_format(dst) == STORE_FORMAT else "not copied"

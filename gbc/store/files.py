@@ -93,11 +93,16 @@ def read_graphs(path: PathLike, *, validate: bool = True) -> Iterator[GbcGraph]:
 def _checked(records: Iterator, validate: bool) -> Iterator[GbcGraph]:
     for where, graph in records:
         if validate:
-            problems = graph.validate()
-            if problems:
-                more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-                raise GraphFormatError(f"{where}: not a valid graph: {problems[0]}{more}")
+            check_invariants(graph, where)
         yield graph
+
+
+def check_invariants(graph: GbcGraph, where: str) -> None:
+    """Raise ``GraphFormatError`` naming ``where`` and the first problem when ``graph`` breaks an invariant."""
+    problems = graph.validate()
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise GraphFormatError(f"{where}: not a valid graph: {problems[0]}{more}")
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -113,16 +118,19 @@ def _open_binary(path: Path) -> IO[bytes]:
 
 
 def _read_jsonl(path: Path) -> Iterator:
+    for lineno, line in jsonl_lines(path):
+        where = f"{path}, line {lineno}"
+        yield where, parse_graph_record(line, where)
+
+
+def jsonl_lines(path: Path) -> Iterator:
+    """``(line number, line)`` of every line of a JSONL file that is not blank (unparsed)."""
     lineno = 0
     try:
         with _open_binary(path) as f:
             for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}, line {lineno}"
-                yield where, parse_graph_record(line, where)
-    except GraphFormatError:
-        raise
+                if line.strip():
+                    yield lineno, line
     except Exception as exc:
         # gzip: EOFError when cut short, BadGzipFile (an OSError) or zlib.error when damaged;
         # zstandard: ZstdError. As for a damaged plain line, the records before the break have

@@ -269,15 +269,28 @@ class GraphStore(StatusQueries, LmdbBase):
         committed durably, like ``put``: items of a batch that was not committed yet when an
         error is raised are not written.
         """
+        codec = self._codec
+
+        def entries() -> Iterator[Tuple[bytes, bytes, int, Optional[bytes]]]:
+            for item in items:
+                key, graph = _encode_key(item[0]), item[1]
+                _check_graph(graph)
+                payload, mode = codec.graph_payload(graph)
+                provenance = item[2] if len(item) > 2 else None
+                yield key, payload, mode, None if provenance is None else codec.encode_json(provenance)
+
+        return self._put_entries(entries(), batch_size)
+
+    def put_payloads(self, items: Iterable[Tuple[str, bytes, int]], batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+        """Store ``(key, payload, in-edge mode)`` items, each made by ``ValueCodec.graph_payload``
+        from a ``GbcGraph`` (in worker processes, say); otherwise as ``put_many``."""
+        return self._put_entries(((_encode_key(key), payload, mode, None) for key, payload, mode in items), batch_size)
+
+    def _put_entries(self, entries: Iterable[Tuple[bytes, bytes, int, Optional[bytes]]], batch_size: int) -> int:
         total = 0
         batch: List[Tuple[bytes, bytes, int, Optional[bytes]]] = []
-        codec = self._codec
-        for item in items:
-            key, graph = _encode_key(item[0]), item[1]
-            _check_graph(graph)
-            payload, mode = codec.graph_payload(graph)
-            provenance = item[2] if len(item) > 2 else None
-            batch.append((key, payload, mode, None if provenance is None else codec.encode_json(provenance)))
+        for entry in entries:
+            batch.append(entry)
             if len(batch) >= batch_size:
                 total += self._put_batch(batch)
                 batch = []

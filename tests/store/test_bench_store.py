@@ -16,3 +16,13 @@ def test_bench_store_runs_and_prints_every_figure(tmp_path):
         assert write > 0 and read > 0 and size > 0
     assert "store / jsonl: write x" in out and "aims:" in out
     assert (tmp_path / "graphs.lmdb" / "data.mdb").exists()
+
+
+def test_bench_store_times_convert_with_workers(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--n", "30", "--no-parquet", "--workers", "2", "--keep", str(tmp_path)],
+        capture_output=True, text=True, timeout=180, check=True,
+    ).stdout
+    rows = [l for l in out.splitlines() if l.startswith("gbc convert JSONL -> store")]
+    assert [r.split(", ")[1].split()[0] for r in rows] == ["1", "2"]
+    assert all(float(r.split(": ")[1].split()[0].replace(",", "")) > 0 for r in rows)

@@ -1,0 +1,106 @@
+"""Parse, check and serialise the records of a JSONL file in worker processes, for a store.
+
+Turning a record into a store value is CPU work of the Python interpreter (pydantic parsing
+and validation, the invariant check, the in-edge check, serialisation): on one core it runs
+at a few thousand graphs per second. ``encoded_jsonl`` reads the file in this process and
+hands chunks of raw lines to ``workers`` processes, which return ``(key, payload, in-edge
+mode)`` as ``ValueCodec.graph_payload`` makes them; this process keeps the single LMDB
+writer (``GraphStore.put_payloads``), which compresses and commits them in file order. A
+store written this way holds the same values as one written from the same file by
+``put_many`` in one process.
+
+Workers are started with ``spawn``: nothing of this process (an open LMDB environment, a
+lock held by a thread) is inherited. Errors are those of reading the file in one process, in
+the same order: the first damaged or invalid record is reported with its file and line.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Deque, Iterator, List, Optional, Tuple
+
+#: Lines handed to a worker at a time: enough to make the cost of sending them small.
+CHUNK_LINES = 256
+#: Chunks in flight per worker: workers never wait for the reader, memory stays bounded.
+CHUNKS_AHEAD = 2
+
+Encoded = Tuple[str, bytes, int]
+
+_codec = None  # one ValueCodec per worker process
+
+
+def _encode_chunk(name: str, start: int, lines: List[Tuple[int, bytes]], validate: bool, layout: str) -> List[Encoded]:
+    """``(key, payload, mode)`` of each line; ``start`` is the position of the first graph in the file."""
+    global _codec
+    from gbc.schemas.graph import GbcGraph
+    from gbc.store.codec import ValueCodec
+    from gbc.store.files import check_invariants
+    from gbc.store.records import graph_key, parse_graph_record
+
+    if _codec is None:
+        _codec = ValueCodec()
+    out: List[Encoded] = []
+    for index, (lineno, line) in enumerate(lines, start):
+        where = f"{name}, line {lineno}"
+        graph = parse_graph_record(line, where)
+        if validate:
+            check_invariants(graph, where)
+        if layout != "auto":
+            graph = GbcGraph.from_dict(graph.to_dict(layout))
+        out.append((graph_key(graph, index), *_codec.graph_payload(graph)))
+    return out
+
+
+def _chunks(lines: Iterator[Tuple[int, bytes]], size: int) -> Iterator[List[Tuple[int, bytes]]]:
+    chunk: List[Tuple[int, bytes]] = []
+    try:
+        for item in lines:
+            chunk.append(item)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    except ValueError:  # the file breaks off: the lines read before the break are still handed out
+        if chunk:
+            yield chunk
+        raise
+    if chunk:
+        yield chunk
+
+
+def encoded_jsonl(path: Path, workers: int, validate: bool = True, layout: str = "auto",
+                  chunk_lines: int = CHUNK_LINES) -> Iterator[Encoded]:
+    """``(key, payload, in-edge mode)`` of every graph of the JSONL file ``path``, in file order,
+    made by ``workers`` processes (keys as ``GraphFile`` names them: image key, else ``#index``).
+
+    ``validate`` checks each graph's invariants, ``layout`` keeps only the fields of that
+    layout (as ``gbc convert --layout``). Raises ``GraphFormatError`` for the first damaged
+    or invalid record, as reading the file in one process would.
+    """
+    from gbc.store.files import jsonl_lines
+
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    name = str(path)
+    pending: Deque[Future] = deque()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            start = 0
+            read_error: Optional[BaseException] = None
+            try:
+                for chunk in _chunks(jsonl_lines(Path(path)), chunk_lines):
+                    pending.append(pool.submit(_encode_chunk, name, start, chunk, validate, layout))
+                    start += len(chunk)
+                    if len(pending) >= CHUNKS_AHEAD * workers:
+                        yield from pending.popleft().result()
+            except ValueError as exc:  # the file breaks off: records before the break come first
+                read_error = exc
+            while pending:
+                yield from pending.popleft().result()
+            if read_error is not None:
+                raise read_error
+        finally:
+            for future in pending:  # an error or an abandoned iteration: start nothing more
+                future.cancel()
