@@ -3,6 +3,7 @@ same store as one process, and the same errors."""
 
 import gzip
 import json
+import subprocess
 
 import pytest
 
@@ -112,3 +113,14 @@ def test_workers_only_change_jsonl_to_store(jsonl, tmp_path, run_cli):
     assert run_cli("convert", jsonl, tmp_path / "b.jsonl").exit_code == 0
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     assert run_cli("convert", jsonl, tmp_path / "c.lmdb", "--workers", "0").exit_code == 2
+
+
+def test_real_gbc_process_starts_its_workers(jsonl, tmp_path, gbc_bin):
+    # worker processes are spawned: they start from the console script, not from a fork
+    out = tmp_path / "g.lmdb"
+    proc = subprocess.run([str(gbc_bin), "convert", str(jsonl), str(out), "--workers", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"Wrote 301 graphs to {out} (lmdb).\n" and proc.stderr == ""
+    with GraphStore(out) as store:
+        assert len(store) == 300
