@@ -19,8 +19,11 @@ from __future__ import annotations
 import multiprocessing
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Deque, Iterator, List, Optional, Tuple
+
+from gbc.errors import GbcError
 
 #: Lines handed to a worker at a time: enough to make the cost of sending them small.
 CHUNK_LINES = 256
@@ -28,6 +31,10 @@ CHUNK_LINES = 256
 CHUNKS_AHEAD = 2
 
 Encoded = Tuple[str, bytes, int]
+
+
+class WorkerError(GbcError, RuntimeError):
+    """A worker process stopped before handing back its graphs."""
 
 _codec = None  # one ValueCodec per worker process
 
@@ -70,6 +77,16 @@ def _chunks(lines: Iterator[Tuple[int, bytes]], size: int) -> Iterator[List[Tupl
         yield chunk
 
 
+def _result(future: Future) -> List[Encoded]:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise WorkerError(
+            "a worker process stopped before handing back its graphs (killed, out of memory, or it could not start: "
+            "workers are spawned and import the main script again, which must be a file)"
+        ) from None
+
+
 def encoded_jsonl(path: Path, workers: int, validate: bool = True, layout: str = "auto",
                   chunk_lines: int = CHUNK_LINES) -> Iterator[Encoded]:
     """``(key, payload, in-edge mode)`` of every graph of the JSONL file ``path``, in file order,
@@ -94,11 +111,11 @@ def encoded_jsonl(path: Path, workers: int, validate: bool = True, layout: str =
                     pending.append(pool.submit(_encode_chunk, name, start, chunk, validate, layout))
                     start += len(chunk)
                     if len(pending) >= CHUNKS_AHEAD * workers:
-                        yield from pending.popleft().result()
+                        yield from _result(pending.popleft())
             except ValueError as exc:  # the file breaks off: records before the break come first
                 read_error = exc
             while pending:
-                yield from pending.popleft().result()
+                yield from _result(pending.popleft())
             if read_error is not None:
                 raise read_error
         finally:

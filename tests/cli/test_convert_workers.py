@@ -4,6 +4,7 @@ same store as one process, and the same errors."""
 import gzip
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -124,3 +125,13 @@ def test_real_gbc_process_starts_its_workers(jsonl, tmp_path, gbc_bin):
     assert proc.stdout == f"Wrote 301 graphs to {out} (lmdb).\n" and proc.stderr == ""
     with GraphStore(out) as store:
         assert len(store) == 300
+
+
+def test_workers_that_cannot_start_are_a_clear_error(jsonl):
+    # a script read from stdin cannot be imported again by a spawned worker
+    script = ("from pathlib import Path\nfrom gbc.store.parallel_ingest import encoded_jsonl\n"
+              f"list(encoded_jsonl(Path({str(jsonl)!r}), 2))\n")
+    proc = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "gbc.store.parallel_ingest.WorkerError: a worker process stopped before handing back its graphs")
