@@ -232,15 +232,16 @@ def _convert_jsonl_in_workers(src: Path, dst: Path, layout: str, validate: bool,
     from gbc.store.parallel_ingest import encoded_jsonl
 
     def write(tmp: Path) -> int:
-        encoded = encoded_jsonl(src, workers, validate=validate, layout=layout)
-        bar = progress(encoded, total=None, desc=f"{src.name} -> {dst.name}", unit=" graphs",
-                       disable=None if show_progress is None else not show_progress)
-        try:
-            with GraphStore(tmp, readonly=False) as store:
+        with GraphStore(tmp, readonly=False) as store:
+            encoded = encoded_jsonl(src, workers, validate=validate, layout=layout,
+                                    settings=lambda: store.writer_settings)
+            bar = progress(encoded, total=None, desc=f"{src.name} -> {dst.name}", unit=" graphs",
+                           disable=None if show_progress is None else not show_progress)
+            try:
                 return store.put_payloads(iter(bar))
-        finally:
-            bar.close()
-            encoded.close()  # stops the workers at once when the store fails
+            finally:
+                bar.close()
+                encoded.close()  # stops the workers at once when the store fails
 
     return _replace_whole(dst, write)
 

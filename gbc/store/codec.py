@@ -229,6 +229,22 @@ class ValueCodec:
         zd.precompute_compress(level=self.level)  # otherwise every value re-digests the dictionary
         self._dict_compressor = self._zstd.ZstdCompressor(level=self.level, dict_data=zd, write_checksum=True)
 
+    def writer_settings(self) -> Optional[Tuple[int, bytes, int]]:
+        """``(dictionary id, dictionary, level)`` of the values this codec packs; None without a dictionary."""
+        if self.dictionary_id is None:
+            return None
+        return self.dictionary_id, self._dict_bytes[self.dictionary_id], self.level
+
+    def use_writer_settings(self, settings: Tuple[int, bytes, int]) -> None:
+        """Pack values as the codec whose ``writer_settings()`` these are (in another process, say)."""
+        dict_id, data, level = settings
+        if (dict_id, level) == (self.dictionary_id, self.level) and self._dict_bytes.get(dict_id) == data:
+            return
+        self.level = level
+        self._plain_compressor = self._zstd.ZstdCompressor(level=level, write_checksum=True)
+        self.add_dictionary(dict_id, data)
+        self.use_dictionary(dict_id)
+
     def train_dictionary(self, samples: List[bytes], size: int) -> bytes:
         # Fixed cover parameters: the parameter search of the default takes 5-40x longer
         # (seconds, inside a write transaction) for a dictionary within 1% of the same size.

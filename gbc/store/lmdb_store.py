@@ -281,10 +281,17 @@ class GraphStore(StatusQueries, LmdbBase):
 
         return self._put_entries(entries(), batch_size)
 
-    def put_payloads(self, items: Iterable[Tuple[str, bytes, int]], batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+    def put_payloads(self, items: Iterable[Tuple[str, bytes, Optional[int]]], batch_size: int = DEFAULT_BATCH_SIZE) -> int:
         """Store ``(key, payload, in-edge mode)`` items, each made by ``ValueCodec.graph_payload``
-        from a ``GbcGraph`` (in worker processes, say); otherwise as ``put_many``."""
-        return self._put_entries(((_encode_key(key), payload, mode, None) for key, payload, mode in items), batch_size)
+        from a ``GbcGraph`` (in worker processes, say), or ``(key, value, None)`` with the value
+        already packed by a codec set up with ``writer_settings``; otherwise as ``put_many``."""
+        return self._put_entries(((_encode_key(key), data, mode, None) for key, data, mode in items), batch_size)
+
+    @property
+    def writer_settings(self) -> Optional[Tuple[int, bytes, int]]:
+        """``(dictionary id, dictionary, zstd level)`` new values are packed with, once the store
+        has a dictionary (``ValueCodec.use_writer_settings`` packs the same bytes elsewhere)."""
+        return self._codec.writer_settings()
 
     def _put_entries(self, entries: Iterable[Tuple[bytes, bytes, int, Optional[bytes]]], batch_size: int) -> int:
         total = 0
@@ -312,7 +319,7 @@ class GraphStore(StatusQueries, LmdbBase):
             cur = txn.cursor(db=statuses)
             last_status = bytes(cur.key()) if cur.last() else None
             for key, payload, mode, provenance in batch:
-                value = self._pack_graph(key, payload, mode, txn)
+                value = payload if mode is None else self._pack_graph(key, payload, mode, txn)
                 if last is None or key > last:
                     txn.put(key, value, db=graphs, append=True)
                     last = key

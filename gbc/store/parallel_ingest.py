@@ -4,10 +4,10 @@ Turning a record into a store value is CPU work of the Python interpreter (pydan
 and validation, the invariant check, the in-edge check, serialisation): on one core it runs
 at a few thousand graphs per second. ``encoded_jsonl`` reads the file in this process and
 hands chunks of raw lines to ``workers`` processes, which return ``(key, payload, in-edge
-mode)`` as ``ValueCodec.graph_payload`` makes them; this process keeps the single LMDB
-writer (``GraphStore.put_payloads``), which compresses and commits them in file order. A
-store written this way holds the same values as one written from the same file by
-``put_many`` in one process.
+mode)`` as ``ValueCodec.graph_payload`` makes them, compressed too once the store has its
+zstd dictionary; this process keeps the single LMDB writer (``GraphStore.put_payloads``),
+which commits them in file order. A store written this way holds the same values as one
+written from the same file by ``put_many`` in one process.
 
 Workers are started with ``spawn``: nothing of this process (an open LMDB environment, a
 lock held by a thread) is inherited. Errors are those of reading the file in one process, in
@@ -21,7 +21,7 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Deque, Iterator, List, Optional, Tuple
+from typing import Callable, Deque, Iterator, List, Optional, Tuple
 
 from gbc.errors import GbcError
 
@@ -30,7 +30,8 @@ CHUNK_LINES = 256
 #: Chunks in flight per worker: workers never wait for the reader, memory stays bounded.
 CHUNKS_AHEAD = 2
 
-Encoded = Tuple[str, bytes, int]
+Encoded = Tuple[str, bytes, Optional[int]]
+WriterSettings = Tuple[int, bytes, int]
 
 
 class WorkerError(GbcError, RuntimeError):
@@ -39,8 +40,10 @@ class WorkerError(GbcError, RuntimeError):
 _codec = None  # one ValueCodec per worker process
 
 
-def _encode_chunk(name: str, start: int, lines: List[Tuple[int, bytes]], validate: bool, layout: str) -> List[Encoded]:
-    """``(key, payload, mode)`` of each line; ``start`` is the position of the first graph in the file."""
+def _encode_chunk(name: str, start: int, lines: List[Tuple[int, bytes]], validate: bool, layout: str,
+                  settings: Optional[WriterSettings]) -> List[Encoded]:
+    """``(key, payload, mode)`` of each line, or ``(key, value, None)`` packed with the store's
+    ``settings`` once it has them; ``start`` is the position of the first graph in the file."""
     global _codec
     from gbc.schemas.graph import GbcGraph
     from gbc.store.codec import ValueCodec
@@ -49,6 +52,8 @@ def _encode_chunk(name: str, start: int, lines: List[Tuple[int, bytes]], validat
 
     if _codec is None:
         _codec = ValueCodec()
+    if settings is not None:
+        _codec.use_writer_settings(settings)
     out: List[Encoded] = []
     for index, (lineno, line) in enumerate(lines, start):
         where = f"{name}, line {lineno}"
@@ -57,7 +62,11 @@ def _encode_chunk(name: str, start: int, lines: List[Tuple[int, bytes]], validat
             check_invariants(graph, where)
         if layout != "auto":
             graph = GbcGraph.from_dict(graph.to_dict(layout))
-        out.append((graph_key(graph, index), *_codec.graph_payload(graph)))
+        payload, mode = _codec.graph_payload(graph)
+        if settings is None:
+            out.append((graph_key(graph, index), payload, mode))
+        else:
+            out.append((graph_key(graph, index), _codec.pack(payload, mode), None))
     return out
 
 
@@ -83,14 +92,21 @@ def _result(future: Future) -> List[Encoded]:
     except BrokenProcessPool:
         raise WorkerError(
             "a worker process stopped before handing back its graphs (killed, out of memory, or it could not start: "
-            "workers are spawned and import the main script again, which must be a file)"
+            "workers are spawned and import the main script again, which must be a file that starts its work "
+            "under `if __name__ == \"__main__\":`)"
         ) from None
 
 
 def encoded_jsonl(path: Path, workers: int, validate: bool = True, layout: str = "auto",
-                  chunk_lines: int = CHUNK_LINES) -> Iterator[Encoded]:
+                  chunk_lines: int = CHUNK_LINES,
+                  settings: Optional[Callable[[], Optional[WriterSettings]]] = None) -> Iterator[Encoded]:
     """``(key, payload, in-edge mode)`` of every graph of the JSONL file ``path``, in file order,
     made by ``workers`` processes (keys as ``GraphFile`` names them: image key, else ``#index``).
+
+    ``settings`` (the writing store's ``writer_settings``) is asked before each chunk is handed
+    out: once the store has trained its dictionary, workers compress too and hand back
+    ``(key, value, None)``, the same bytes the store would pack (``GraphStore.put_payloads``
+    takes both kinds), and the writing process is left with little more than LMDB's work.
 
     ``validate`` checks each graph's invariants, ``layout`` keeps only the fields of that
     layout (as ``gbc convert --layout``). Raises ``GraphFormatError`` for the first damaged
@@ -108,7 +124,8 @@ def encoded_jsonl(path: Path, workers: int, validate: bool = True, layout: str =
             read_error: Optional[BaseException] = None
             try:
                 for chunk in _chunks(jsonl_lines(Path(path)), chunk_lines):
-                    pending.append(pool.submit(_encode_chunk, name, start, chunk, validate, layout))
+                    packing = settings() if settings is not None else None
+                    pending.append(pool.submit(_encode_chunk, name, start, chunk, validate, layout, packing))
                     start += len(chunk)
                     if len(pending) >= CHUNKS_AHEAD * workers:
                         yield from _result(pending.popleft())

@@ -13,6 +13,7 @@ from gbc.schemas import GbcGraph
 from gbc.schemas.synthetic import synthetic_graph
 from gbc.store import GraphFormatError, GraphStore
 from gbc.store.parallel_ingest import encoded_jsonl
+from gbc.store.records import keyed
 
 
 def record_line(i: int) -> str:
@@ -135,3 +136,24 @@ def test_workers_that_cannot_start_are_a_clear_error(jsonl):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "gbc.store.parallel_ingest.WorkerError: a worker process stopped before handing back its graphs")
+
+
+def test_workers_compress_with_the_store_dictionary_once_it_is_trained(jsonl, tmp_path):
+    handed = []
+
+    def counted(items):
+        for item in items:
+            handed.append(item[2] is None)  # None: a value packed by a worker
+            yield item
+
+    with GraphStore(tmp_path / "workers.lmdb", readonly=False, dict_train_samples=50) as store:
+        assert store.writer_settings is None
+        encoded = encoded_jsonl(jsonl, 2, chunk_lines=20, settings=lambda: store.writer_settings)
+        assert store.put_payloads(counted(encoded), batch_size=25) == 301
+        dict_id, dictionary, level = store.writer_settings
+        assert (dict_id, level) == (1, 3) and len(dictionary) > 1000
+    with GraphStore(tmp_path / "serial.lmdb", readonly=False, dict_train_samples=50) as store:
+        store.put_many(keyed(gbc.read_graphs(jsonl)), batch_size=25)
+    # the first graphs come back as payloads, the later ones packed with the trained dictionary
+    assert handed[0] is False and handed[-1] is True and 100 < sum(handed) < 301
+    assert raw_values(tmp_path / "workers.lmdb") == raw_values(tmp_path / "serial.lmdb")
