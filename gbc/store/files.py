@@ -31,6 +31,8 @@ JSON_CHUNK_CHARS = 1 << 20
 #: Largest single item of a JSON array; beyond it the array is reported as damaged rather
 #: than read into memory whole.
 MAX_JSON_ITEM_CHARS = 256 << 20
+#: Buffer of a JSONL file read line by line.
+READ_BUFFER_BYTES = 1 << 20
 #: Graphs per transaction when writing a store.
 STORE_WRITE_BATCH = 1000
 
@@ -106,6 +108,8 @@ def check_invariants(graph: GbcGraph, where: str) -> None:
 
 
 def _open_binary(path: Path) -> IO[bytes]:
+    # A JSONL line of a GBC10M-sized graph is ~8 KB, as long as the default buffer: reading
+    # it line by line costs 3x more CPU than with a larger buffer.
     name = path.name.lower()
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
@@ -113,8 +117,8 @@ def _open_binary(path: Path) -> IO[bytes]:
         import zstandard
 
         raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open(path, "rb")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), READ_BUFFER_BYTES)
+    return open(path, "rb", buffering=READ_BUFFER_BYTES)
 
 
 def _read_jsonl(path: Path) -> Iterator:
