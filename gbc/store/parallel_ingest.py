@@ -37,6 +37,7 @@ WriterSettings = Tuple[int, bytes, int]
 class WorkerError(GbcError, RuntimeError):
     """A worker process stopped before handing back its graphs."""
 
+
 _codec = None  # one ValueCodec per worker process
 
 
