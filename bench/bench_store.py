@@ -119,10 +119,11 @@ def stage_costs(lines) -> dict:
         timed("timer", int)
         timed("mark_filled_fields", g.mark_filled_fields)
         mode = timed("in-edge check", in_edges_mode, g)
+        to_json = g.__pydantic_serializer__.to_json  # as ValueCodec.graph_payload
         if mode == IN_EDGES_EXPLICIT:
-            payload = timed("serialise (pydantic)", g.model_dump_json, exclude_unset=True).encode()
+            payload = timed("serialise (pydantic)", to_json, g, exclude_unset=True)
         else:
-            payload = timed("serialise (pydantic)", g.model_dump_json, exclude_unset=True, exclude=_EMPTY_IN_EDGES).encode()
+            payload = timed("serialise (pydantic)", to_json, g, exclude_unset=True, exclude=_EMPTY_IN_EDGES)
         payloads.append((payload, mode))
     values = [timed("compress (zstd+dict)", codec.pack, payload, mode) for payload, mode in payloads]
     # Like GraphStore.values(): a chunk is decompressed in one loop, then parsed.
