@@ -69,7 +69,8 @@ def _report_progress(started_cpu: float, extra=None) -> None:
                     "peak_mb": round(high_water_mb())}
             if extra is not None:
                 line.update(extra())
-            print(json.dumps(line), file=sys.stderr, flush=True)
+            # the process's own stderr: CliRunner (the merge phase) swaps sys.stderr for a buffer
+            print(json.dumps(line), file=sys.__stderr__, flush=True)
 
     threading.Thread(target=tick, daemon=True).start()
 
