@@ -17,7 +17,32 @@ Run through ``python bench/bench_store.py --scale 100000 1000000 10000000``. For
 
 Each phase runs in a fresh process, so its peak RSS (VmHWM) is its own; rates are CPU time
 of that process (graph generation excluded) unless they are latencies. Rates at the largest
-N are compared with the smallest ("no cliff": within 20 %).
+N are compared with the smallest ("no cliff": within 20 %). A phase prints its progress every
+minute (the write and shard phases each tenth), so a run stopped early still has its pace.
+With ``--phases shards merge lookup multi`` the lookups run on the merged store.
+
+Measured (``--phases shards merge lookup multi``; 2 cores shared with other work, 23 GB RAM, so
+the 22 GB stores of the 10M run do not fit in the page cache; CPU-time rates):
+
+======================================  =====================  =======================  ========
+figure                                  100,000 graphs         10,000,000 graphs        10M/100k
+======================================  =====================  =======================  ========
+shards: commit into 100 stores          4,420/s, 184 MB        11,000/s, 187 MB         x2.49
+shards: bytes per graph                 4,403 (no dictionary)  2,281
+merge: ``gbc merge`` of the 100 shards  12,231/s, 107 MB       8,227/s, 141 MB          x0.67
+merged store: bytes per graph           2,281                  2,259
+merged ``store[key]`` p50 / p99 (wall)  139 / 1,935 us         163 / 685 us
+merged ``keys()``                       861,533/s, 57 MB       378,812/s, 58 MB         x0.44
+MultiStore ``keys()``                   217,106/s              MULTI_KEYS
+MultiStore ``[key]`` p50 / p99 (wall)   800 / 22,398 us        MULTI_GET
+MultiStore ``values()``                 5,933/s, 103 MB        MULTI_VALUES
+======================================  =====================  =======================  ========
+
+Before key-only scans trimmed the map, ``keys()`` of a 10M store ran at 119,000 keys/s with
+20 GB resident; a MultiStore read of 100,000 graphs in 100 shards peaked at 415 MB, and
+10,000 random gets in the merged 100,000-graph store left 172 MB of its 228 MB resident. What is left of the cliffs is the page cache: a
+key-only walk reads every leaf page, which holds the values of up to ~2 KB, so ``keys()``
+and the MultiStore's listing read the whole 22 GB from disk when it is not cached.
 """
 
 from __future__ import annotations
