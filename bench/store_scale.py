@@ -24,25 +24,29 @@ With ``--phases shards merge lookup multi`` the lookups run on the merged store.
 Measured (``--phases shards merge lookup multi``; 2 cores shared with other work, 23 GB RAM, so
 the 22 GB stores of the 10M run do not fit in the page cache; CPU-time rates):
 
-======================================  =====================  =======================  ========
-figure                                  100,000 graphs         10,000,000 graphs        10M/100k
-======================================  =====================  =======================  ========
-shards: commit into 100 stores          4,420/s, 184 MB        11,000/s, 187 MB         x2.49
+======================================  =====================  ===================  ========
+figure                                  100,000 graphs         10,000,000 graphs    10M/100k
+======================================  =====================  ===================  ========
+shards: commit into 100 stores          4,420/s, 184 MB        11,000/s, 187 MB     x2.49
 shards: bytes per graph                 4,403 (no dictionary)  2,281
-merge: ``gbc merge`` of the 100 shards  12,231/s, 107 MB       8,227/s, 141 MB          x0.67
+merge: ``gbc merge`` of the 100 shards  12,231/s, 107 MB       8,227/s, 141 MB      x0.67
 merged store: bytes per graph           2,281                  2,259
 merged ``store[key]`` p50 / p99 (wall)  139 / 1,935 us         163 / 685 us
-merged ``keys()``                       861,533/s, 57 MB       378,812/s, 58 MB         x0.44
-MultiStore ``keys()``                   217,106/s              MULTI_KEYS
-MultiStore ``[key]`` p50 / p99 (wall)   800 / 22,398 us        MULTI_GET
-MultiStore ``values()``                 5,933/s, 103 MB        MULTI_VALUES
-======================================  =====================  =======================  ========
+merged ``keys()``                       861,533/s, 57 MB       378,812/s, 58 MB     x0.44
+MultiStore ``keys()``                   217,106/s              67,800/s (*), 66 MB  x0.31
+MultiStore ``[key]`` p50 / p99 (wall)   800 / 22,398 us        781 / 11,480 us
+MultiStore ``values()``                 5,933/s, 103 MB        5,017/s (*), 114 MB  x0.85
+======================================  =====================  ===================  ========
+
+(*) from the progress lines: the 10M MultiStore phase was stopped after 1.3M of its ``values()``
+(its ``len()`` took ~170 CPU-s, a walk of all 100 shards); its lookups were timed apart.
 
 Before key-only scans trimmed the map, ``keys()`` of a 10M store ran at 119,000 keys/s with
 20 GB resident; a MultiStore read of 100,000 graphs in 100 shards peaked at 415 MB, and
-10,000 random gets in the merged 100,000-graph store left 172 MB of its 228 MB resident. What is left of the cliffs is the page cache: a
-key-only walk reads every leaf page, which holds the values of up to ~2 KB, so ``keys()``
-and the MultiStore's listing read the whole 22 GB from disk when it is not cached.
+10,000 random gets in the merged 100,000-graph store left 172 MB of its 228 MB resident.
+What is left of the cliffs is the page cache: a key-only walk reads every leaf page, which
+holds the values of up to ~2 KB, so ``keys()`` and the MultiStore's listing read the whole
+22 GB from disk when it is not cached (the merge reads 22 GB and writes 22 GB).
 """
 
 from __future__ import annotations
@@ -129,7 +133,12 @@ def _write(path: Path, start: int, stop: int, pool, with_status: bool = False, p
             # each pool graph is serialised once for all shards (the write phase measures
             # serialisation): 10M shard graphs then take minutes rather than an hour
             serialise = store._codec.graph_payload
-            store._codec.graph_payload = lambda graph: payloads.get(id(graph)) or payloads.setdefault(id(graph), serialise(graph))
+
+            def once(graph):
+                found = payloads.get(id(graph))
+                return found if found is not None else payloads.setdefault(id(graph), serialise(graph))
+
+            store._codec.graph_payload = once
         # shards hold a done status per graph, as annotation runs leave them (MultiStore and
         # merge work from the statuses)
         return store.commit_images(items) if with_status else store.put_many(items)
