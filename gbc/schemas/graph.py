@@ -90,91 +90,12 @@ class Vertex(BaseModel):
         return [d.text for d in self.descs if wanted is None or d.label in wanted]
 
 
-class GbcGraph(BaseModel):
-    """A graph-based caption of one image.
+class GraphQueries:
+    """Lookup and traversal shared by ``GbcGraph`` and the read-only ``GraphView``.
 
-    >>> g = GbcGraph(vertices=[Vertex(vertex_id="", bbox=Bbox.full(), label="image",
-    ...     descs=[Description(text="A dog.", label="short")])], img_path="dog.jpg")
-    >>> g.root.vertex_id, g.n_vertices, g.validate()
-    ('', 1, [])
+    Needs ``vertices`` (objects with ``vertex_id``, ``label``, ``descs``, ``in_edges`` and
+    ``out_edges``) and ``vertex_dict`` (id -> vertex, first of duplicate ids).
     """
-
-    model_config = ConfigDict(extra="allow")
-
-    vertices: List[Vertex] = []
-    img_url: Optional[str] = None
-    img_path: Optional[str] = None
-    original_caption: Optional[str] = None
-    short_caption: Optional[str] = None
-    detail_caption: Optional[str] = None
-    img_size: Optional[Tuple[int, int]] = None
-    mask_inside_threshold: Optional[float] = None
-
-    _index: Optional[Dict[str, Vertex]] = PrivateAttr(default=None)
-
-    def mark_filled_fields(self) -> "GbcGraph":
-        """Count default lists that were filled in place (``v.out_edges.append(...)``) as set.
-
-        ``to_dict("auto")`` writes only the fields that were read or set; pydantic does not see
-        in-place changes, so without this edges appended to a defaulted list would be dropped.
-        Lists still empty and never set stay absent, so sparse records round-trip unchanged.
-        """
-        if self.vertices:
-            self.__pydantic_fields_set__.add("vertices")
-        for v in self.vertices:
-            fields_set = v.__pydantic_fields_set__
-            for name in _DEFAULTED_VERTEX_LISTS:
-                if name not in fields_set and getattr(v, name):
-                    fields_set.add(name)
-        return self
-
-    # ------------------------------------------------------------------ (de)serialisation
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "GbcGraph":
-        return cls.model_validate(data)
-
-    @classmethod
-    def from_json(cls, data: bytes | str) -> "GbcGraph":
-        return cls.model_validate_json(data)
-
-    def to_dict(self, layout: Layout = "auto") -> Dict[str, Any]:
-        """Plain JSON-ready dict.
-
-        ``auto`` writes exactly the fields that were read or set (lossless round trip);
-        ``full`` writes every field; ``gbc10m`` keeps only the fields of the released GBC10M
-        records.
-        """
-        if layout == "auto":
-            return self.mark_filled_fields().model_dump(mode="json", exclude_unset=True)
-        if layout == "full":
-            return self.model_dump(mode="json")
-        if layout == "gbc10m":
-            data = self.model_dump(mode="json")
-            out = {k: data.get(k) for k in _GBC10M_GRAPH_FIELDS}
-            out["vertices"] = [_strip_vertex(v) for v in data["vertices"]]
-            return out
-        raise ValueError(f"unknown layout {layout!r}; expected auto, full or gbc10m")
-
-    def to_json(self, layout: Layout = "auto") -> bytes:
-        if layout == "auto":
-            return self.mark_filled_fields().model_dump_json(exclude_unset=True).encode()
-        import msgspec
-
-        return msgspec.json.encode(self.to_dict(layout))
-
-    # ------------------------------------------------------------------ lookup
-    def invalidate_caches(self) -> None:
-        """Call after changing ``vertices`` in place."""
-        self._index = None
-
-    @property
-    def vertex_dict(self) -> Dict[str, Vertex]:
-        if self._index is None or len(self._index) != len(self.vertices):
-            index: Dict[str, Vertex] = {}
-            for v in self.vertices:
-                index.setdefault(v.vertex_id, v)
-            self._index = index
-        return self._index
 
     def vertex(self, vertex_id: str) -> Vertex:
         try:
@@ -343,6 +264,93 @@ class GbcGraph(BaseModel):
                 if dl is None or d.label in dl:
                     out.append((v, d))
         return out
+
+
+class GbcGraph(GraphQueries, BaseModel):
+    """A graph-based caption of one image.
+
+    >>> g = GbcGraph(vertices=[Vertex(vertex_id="", bbox=Bbox.full(), label="image",
+    ...     descs=[Description(text="A dog.", label="short")])], img_path="dog.jpg")
+    >>> g.root.vertex_id, g.n_vertices, g.validate()
+    ('', 1, [])
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    vertices: List[Vertex] = []
+    img_url: Optional[str] = None
+    img_path: Optional[str] = None
+    original_caption: Optional[str] = None
+    short_caption: Optional[str] = None
+    detail_caption: Optional[str] = None
+    img_size: Optional[Tuple[int, int]] = None
+    mask_inside_threshold: Optional[float] = None
+
+    _index: Optional[Dict[str, Vertex]] = PrivateAttr(default=None)
+
+    def mark_filled_fields(self) -> "GbcGraph":
+        """Count default lists that were filled in place (``v.out_edges.append(...)``) as set.
+
+        ``to_dict("auto")`` writes only the fields that were read or set; pydantic does not see
+        in-place changes, so without this edges appended to a defaulted list would be dropped.
+        Lists still empty and never set stay absent, so sparse records round-trip unchanged.
+        """
+        if self.vertices:
+            self.__pydantic_fields_set__.add("vertices")
+        for v in self.vertices:
+            fields_set = v.__pydantic_fields_set__
+            for name in _DEFAULTED_VERTEX_LISTS:
+                if name not in fields_set and getattr(v, name):
+                    fields_set.add(name)
+        return self
+
+    # ------------------------------------------------------------------ (de)serialisation
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "GbcGraph":
+        return cls.model_validate(data)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> "GbcGraph":
+        return cls.model_validate_json(data)
+
+    def to_dict(self, layout: Layout = "auto") -> Dict[str, Any]:
+        """Plain JSON-ready dict.
+
+        ``auto`` writes exactly the fields that were read or set (lossless round trip);
+        ``full`` writes every field; ``gbc10m`` keeps only the fields of the released GBC10M
+        records.
+        """
+        if layout == "auto":
+            return self.mark_filled_fields().model_dump(mode="json", exclude_unset=True)
+        if layout == "full":
+            return self.model_dump(mode="json")
+        if layout == "gbc10m":
+            data = self.model_dump(mode="json")
+            out = {k: data.get(k) for k in _GBC10M_GRAPH_FIELDS}
+            out["vertices"] = [_strip_vertex(v) for v in data["vertices"]]
+            return out
+        raise ValueError(f"unknown layout {layout!r}; expected auto, full or gbc10m")
+
+    def to_json(self, layout: Layout = "auto") -> bytes:
+        if layout == "auto":
+            return self.mark_filled_fields().model_dump_json(exclude_unset=True).encode()
+        import msgspec
+
+        return msgspec.json.encode(self.to_dict(layout))
+
+    # ------------------------------------------------------------------ lookup
+    def invalidate_caches(self) -> None:
+        """Call after changing ``vertices`` in place."""
+        self._index = None
+
+    @property
+    def vertex_dict(self) -> Dict[str, Vertex]:
+        if self._index is None or len(self._index) != len(self.vertices):
+            index: Dict[str, Vertex] = {}
+            for v in self.vertices:
+                index.setdefault(v.vertex_id, v)
+            self._index = index
+        return self._index
 
     def to_networkx(self):
         """A ``networkx.MultiDiGraph``: vertex attributes ``label``, ``bbox``, ``descs``; edge ``text``."""

@@ -35,6 +35,7 @@ import msgspec
 
 from gbc.errors import GbcError, describe_validation_error
 from gbc.schemas.graph import Edge, GbcGraph
+from gbc.schemas.views import GraphView, decode_graph_view, restore_view_in_edges
 
 #: Version of the value layout written by this module; decoders accept every version up to it.
 VALUE_FORMAT_VERSION = 2
@@ -344,6 +345,20 @@ class ValueCodec:
         if mode != IN_EDGES_EXPLICIT:
             _restore_in_edges(graph, mode)
         return graph
+
+    def decode_view(self, value: bytes) -> GraphView:
+        """A read-only ``GraphView`` of a stored graph (checksum verified, types checked by msgspec)."""
+        return self.decode_view_payload(*self.unpack(value))
+
+    def decode_view_payload(self, payload: bytes, mode: int) -> GraphView:
+        """The view of an unpacked value (``unpack`` gives ``payload`` and ``mode``)."""
+        try:
+            view = decode_graph_view(payload)
+            if mode != IN_EDGES_EXPLICIT:
+                restore_view_in_edges(view, sort_by_source=mode == IN_EDGES_SORTED_BY_SOURCE)
+        except (msgspec.DecodeError, ValueError) as exc:  # msgspec.ValidationError is a DecodeError
+            raise ValueDecodeError(f"not a valid graph: {exc}") from None
+        return view
 
     # -- other JSON values (status, provenance, meta)
     def encode_json(self, obj: Any) -> bytes:

@@ -34,6 +34,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple
 
 from gbc.schemas.graph import GbcGraph
+from gbc.schemas.views import GraphView
 from gbc.store.codec import ValueDecodeError
 from gbc.store.copying import copy_store
 from gbc.store.dictionaries import DICT_SIZE, DICT_TRAIN_SAMPLES
@@ -90,6 +91,12 @@ class GraphStore(StatusQueries, LmdbBase):
         except ValueDecodeError as exc:
             raise StoreCorruptError(f"graph {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
 
+    def _decode_view(self, key: str, value: bytes) -> GraphView:
+        try:
+            return self._codec.decode_view(value)
+        except ValueDecodeError as exc:
+            raise StoreCorruptError(f"graph {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
+
     def _get_raw(self, dbname: bytes, key: bytes) -> Optional[bytes]:
         value = self._read(lambda txn: txn.get(key, db=self._db(dbname)))
         self._shared.trimmer.add(RANDOM_READ_BYTES if value is None else max(len(value), RANDOM_READ_BYTES))
@@ -108,6 +115,18 @@ class GraphStore(StatusQueries, LmdbBase):
         if value is None:
             raise KeyError(key)
         return self._decode_graph(key, value)
+
+    def view(self, key: str) -> GraphView:
+        """A read-only ``GraphView`` of the graph at ``key`` (``KeyError`` when there is none).
+
+        About three times faster than ``store[key]``: the store validated the graph when it
+        wrote it and the value's checksum is verified, so it is not validated again (extra keys
+        of a record are not kept; ``store[key]`` gives the full graph).
+        """
+        value = self._get_raw(b"graphs", _encode_key(key))
+        if value is None:
+            raise KeyError(key)
+        return self._decode_view(key, value)
 
     def get(self, key: str, default: Any = None) -> Any:
         try:
@@ -150,11 +169,14 @@ class GraphStore(StatusQueries, LmdbBase):
             for k, v in rows:
                 yield _decode_key(k), v
 
-    def _graph_items(self, on_damaged: Optional[Callable[[str, str], None]] = None) -> Iterator[Tuple[str, GbcGraph]]:
-        """``(key, graph)`` in key order. Each chunk of values is decompressed before its graphs
-        are parsed: one loop of zstd then one of pydantic keeps each one's tables and code in
-        the CPU caches (measured: decompression costs a third less than interleaved)."""
-        unpack, decode = self._codec.unpack, self._codec.decode_payload
+    def _graph_items(self, on_damaged: Optional[Callable[[str, str], None]] = None,
+                     view: bool = False) -> Iterator[Tuple[str, Any]]:
+        """``(key, graph)`` in key order (``GraphView``s with ``view``). Each chunk of values is
+        decompressed before its graphs are parsed: one loop of zstd then one of the parser keeps
+        each one's tables and code in the CPU caches (measured: decompression costs a third less
+        than interleaved)."""
+        unpack = self._codec.unpack
+        decode = self._codec.decode_view_payload if view else self._codec.decode_payload
         for rows in self._scan_chunks(b"graphs"):
             unpacked: List[Any] = []
             for _, value in rows:
@@ -213,15 +235,18 @@ class GraphStore(StatusQueries, LmdbBase):
     def __iter__(self) -> Iterator[str]:
         return self.keys()
 
-    def values(self) -> Iterator[GbcGraph]:
-        """Graphs in key order (read in short transactions: writes made meanwhile may show up)."""
-        return (graph for _, graph in self._graph_items())
+    def values(self, view: bool = False) -> Iterator[Any]:
+        """Graphs in key order (read in short transactions: writes made meanwhile may show up);
+        read-only ``GraphView``s with ``view=True`` (see ``view``)."""
+        return (graph for _, graph in self._graph_items(view=view))
 
-    def items(self, on_damaged: Optional[Callable[[str, str], None]] = None) -> Iterator[Tuple[str, GbcGraph]]:
+    def items(self, on_damaged: Optional[Callable[[str, str], None]] = None,
+              view: bool = False) -> Iterator[Tuple[str, Any]]:
         """``(key, graph)`` in key order. A value that cannot be decoded raises
         ``StoreCorruptError``, or with ``on_damaged`` is passed to it as ``(key, message)`` and
-        skipped, so that every damaged graph can be listed."""
-        return self._graph_items(on_damaged)
+        skipped, so that every damaged graph can be listed. With ``view=True`` graphs come as
+        read-only ``GraphView``s, about three times faster (see ``view``)."""
+        return self._graph_items(on_damaged, view)
 
     def raw_items(self) -> Iterator[Tuple[str, bytes]]:
         """``(key, stored value)`` pairs in this store's own encoding (values may refer to this

@@ -101,10 +101,13 @@ def group_statuses(stores: Sequence[Tuple[int, Any, str]]) -> Iterator[Tuple[str
 
 
 class _GraphWalk:
-    """One store's graphs read in key order, decoded only when asked for."""
+    """One store's graphs read in key order, decoded only when asked for (as read-only
+    ``GraphView``s with ``view``)."""
 
-    def __init__(self, store):
+    def __init__(self, store, view: bool = False):
         self.store = store
+        self._decode = store._decode_view if view else store._decode_graph
+        self._lookup = store.view if view else store.__getitem__
         self._rows = (row for rows in store._scan_chunks(b"graphs") for row in rows)
         self._head: Optional[Tuple[bytes, bytes]] = None
         self._done = False
@@ -115,8 +118,8 @@ class _GraphWalk:
             self._head = next(self._rows, None)
             self._done = self._head is None
         if self._head is not None and self._head[0] == raw:
-            return self.store._decode_graph(key, self._head[1])
-        return self.store[key]  # written after the walk passed it: looked up (KeyError if gone)
+            return self._decode(key, self._head[1])
+        return self._lookup(key)  # written after the walk passed it: looked up (KeyError if gone)
 
 
 def _open_plain(path: PathLike):
@@ -174,13 +177,20 @@ class MultiStore:
         found = self._resolve(self._records(key))
         return found[1] if found else None
 
-    def __getitem__(self, key: str):
+    def _winner(self, key: str):
         # the first store holding it done wins (as in _resolve): the stores after it are not asked
         for store in self._stores:
             record = store.status(key)
             if record is not None and status_name(record) == "done":
-                return store[key]
+                return store
         raise KeyError(key)
+
+    def __getitem__(self, key: str):
+        return self._winner(key)[key]
+
+    def view(self, key: str):
+        """A read-only ``GraphView`` of ``key``'s graph (see ``GraphStore.view``)."""
+        return self._winner(key).view(key)
 
     def get(self, key: str, default=None):
         try:
@@ -216,11 +226,12 @@ class MultiStore:
     def __iter__(self) -> Iterator[str]:
         return self.keys()
 
-    def items(self, on_damaged=None) -> Iterator[Tuple[str, Any]]:
-        """As ``GraphStore.items``: with ``on_damaged``, undecodable graphs are reported and skipped."""
+    def items(self, on_damaged=None, view: bool = False) -> Iterator[Tuple[str, Any]]:
+        """As ``GraphStore.items``: with ``on_damaged``, undecodable graphs are reported and
+        skipped; with ``view``, graphs come as read-only ``GraphView``s."""
         # The graph comes from the store whose record won, read by walking each store's graphs
         # in key order beside the statuses (a lookup per key costs a transaction each).
-        walks = [_GraphWalk(store) for store in self._stores]
+        walks = [_GraphWalk(store, view) for store in self._stores]
         for raw, index in resolved_flags(self._labelled()):
             if index is not None:
                 key = decode_key(raw)
@@ -233,8 +244,8 @@ class MultiStore:
                     continue
                 yield key, graph
 
-    def values(self) -> Iterator[Any]:
-        return (graph for _, graph in self.items())
+    def values(self, view: bool = False) -> Iterator[Any]:
+        return (graph for _, graph in self.items(view=view))
 
     def __len__(self) -> int:
         return sum(1 for _ in self.keys())
