@@ -100,7 +100,7 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
       gbc export graphs.lmdb -o text/ --format parquet --captions short --text-only
       gbc export cc12m.lmdb -o captions/ --format wds --align-with /data/cc12m-wds
     """
-    from gbc.export.source import open_source
+    from gbc.export.source import open_source, reads_views
 
     if images_root is not None and not images_root.is_dir():
         raise click.BadParameter(f"{images_root} is not a folder", param_hint="--images-root")
@@ -134,7 +134,9 @@ def export(src: Path, out: Path, fmt: str, strategy: str, vertex_labels: Tuple[s
     if score_filter is not None:
         fit_score_filter(score_filter, src)
     damaged = []  # (key, message) of graphs whose stored value cannot be decoded: skipped, listed
-    pairs, total = open_source(src, validate=validate, on_damaged=lambda key, message: damaged.append((key, message)))
+    view = reads_views(options, validate=validate, rewrites_graphs=score_filter is not None)
+    pairs, total = open_source(src, validate=validate, on_damaged=lambda key, message: damaged.append((key, message)),
+                               view=view)
     if score_filter is not None:
         # captions under the score bars never reach the caption strategies
         pairs = ((key, graph) for key, graph in pairs if score_filter.apply(graph) is not None)

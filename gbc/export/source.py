@@ -8,19 +8,21 @@ from typing import Callable, Iterator, List, Optional, Tuple, Union
 from gbc.schemas import GbcGraph
 from gbc.store.records import graph_key, keyed
 
-__all__ = ["graph_key", "keyed", "open_source", "recorded_image_roots"]
+__all__ = ["graph_key", "keyed", "open_source", "reads_views", "recorded_image_roots"]
 
 KeyedGraph = Tuple[str, GbcGraph]
 
 
 def open_source(path: Union[str, Path], validate: bool = False,
-                on_damaged: Optional[Callable[[str, str], None]] = None) -> Tuple[Iterator[KeyedGraph], Optional[int]]:
+                on_damaged: Optional[Callable[[str, str], None]] = None,
+                view: bool = False) -> Tuple[Iterator[KeyedGraph], Optional[int]]:
     """``(pairs, total)`` for a store or a folder of store shards (``total`` = number of graphs)
     or a graph file (``.jsonl``, ``.json``, ``.parquet``; ``total`` None).
 
     Graphs are not validated by default: an export is a view and needs only parseable
     records (``validate=True`` checks every graph's invariants, about twice as slow). The
-    source is closed when ``pairs`` is exhausted or closed.
+    source is closed when ``pairs`` is exhausted or closed. With ``view`` (see ``reads_views``)
+    a store's graphs come as read-only ``GraphView``s, about three times faster to read.
     """
     from gbc.store.reader import known_count, open_graphs
 
@@ -30,7 +32,7 @@ def open_source(path: Union[str, Path], validate: bool = False,
     except BaseException:
         reader.close()
         raise
-    return _read_and_close(reader, validate, on_damaged), total
+    return _read_and_close(reader, validate, on_damaged, view), total
 
 
 def recorded_image_roots(path: Union[str, Path]) -> List[str]:
@@ -45,11 +47,24 @@ def recorded_image_roots(path: Union[str, Path]) -> List[str]:
         return roots_of(reader)
 
 
-def _read_and_close(reader, validate: bool, on_damaged=None) -> Iterator[KeyedGraph]:
+def reads_views(options, validate: bool = False, rewrites_graphs: bool = False) -> bool:
+    """Whether an export with ``options`` can read graphs as read-only ``GraphView``s.
+
+    Views carry every field a caption strategy, a caption filter or an image crop reads.
+    Full graphs are read when the output holds whole graphs (WebDataset samples with the
+    graph's JSON must keep every field, extra ones included), when every graph is validated,
+    or when something rewrites the graphs before they are exported (score filters read and
+    drop caption scores, which views leave out).
+    """
+    writes_graph_json = options.fmt == "wds" and options.graph_json != "none"
+    return not (validate or rewrites_graphs or writes_graph_json)
+
+
+def _read_and_close(reader, validate: bool, on_damaged=None, view: bool = False) -> Iterator[KeyedGraph]:
     from gbc.store.reader import iter_graphs
 
     try:
         # on_damaged: graphs that cannot be decoded are reported there and skipped
-        yield from iter_graphs(reader, validate=validate, on_damaged=on_damaged)
+        yield from iter_graphs(reader, validate=validate, on_damaged=on_damaged, view=view)
     finally:
         reader.close()
