@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,9 @@ def test_bench_store_runs_and_prints_every_figure(tmp_path):
         write, read, size = (float(x.replace(",", "")) for x in line.split()[1:4])
         assert write > 0 and read > 0 and size > 0
     assert "store / jsonl: write x" in out and "aims:" in out
+    views = re.search(r"read-only views .*?: ([\d,]+) graphs/s = x([\d.]+) of the pydantic read", out)
+    assert views and int(views.group(1).replace(",", "")) > 0 and float(views.group(2)) > 0
+    assert re.search(r"aims: read >= 20,000/s: views [\d,]+ (met|NOT met), pydantic graphs (met|NOT met)", out)
     assert (tmp_path / "graphs.lmdb" / "data.mdb").exists()
 
 
