@@ -14,7 +14,32 @@ from gbc.schemas import geometry as _geo
 BOX_TOLERANCE = 1e-4
 
 
-class Bbox(BaseModel):
+class BoxQueries:
+    """What ``Bbox`` and the read-only ``BboxView`` answer from ``left, top, right, bottom``."""
+
+    __slots__ = ()  # adds no instance dict: msgspec structs with gc=False may inherit it
+
+    def to_xyxy(self) -> tuple[float, float, float, float]:
+        return (self.left, self.top, self.right, self.bottom)
+
+    @property
+    def width(self) -> float:
+        return max(0.0, self.right - self.left)
+
+    @property
+    def height(self) -> float:
+        return max(0.0, self.bottom - self.top)
+
+    def is_valid(self) -> bool:
+        """Coordinates within [0, 1] (give or take ``BOX_TOLERANCE``) and not inverted."""
+        eps = BOX_TOLERANCE
+        return (
+            -eps <= self.left <= self.right <= 1 + eps
+            and -eps <= self.top <= self.bottom <= 1 + eps
+        )
+
+
+class Bbox(BoxQueries, BaseModel):
     """An axis-aligned box ``left, top, right, bottom`` relative to the image size.
 
     ``confidence`` is the detector score for entity boxes and ``None`` for boxes that no
@@ -41,17 +66,6 @@ class Bbox(BaseModel):
     def from_xyxy(cls, xyxy: Iterable[float], confidence: Optional[float] = None) -> "Bbox":
         left, top, right, bottom = (float(v) for v in xyxy)
         return cls(left=left, top=top, right=right, bottom=bottom, confidence=confidence)
-
-    def to_xyxy(self) -> tuple[float, float, float, float]:
-        return (self.left, self.top, self.right, self.bottom)
-
-    @property
-    def width(self) -> float:
-        return max(0.0, self.right - self.left)
-
-    @property
-    def height(self) -> float:
-        return max(0.0, self.bottom - self.top)
 
     @property
     def center(self) -> tuple[float, float]:
@@ -85,14 +99,6 @@ class Bbox(BaseModel):
     def is_overlapped(self, other: "Bbox", threshold: float = 0.85) -> bool:
         """True when each box has more than ``threshold`` of its area inside the other."""
         return _geo.is_overlapped(self.to_xyxy(), other.to_xyxy(), threshold)
-
-    def is_valid(self) -> bool:
-        """Coordinates within [0, 1] (give or take ``BOX_TOLERANCE``) and not inverted."""
-        eps = BOX_TOLERANCE
-        return (
-            -eps <= self.left <= self.right <= 1 + eps
-            and -eps <= self.top <= self.bottom <= 1 + eps
-        )
 
     def to_global(self, outer: Optional["Bbox"]) -> "Bbox":
         """Map a box expressed relative to ``outer`` into image coordinates."""

@@ -90,6 +90,14 @@ class Vertex(BaseModel):
         return [d.text for d in self.descs if wanted is None or d.label in wanted]
 
 
+def index_vertices(vertices: Iterable[Any]) -> Dict[str, Any]:
+    """``vertex id -> vertex``; of several vertices with one id, the first."""
+    index: Dict[str, Any] = {}
+    for v in vertices:
+        index.setdefault(v.vertex_id, v)
+    return index
+
+
 class GraphQueries:
     """Lookup and traversal shared by ``GbcGraph`` and the read-only ``GraphView``.
 
@@ -346,10 +354,7 @@ class GbcGraph(GraphQueries, BaseModel):
     @property
     def vertex_dict(self) -> Dict[str, Vertex]:
         if self._index is None or len(self._index) != len(self.vertices):
-            index: Dict[str, Vertex] = {}
-            for v in self.vertices:
-                index.setdefault(v.vertex_id, v)
-            self._index = index
+            self._index = index_vertices(self.vertices)
         return self._index
 
     def to_networkx(self):

@@ -19,14 +19,14 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import msgspec
 
-from gbc.schemas.bbox import BOX_TOLERANCE
-from gbc.schemas.graph import GbcGraph, GraphQueries
+from gbc.schemas.bbox import BoxQueries
+from gbc.schemas.graph import GbcGraph, GraphQueries, index_vertices
 
 _VertexLabel = Literal["image", "entity", "composition", "relation"]
 _DescLabel = Literal["short", "detail", "original", "relation", "composition", "hardcode", "bagofwords"]
 
 
-class BboxView(msgspec.Struct, gc=False, omit_defaults=True):
+class BboxView(BoxQueries, msgspec.Struct, gc=False, omit_defaults=True):
     """A box relative to the image, as ``Bbox`` (``left, top, right, bottom``, ``confidence``)."""
 
     left: float
@@ -34,22 +34,6 @@ class BboxView(msgspec.Struct, gc=False, omit_defaults=True):
     right: float
     bottom: float
     confidence: Optional[float] = None
-
-    def to_xyxy(self) -> Tuple[float, float, float, float]:
-        return (self.left, self.top, self.right, self.bottom)
-
-    @property
-    def width(self) -> float:
-        return max(0.0, self.right - self.left)
-
-    @property
-    def height(self) -> float:
-        return max(0.0, self.bottom - self.top)
-
-    def is_valid(self) -> bool:
-        """As ``Bbox.is_valid``: within [0, 1] give or take ``BOX_TOLERANCE``, not inverted."""
-        eps = BOX_TOLERANCE
-        return -eps <= self.left <= self.right <= 1 + eps and -eps <= self.top <= self.bottom <= 1 + eps
 
 
 class EdgeSpanView(msgspec.Struct, gc=False, omit_defaults=True):
@@ -113,10 +97,7 @@ class GraphView(GraphQueries, msgspec.Struct, dict=True, omit_defaults=True):
 
     @cached_property
     def vertex_dict(self) -> Dict[str, VertexView]:
-        index: Dict[str, VertexView] = {}
-        for v in self.vertices:
-            index.setdefault(v.vertex_id, v)
-        return index
+        return index_vertices(self.vertices)
 
     def to_dict(self) -> Dict[str, Any]:
         """The view's fields as plain JSON values (fields at their default, None or [], are left out)."""
@@ -135,17 +116,14 @@ def decode_graph_view(payload: bytes) -> GraphView:
     return _DECODER.decode(payload)
 
 
-def restore_view_in_edges(view: GraphView, sort_by_source: bool) -> None:
-    """Fill every vertex's ``in_edges`` from the out-edges (the store leaves them out).
+def in_edge_lists(vertices: List[Any], sort_by_source: bool) -> List[List[Any]]:
+    """The in-edges of each vertex (in vertex order) rebuilt from the out-edges, which the
+    store writes alone: in the order of their source vertices, or stably sorted by source id.
+    The same edge objects as the out-edges (of a ``GbcGraph`` or of a ``GraphView``).
 
     Raises ``ValueError`` when that cannot be done (duplicate ids, an edge to a missing vertex).
     """
-    vertices = view.vertices
-    lists: Dict[str, List[EdgeView]] = {}
-    for v in vertices:
-        ins: List[EdgeView] = []
-        lists[v.vertex_id] = ins
-        v.in_edges = ins
+    lists: Dict[str, List[Any]] = {v.vertex_id: [] for v in vertices}
     if len(lists) != len(vertices):
         raise ValueError("in-edges cannot be rebuilt: duplicate vertex ids")
     try:
@@ -158,7 +136,14 @@ def restore_view_in_edges(view: GraphView, sort_by_source: bool) -> None:
         for ins in lists.values():
             if len(ins) > 1:
                 ins.sort(key=_source)
+    return list(lists.values())
 
 
-def _source(e: EdgeView) -> str:
+def restore_view_in_edges(view: GraphView, sort_by_source: bool) -> None:
+    """Fill every vertex's ``in_edges`` from the out-edges (see ``in_edge_lists``)."""
+    for v, ins in zip(view.vertices, in_edge_lists(view.vertices, sort_by_source)):
+        v.in_edges = ins
+
+
+def _source(e: Any) -> str:
     return e.source

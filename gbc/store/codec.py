@@ -35,7 +35,7 @@ import msgspec
 
 from gbc.errors import GbcError, describe_validation_error
 from gbc.schemas.graph import Edge, GbcGraph
-from gbc.schemas.views import GraphView, decode_graph_view, restore_view_in_edges
+from gbc.schemas.views import GraphView, decode_graph_view, in_edge_lists, restore_view_in_edges
 
 #: Version of the value layout written by this module; decoders accept every version up to it.
 VALUE_FORMAT_VERSION = 2
@@ -161,33 +161,18 @@ def in_edges_mode(graph: GbcGraph) -> int:
 
 
 def _restore_in_edges(graph: GbcGraph, mode: int) -> None:
-    """Rebuild in-edges from out-edges on a freshly decoded graph (the decoding hot path).
-
-    Same rule as ``derive_in_edges`` (+ a stable sort by source id for
-    ``IN_EDGES_SORTED_BY_SOURCE``); written out flat because it runs once per graph read.
-    The payload leaves the in-edges out (older values hold ``"in_edges": []``): the field is
-    marked as set here, as it was in the graph that was written.
-    """
+    """Rebuild in-edges from out-edges on a freshly decoded graph (``in_edge_lists``: the same
+    Edge instances as the out-edges, validated once). The payload leaves the in-edges out
+    (older values hold ``"in_edges": []``): the field is marked as set here, as it was in the
+    graph that was written."""
     vertices = graph.vertices
-    lists: Dict[str, List[Edge]] = {}
-    for v in vertices:
-        ins: List[Edge] = []
-        lists[v.vertex_id] = ins
-        # Same Edge instances as the out-edges: validated once.
+    try:
+        lists = in_edge_lists(vertices, sort_by_source=mode == IN_EDGES_SORTED_BY_SOURCE)
+    except ValueError as exc:
+        raise ValueDecodeError(str(exc)) from None
+    for v, ins in zip(vertices, lists):
         v.__dict__["in_edges"] = ins
         v.__pydantic_fields_set__.add("in_edges")
-    if len(lists) != len(vertices):
-        raise ValueDecodeError("in-edges cannot be rebuilt: duplicate vertex ids")
-    try:
-        for v in vertices:
-            for e in v.out_edges:
-                lists[e.target].append(e)
-    except KeyError as exc:
-        raise ValueDecodeError(f"in-edges cannot be rebuilt: an edge points to missing vertex {exc}") from None
-    if mode == IN_EDGES_SORTED_BY_SOURCE:
-        for ins in lists.values():
-            if len(ins) > 1:
-                ins.sort(key=_source)
 
 
 # ---------------------------------------------------------------------------- codec

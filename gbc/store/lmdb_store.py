@@ -85,17 +85,20 @@ class GraphStore(StatusQueries, LmdbBase):
         _put_sorted(txn, self._db(b"graphs"), key, self._pack_graph(key, payload, mode, txn))
 
     # ------------------------------------------------------------------ reading
+    def _damaged(self, key: str, exc: ValueDecodeError) -> str:
+        return f"graph {key!r} in store {str(self.path)!r} cannot be decoded: {exc}"
+
     def _decode_graph(self, key: str, value: bytes) -> GbcGraph:
         try:
             return self._codec.decode_graph(value)
         except ValueDecodeError as exc:
-            raise StoreCorruptError(f"graph {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
+            raise StoreCorruptError(self._damaged(key, exc)) from None
 
     def _decode_view(self, key: str, value: bytes) -> GraphView:
         try:
             return self._codec.decode_view(value)
         except ValueDecodeError as exc:
-            raise StoreCorruptError(f"graph {key!r} in store {str(self.path)!r} cannot be decoded: {exc}") from None
+            raise StoreCorruptError(self._damaged(key, exc)) from None
 
     def _get_raw(self, dbname: bytes, key: bytes) -> Optional[bytes]:
         value = self._read(lambda txn: txn.get(key, db=self._db(dbname)))
@@ -110,11 +113,14 @@ class GraphStore(StatusQueries, LmdbBase):
             return False
         return self._get_raw(b"graphs", _encode_key(key)) is not None
 
-    def __getitem__(self, key: str) -> GbcGraph:
+    def _graph_value(self, key: str) -> bytes:
         value = self._get_raw(b"graphs", _encode_key(key))
         if value is None:
             raise KeyError(key)
-        return self._decode_graph(key, value)
+        return value
+
+    def __getitem__(self, key: str) -> GbcGraph:
+        return self._decode_graph(key, self._graph_value(key))
 
     def view(self, key: str) -> GraphView:
         """A read-only ``GraphView`` of the graph at ``key`` (``KeyError`` when there is none).
@@ -123,10 +129,7 @@ class GraphStore(StatusQueries, LmdbBase):
         wrote it and the value's checksum is verified, so it is not validated again (extra keys
         of a record are not kept; ``store[key]`` gives the full graph).
         """
-        value = self._get_raw(b"graphs", _encode_key(key))
-        if value is None:
-            raise KeyError(key)
-        return self._decode_view(key, value)
+        return self._decode_view(key, self._graph_value(key))
 
     def get(self, key: str, default: Any = None) -> Any:
         try:
@@ -191,7 +194,7 @@ class GraphStore(StatusQueries, LmdbBase):
                         raise item
                     graph = decode(*item)
                 except ValueDecodeError as exc:
-                    message = f"graph {key!r} in store {str(self.path)!r} cannot be decoded: {exc}"
+                    message = self._damaged(key, exc)
                     if on_damaged is None:
                         raise StoreCorruptError(message) from None
                     on_damaged(key, message)  # listed by the caller; iteration goes on
