@@ -54,19 +54,18 @@ def merge(shards, out, on_conflict, remove_sources, as_json):
     from gbc.distributed.merge import merge_stores
 
     sources = _expand(shards)
-    bar = progress(desc="merge: planning", unit="img")
-    copied = iter(sources)
+    bars = [progress(desc="merge: planning", unit="img")]
 
     def report(stage, n):
-        if stage == "plan":
-            bar.update(n)
-        else:
-            click.echo(f"copied {n} graph(s) from {next(copied)}", err=True)
+        if stage == "copy" and len(bars) == 1:  # the plan is made: the shards are copied together
+            bars[0].close()
+            bars.append(progress(desc=f"merge: copying {len(sources)} store(s)", unit="graph"))
+        bars[-1].update(n)
 
     try:
         summary = merge_stores(sources, out, on_conflict=on_conflict, progress=report, remove_sources=remove_sources)
     finally:
-        bar.close()
+        bars[-1].close()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

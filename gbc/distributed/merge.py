@@ -27,9 +27,9 @@ never rewritten except where a shard brings a ``done`` graph for a key it holds 
 
 Merging plans before it writes: a first read-only pass walks the sources' statuses in key
 order (a k-way merge: memory grows only with the number of duplicated keys) and decides
-every key held by more than one store; then each shard is bulk-copied by the store's
-``copy_from`` (batched transactions, values re-compressed without parsing graphs), and the
-duplicated keys are rewritten as decided. So ``on_conflict="error"`` never leaves a
+every key held by more than one store; then all shards are bulk-copied together in key
+order (``gbc.store.copying.copy_stores``: batched transactions that append to the output,
+values re-compressed without parsing graphs), and the duplicated keys are rewritten as decided. So ``on_conflict="error"`` never leaves a
 half-merged output, and a merge runs at LMDB speed rather than one commit per image.
 
 Example::
@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from gbc.errors import GbcError
+from gbc.store.copying import copy_stores
 from gbc.store.lmdb_base import decode_key
 from gbc.store.shards import MultiStore, find_shards, grouped_flags, is_store, open_multi_store, status_name
 
@@ -132,7 +133,7 @@ def merge_stores(
 
     Copies graphs, statuses and provenance; ``on_conflict`` is one of :data:`ON_CONFLICT`
     (see the module docstring). ``progress(stage, n)`` is called with ``("plan", keys)`` as
-    the planning pass advances and ``("copy", graphs)`` after each shard is copied.
+    the planning pass advances and ``("copy", graphs)`` after each batch of graphs is copied.
     ``remove_sources`` deletes the shard folders after a successful merge. Returns a
     summary: ``sources``, ``keys`` (distinct keys in the shards), ``duplicates`` (keys held
     by more than one store), ``copied`` (keys whose record now comes from a shard),
@@ -173,10 +174,9 @@ def merge_stores(
         for source in sources:
             opened.append(_open(source, readonly=True))
         target = _open(out, readonly=False)
-        for store in opened:
-            graphs = target.copy_from(store, overwrite=False)
-            if progress is not None:
-                progress("copy", graphs)
+        # all shards at once in key order: the output is written by appending (see copy_stores)
+        copy_stores(target, opened,
+                    progress=None if progress is None else (lambda graphs: progress("copy", graphs)))
         for key, (winner, out_had_key, out_had_provenance) in sorted(plan.fixups.items()):
             if winner is not None and winner > 0:
                 source = opened[winner - 1]

@@ -137,9 +137,11 @@ class GraphStore(StatusQueries, LmdbBase):
         except KeyError:
             return default
 
-    def _scan_chunks(self, dbname: bytes, keys_only: bool = False) -> Iterator[List[Tuple[bytes, Optional[bytes]]]]:
+    def _scan_chunks(self, dbname: bytes, keys_only: bool = False,
+                     chunk_rows: Optional[int] = None) -> Iterator[List[Tuple[bytes, Optional[bytes]]]]:
         """Raw ``(key bytes, value)`` rows in key order, one list per short read transaction
-        of ITER_CHUNK rows."""
+        of ``chunk_rows`` rows (default ITER_CHUNK)."""
+        chunk_rows = chunk_rows or ITER_CHUNK
         after: Optional[bytes] = None
         # a key-only walk reads no value but still maps every page: counted from the table's size
         stat = self._read(lambda txn: txn.stat(self._db(dbname))) if keys_only else None
@@ -151,7 +153,7 @@ class GraphStore(StatusQueries, LmdbBase):
                 if ok and after is not None and cur.key() == after:
                     ok = cur.next()
                 rows = []
-                while ok and len(rows) < ITER_CHUNK:
+                while ok and len(rows) < chunk_rows:
                     rows.append((cur.key(), None if keys_only else cur.value()))
                     ok = cur.next()
                 return rows
