@@ -15,7 +15,7 @@ KeyedGraph = Tuple[str, GbcGraph]
 
 def open_source(path: Union[str, Path], validate: bool = False,
                 on_damaged: Optional[Callable[[str, str], None]] = None,
-                view: bool = False) -> Tuple[Iterator[KeyedGraph], Optional[int]]:
+                view: Union[bool, str] = False) -> Tuple[Iterator[KeyedGraph], Optional[int]]:
     """``(pairs, total)`` for a store or a folder of store shards (``total`` = number of graphs)
     or a graph file (``.jsonl``, ``.json``, ``.parquet``; ``total`` None).
 
@@ -47,20 +47,22 @@ def recorded_image_roots(path: Union[str, Path]) -> List[str]:
         return roots_of(reader)
 
 
-def reads_views(options, validate: bool = False, rewrites_graphs: bool = False) -> bool:
-    """Whether an export with ``options`` can read graphs as read-only ``GraphView``s.
+def reads_views(options, validate: bool = False, rewrites_graphs: bool = False) -> Union[bool, str]:
+    """How an export with ``options`` reads a store's graphs: the ``view`` of ``open_source``.
 
-    Views carry every field a caption strategy, a caption filter or an image crop reads.
-    Full graphs are read when the output holds whole graphs (WebDataset samples with the
-    graph's JSON must keep every field, extra ones included), when every graph is validated,
-    or when something rewrites the graphs before they are exported (score filters read and
-    drop caption scores, which views leave out).
+    Views carry every field a caption strategy, a caption filter or an image crop reads. When
+    the output holds whole graphs (WebDataset samples with the graph's JSON), they are read
+    with ``"json"``: each view also carries the graph's lossless JSON, extra fields included,
+    made from the stored bytes. Full graphs (False) are read when every graph is validated, or
+    when something rewrites the graphs before they are exported (score filters read and drop
+    caption scores, which views leave out).
     """
-    writes_graph_json = options.fmt == "wds" and options.graph_json != "none"
-    return not (validate or rewrites_graphs or writes_graph_json)
+    if validate or rewrites_graphs:
+        return False
+    return "json" if options.fmt == "wds" and options.graph_json != "none" else True
 
 
-def _read_and_close(reader, validate: bool, on_damaged=None, view: bool = False) -> Iterator[KeyedGraph]:
+def _read_and_close(reader, validate: bool, on_damaged=None, view: Union[bool, str] = False) -> Iterator[KeyedGraph]:
     from gbc.store.reader import iter_graphs
 
     try:

@@ -25,7 +25,9 @@ class ExportedGraph:
     @property
     def graph_json(self) -> bytes:
         if self._json is None:
-            self._json = self.graph.to_json()
+            graph = self.graph
+            # a view read with view="json" carries the stored graph's JSON (see reads_views)
+            self._json = graph.to_json() if isinstance(graph, GbcGraph) else graph.lossless_json()
         return self._json
 
     def recorded_path(self) -> str:

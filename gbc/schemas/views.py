@@ -9,7 +9,9 @@ is decoded: damaged bytes still raise ``StoreCorruptError``. msgspec still check
 
 What a view leaves out: fields that are not part of the schema (a record's extra keys) are
 not kept, and a view is not meant to be changed. ``store[key]`` gives the full, lossless
-``GbcGraph``; ``view.to_graph()`` builds one from the view's fields.
+``GbcGraph``; ``view.to_graph()`` builds one from the view's fields. Views read with
+``view="json"`` also carry the graph's lossless JSON (``view.lossless_json()``), made from the
+stored bytes without parsing the graph, for writers of whole graphs.
 """
 
 from __future__ import annotations
@@ -106,6 +108,34 @@ class GraphView(GraphQueries, msgspec.Struct, dict=True, omit_defaults=True):
     def to_graph(self) -> GbcGraph:
         """A ``GbcGraph`` of the view's fields (validated by pydantic; extra keys were not kept)."""
         return GbcGraph.model_validate(self.to_dict())
+
+    def lossless_json(self) -> bytes:
+        """The stored graph's lossless JSON, the bytes ``store[key].to_json()`` gives (extra
+        fields included), for views read with ``view="json"``; ``ValueError`` otherwise."""
+        json = self.__dict__.get(_JSON)
+        if json is None:
+            raise ValueError('this view was read without its JSON: read it with view="json", or use store[key].to_json()')
+        return json
+
+    def __reduce__(self):
+        # pickling a struct keeps its fields only: the JSON goes with it (to export workers)
+        cls, args = super().__reduce__()[:2]
+        json = self.__dict__.get(_JSON)
+        return (cls, args) if json is None else (_view_with_json, (cls, args, json))
+
+
+#: Where a view read with ``view="json"`` keeps its JSON (an instance attribute, not a field).
+_JSON = "_lossless_json"
+
+
+def with_json(view: GraphView, json: bytes) -> GraphView:
+    """``view``, carrying ``json`` as its ``lossless_json()``."""
+    view.__dict__[_JSON] = json
+    return view
+
+
+def _view_with_json(cls, args, json):
+    return with_json(cls(*args), json)
 
 
 _DECODER = msgspec.json.Decoder(GraphView)

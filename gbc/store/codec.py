@@ -35,7 +35,9 @@ import msgspec
 
 from gbc.errors import GbcError, describe_validation_error
 from gbc.schemas.graph import Edge, GbcGraph
-from gbc.schemas.views import GraphView, decode_graph_view, in_edge_lists, restore_view_in_edges
+from gbc.schemas.views import decode_graph_view, in_edge_lists, restore_view_in_edges
+from gbc.schemas.views import with_json as with_json_of
+from gbc.store.graph_json import NotSpliceable, lossless_json
 
 #: Version of the value layout written by this module; decoders accept every version up to it.
 VALUE_FORMAT_VERSION = 2
@@ -331,19 +333,28 @@ class ValueCodec:
             _restore_in_edges(graph, mode)
         return graph
 
-    def decode_view(self, value: bytes) -> GraphView:
-        """A read-only ``GraphView`` of a stored graph (checksum verified, types checked by msgspec)."""
-        return self.decode_view_payload(*self.unpack(value))
+    def decode_view(self, value: bytes, with_json: bool = False) -> Any:
+        """A read-only ``GraphView`` of a stored graph (checksum verified, types checked by msgspec);
+        ``with_json``: see ``decode_view_payload``."""
+        return self.decode_view_payload(*self.unpack(value), with_json=with_json)
 
-    def decode_view_payload(self, payload: bytes, mode: int) -> GraphView:
-        """The view of an unpacked value (``unpack`` gives ``payload`` and ``mode``)."""
+    def decode_view_payload(self, payload: bytes, mode: int, with_json: bool = False) -> Any:
+        """The view of an unpacked value (``unpack`` gives ``payload`` and ``mode``). With
+        ``with_json`` the view carries the graph's lossless JSON (``GraphView.lossless_json``);
+        a graph whose JSON cannot be made from the payload alone (see ``gbc.store.graph_json``)
+        comes as a full ``GbcGraph`` instead."""
         try:
             view = decode_graph_view(payload)
             if mode != IN_EDGES_EXPLICIT:
                 restore_view_in_edges(view, sort_by_source=mode == IN_EDGES_SORTED_BY_SOURCE)
         except (msgspec.DecodeError, ValueError) as exc:  # msgspec.ValidationError is a DecodeError
             raise ValueDecodeError(f"not a valid graph: {exc}") from None
-        return view
+        if not with_json:
+            return view
+        try:
+            return with_json_of(view, lossless_json(payload, mode, view))
+        except NotSpliceable:
+            return self.decode_payload(payload, mode)
 
     # -- other JSON values (status, provenance, meta)
     def encode_json(self, obj: Any) -> bytes:

@@ -65,7 +65,7 @@ class GraphReader(Protocol):
       order (key order for stores, file order for files); with ``on_damaged``, graphs that
       cannot be decoded are reported there and skipped instead of raising; with ``view``, stores
       give read-only ``GraphView``s (files still give ``GbcGraph``s, which answer the same
-      queries);
+      queries), with ``view="json"`` views that carry their lossless JSON;
     - ``keys(status=None)``: the keys of the graphs (``None`` or ``"done"``) or of the
       ``"failed"`` images;
     - ``get(key, default=None)``, ``status(key)``, ``statuses()``: one graph, one image's status
@@ -80,7 +80,7 @@ class GraphReader(Protocol):
     @property
     def meta(self) -> Dict[str, Any]: ...
 
-    def items(self, on_damaged: Optional[OnDamaged] = None, view: bool = False) -> Iterator[Tuple[str, Any]]: ...
+    def items(self, on_damaged: Optional[OnDamaged] = None, view: Union[bool, str] = False) -> Iterator[Tuple[str, Any]]: ...
 
     def keys(self, status: Optional[str] = None) -> Iterator[str]: ...
 
@@ -136,7 +136,8 @@ class GraphFile:
         """Every graph in file order."""
         return read_graphs(self.path, validate=self.validate)
 
-    def items(self, on_damaged: Optional[OnDamaged] = None, view: bool = False) -> Iterator[Tuple[str, GbcGraph]]:
+    def items(self, on_damaged: Optional[OnDamaged] = None,
+              view: Union[bool, str] = False) -> Iterator[Tuple[str, GbcGraph]]:
         """``(key, graph)`` in file order. A damaged record raises ``GraphFormatError``: a file
         cannot be read past it, so ``on_damaged`` (for stores) is never called. ``view`` is
         accepted for the protocol's sake: a file's records are parsed as ``GbcGraph``s."""
@@ -217,13 +218,13 @@ def open_graphs(path: PathLike, validate: bool = True) -> GraphReader:
 
 
 def iter_graphs(reader: GraphReader, validate: bool = False,
-                on_damaged: Optional[OnDamaged] = None, view: bool = False) -> Iterator[Tuple[str, Any]]:
+                on_damaged: Optional[OnDamaged] = None, view: Union[bool, str] = False) -> Iterator[Tuple[str, Any]]:
     """``reader.items(on_damaged)``; with ``validate``, every graph's invariants are checked
     (``GraphValidationError`` names the key). A ``GraphFile`` opened with ``validate=True``
     has checked them while parsing and is not checked twice. With ``view`` (and without
     ``validate``, which checks full graphs) stores give read-only ``GraphView``s."""
     if view and not validate:
-        return reader.items(on_damaged=on_damaged, view=True)
+        return reader.items(on_damaged=on_damaged, view=view)
     items = reader.items(on_damaged=on_damaged)
     if not validate or (isinstance(reader, GraphFile) and reader.validate):
         return items

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -104,10 +105,9 @@ class _GraphWalk:
     """One store's graphs read in key order, decoded only when asked for (as read-only
     ``GraphView``s with ``view``)."""
 
-    def __init__(self, store, view: bool = False):
+    def __init__(self, store, view: Union[bool, str] = False):
         self.store = store
-        self._decode = store._decode_view if view else store._decode_graph
-        self._lookup = store.view if view else store.__getitem__
+        self._decode = partial(store._decode_view, with_json=view == "json") if view else store._decode_graph
         self._rows = (row for rows in store._scan_chunks(b"graphs") for row in rows)
         self._head: Optional[Tuple[bytes, bytes]] = None
         self._done = False
@@ -119,7 +119,8 @@ class _GraphWalk:
             self._done = self._head is None
         if self._head is not None and self._head[0] == raw:
             return self._decode(key, self._head[1])
-        return self._lookup(key)  # written after the walk passed it: looked up (KeyError if gone)
+        # written after the walk passed it: looked up (KeyError if gone)
+        return self._decode(key, self.store._graph_value(key))
 
 
 def _open_plain(path: PathLike):
@@ -226,7 +227,7 @@ class MultiStore:
     def __iter__(self) -> Iterator[str]:
         return self.keys()
 
-    def items(self, on_damaged=None, view: bool = False) -> Iterator[Tuple[str, Any]]:
+    def items(self, on_damaged=None, view: Union[bool, str] = False) -> Iterator[Tuple[str, Any]]:
         """As ``GraphStore.items``: with ``on_damaged``, undecodable graphs are reported and
         skipped; with ``view``, graphs come as read-only ``GraphView``s."""
         # The graph comes from the store whose record won, read by walking each store's graphs
@@ -244,7 +245,7 @@ class MultiStore:
                     continue
                 yield key, graph
 
-    def values(self, view: bool = False) -> Iterator[Any]:
+    def values(self, view: Union[bool, str] = False) -> Iterator[Any]:
         return (graph for _, graph in self.items(view=view))
 
     def __len__(self) -> int:

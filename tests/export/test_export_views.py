@@ -54,8 +54,52 @@ def _export(src, out, options, view):
             yield key, graph
 
     summary = export_graphs(noting(pairs), out, options)
-    assert set(first) == ({GraphView} if view else {type(synthetic_graph(0))})
+    if view != "json":  # which graphs come as full graphs with "json": see test_graph_json
+        assert set(first) == ({GraphView} if view else {type(synthetic_graph(0))})
     return summary
+
+
+def _odd_graphs():
+    """Graphs whose JSON holds what views leave out: extra fields at every level, in-edges the
+    out-edges do not imply, in-edges sorted by source id, odd keys."""
+    graphs = _graphs(12)
+    graphs[0].vertices[0].descs[0].__pydantic_extra__["score"] = 0.25  # extras in a description
+    graphs[1].__pydantic_extra__["source_dataset"] = "wiki ünï"  # a graph-level extra field
+    graphs[2].vertices[1].__pydantic_extra__["note"] = [1, 2.5e-07, None]  # vertex extra: full graph
+    edge = next(e for v in graphs[4].vertices for e in v.out_edges)
+    edge.__pydantic_extra__["weight"] = 1.0
+    graphs[5].vertices[-1].in_edges = []  # in-edges that out-edges do not imply: stored explicitly
+    graphs[6].__pydantic_extra__["k\u00e9y \"q\""] = True  # a key escaped in JSON
+    for v in graphs[7].vertices:  # in-edges sorted by source id, as the reference writes them
+        v.in_edges = sorted(v.in_edges, key=lambda e: e.source, reverse=True)
+        v.in_edges.sort(key=lambda e: e.source)
+    return graphs
+
+
+@pytest.mark.parametrize("graph_json", ["first", "all"])
+def test_whole_graph_samples_from_views_match(tmp_path, graph_json):
+    src = _store(tmp_path / "g.lmdb", _odd_graphs())
+    out = {}
+    for view in (False, "json"):
+        target = tmp_path / f"{view}"
+        summary = _export(src, target, ExportOptions(fmt="wds", strategy="gbc-captions", text_only=True,
+                                                     shard_size=5, graph_json=graph_json), view)
+        out[view] = (_written(target), summary.rows)
+    samples = b"".join(data for name, members in out["json"][0].items() if name.endswith(".tar")
+                       for _, data in members)
+    assert '"source_dataset":"wiki ünï"'.encode() in samples and b'"weight":1.0' in samples
+    assert out["json"] == out[False]
+
+
+def test_whole_graph_samples_from_views_in_worker_processes(tmp_path):
+    src = _store(tmp_path / "g.lmdb", _odd_graphs())
+    out = {}
+    for view, workers in ((False, 1), ("json", 2)):
+        target = tmp_path / f"{view}"
+        _export(src, target, ExportOptions(fmt="wds", strategy="gbc-captions", text_only=True, shard_size=5,
+                                           graph_json="all", workers=workers), view)
+        out[view] = _written(target)
+    assert out["json"] == out[False]
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
@@ -97,9 +141,10 @@ def test_which_exports_read_views():
     assert reads_views(ExportOptions(fmt="csv"))
     assert reads_views(ExportOptions(fmt="parquet"))
     assert reads_views(ExportOptions(fmt="wds", graph_json="none"))
-    # whole graphs in the samples keep every field: full graphs
-    assert not reads_views(ExportOptions(fmt="wds", graph_json="first"))
-    assert not reads_views(ExportOptions(fmt="wds", graph_json="all"))
+    # whole graphs in the samples keep every field: views with the stored JSON
+    assert reads_views(ExportOptions(fmt="wds", graph_json="first")) == "json"
+    assert reads_views(ExportOptions(fmt="wds", graph_json="all")) == "json"
+    assert reads_views(ExportOptions(fmt="wds", graph_json="first"), validate=True) is False
     assert not reads_views(ExportOptions(fmt="csv"), validate=True)
     assert not reads_views(ExportOptions(fmt="csv"), rewrites_graphs=True)
 

@@ -1,0 +1,128 @@
+"""lossless_json: a stored graph's JSON made from its payload is the graph's own to_json()."""
+
+import pickle
+
+import pytest
+
+from gbc.schemas import GbcGraph
+from gbc.schemas.synthetic import synthetic_graph
+from gbc.schemas.views import GraphView
+from gbc.store import GraphStore
+from gbc.store.codec import (IN_EDGES_EXPLICIT, IN_EDGES_SORTED_BY_SOURCE, IN_EDGES_SOURCE_ORDER, ValueCodec,
+                             in_edges_mode)
+from gbc.store.files import read_graphs
+from gbc.store.graph_json import NotSpliceable, lossless_json
+
+from store_helpers import gbc10m_graph
+
+
+def _odd(seed):
+    g = synthetic_graph(seed)
+    if seed % 4 == 0:
+        g.vertices[0].descs[0].__pydantic_extra__["score"] = 2.5e-07
+    if seed % 4 == 1:
+        g.__pydantic_extra__["note"] = {"nested": ["ünï", None, 1]}
+    if seed % 4 == 2:
+        edge = next(e for v in g.vertices for e in v.out_edges)
+        edge.__pydantic_extra__["weight"] = -0.0
+    if seed % 5 == 0:
+        for v in g.vertices:  # sorted by source id, as the reference pipeline writes in-edges
+            v.in_edges = sorted(v.in_edges, key=lambda e: e.source)
+    return g
+
+
+def _json(payload, mode):
+    return lossless_json(payload, mode, ValueCodec().decode_view_payload(payload, mode))
+
+
+def _check(graphs):
+    codec = ValueCodec()
+    modes = set()
+    for g in graphs:
+        payload, mode = codec.graph_payload(g)
+        modes.add(mode)
+        assert _json(payload, mode) == codec.decode_payload(payload, mode).to_json()
+    return modes
+
+
+def test_synthetic_graphs_in_every_in_edge_mode():
+    graphs = [gbc10m_graph(i) for i in range(30)] + [_odd(i) for i in range(40)]
+    graphs[3].vertices[-1].in_edges = []  # no longer implied by the out-edges: stored explicitly
+    assert _check(graphs) == {IN_EDGES_EXPLICIT, IN_EDGES_SOURCE_ORDER, IN_EDGES_SORTED_BY_SOURCE}
+
+
+def test_reference_graphs(reference_jsonl):
+    graphs = list(read_graphs(reference_jsonl))
+    assert len(graphs) > 5
+    assert _check(graphs)
+
+
+def test_values_of_older_stores_with_empty_in_edge_lists():
+    # values written before in-edges were left out hold "in_edges": [] in every vertex
+    g = gbc10m_graph(7).mark_filled_fields()
+    assert in_edges_mode(g) == IN_EDGES_SOURCE_ORDER
+    old = g.model_copy(deep=True)
+    for v in old.vertices:
+        v.in_edges = []
+    payload = old.__pydantic_serializer__.to_json(old, exclude_unset=True)
+    assert b'"in_edges":[]' in payload
+    codec = ValueCodec()
+    assert _json(payload, IN_EDGES_SOURCE_ORDER) == codec.decode_payload(payload, IN_EDGES_SOURCE_ORDER).to_json()
+    assert _json(payload, IN_EDGES_SOURCE_ORDER) == g.to_json()
+
+
+@pytest.mark.parametrize("change", ["vertex extra", "escaped key", "non-ascii key"])
+def test_what_cannot_be_copied_byte_for_byte_is_refused(change):
+    g = gbc10m_graph(2)
+    if change == "vertex extra":
+        g.vertices[1].__pydantic_extra__["note"] = 1
+    elif change == "escaped key":
+        g.__pydantic_extra__['say "hi"'] = 1
+    else:
+        g.__pydantic_extra__["clé"] = 1
+    payload, mode = ValueCodec().graph_payload(g)
+    assert mode == IN_EDGES_SOURCE_ORDER
+    with pytest.raises(NotSpliceable):
+        _json(payload, mode)
+    # the store reads such a graph as a full graph, with the same JSON
+    got = ValueCodec().decode_view_payload(payload, mode, with_json=True)
+    assert isinstance(got, GbcGraph) and got.to_json() == g.to_json()
+
+
+@pytest.mark.parametrize("payload", [b'{"vertices":3}', b'{"vertices":[{"vertex_id":"a","out_edges":'
+                                     b'[{"source":"a","text":"x","target":"b"}]}]}', b"[", b'{"img_url":"x"}'])
+def test_payloads_that_are_not_stored_graphs_are_refused(payload):
+    view = ValueCodec().decode_view_payload(ValueCodec().graph_payload(gbc10m_graph(1))[0], IN_EDGES_SOURCE_ORDER)
+    with pytest.raises(NotSpliceable):
+        lossless_json(payload, IN_EDGES_SOURCE_ORDER, view)
+
+
+def test_views_read_with_json_carry_it_through_pickling(tmp_path):
+    graphs = [gbc10m_graph(i) for i in range(5)] + [_odd(1)]
+    with GraphStore(tmp_path / "g.lmdb", readonly=False, dict_train_samples=0) as store:
+        store.put_many((f"k{i}", g) for i, g in enumerate(graphs))
+    with GraphStore(tmp_path / "g.lmdb") as store:
+        views = dict(store.items(view="json"))
+        plain = store.view("k0")
+        expected = {k: store[k].to_json() for k in views}
+    assert all(isinstance(v, GraphView) for v in views.values())
+    for key, view in views.items():
+        assert view.lossless_json() == expected[key]
+        again = pickle.loads(pickle.dumps(view))
+        assert again == view and again.lossless_json() == expected[key]
+    assert b'"note":{"nested"' in views["k5"].lossless_json()
+    with pytest.raises(ValueError, match='view="json"'):
+        plain.lossless_json()
+    assert pickle.loads(pickle.dumps(plain)) == plain
+
+
+def test_a_multistore_gives_views_with_json(tmp_path):
+    from gbc.store.shards import MultiStore
+
+    graphs = [_odd(i) for i in range(8)]
+    for s in range(2):
+        with GraphStore(tmp_path / f"s{s}.lmdb", readonly=False, dict_train_samples=0) as store:
+            store.put_many((f"k{i}", graphs[i]) for i in range(s, 8, 2))
+    with MultiStore([tmp_path / "s0.lmdb", tmp_path / "s1.lmdb"]) as multi:
+        got = {k: g.lossless_json() for k, g in multi.items(view="json")}
+    assert got == {f"k{i}": g.to_json() for i, g in enumerate(graphs)}
