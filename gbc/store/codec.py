@@ -144,9 +144,41 @@ def in_edges_mode(graph: GbcGraph) -> int:
     vertices = graph.vertices
     if not vertices:
         return IN_EDGES_EXPLICIT
-    for v in vertices:
+    position: Dict[str, int] = {}
+    for i, v in enumerate(vertices):
         if "in_edges" not in v.__pydantic_fields_set__:
             return IN_EDGES_EXPLICIT
+        position[v.vertex_id] = i
+    if len(position) != len(vertices):
+        return IN_EDGES_EXPLICIT
+    # The common case in one pass: each out-edge, in source-vertex order, is the next in-edge
+    # of its target (the same object, or an equal one without extra fields).
+    actual = [v.in_edges for v in vertices]
+    filled = [0] * len(vertices)
+    for v in vertices:
+        if "out_edges" not in v.__pydantic_fields_set__:
+            continue
+        for e in v.out_edges:
+            j = position.get(e.target)
+            if j is None:
+                return IN_EDGES_EXPLICIT
+            k = filled[j]
+            ins = actual[j]
+            if k >= len(ins):
+                return IN_EDGES_EXPLICIT  # more out-edges to it than in-edges: no mode matches
+            f = ins[k]
+            if f is not e and (f.__dict__ != e.__dict__ or f.__pydantic_fields_set__ != e.__pydantic_fields_set__
+                               or type(f) is not type(e) or f.__pydantic_extra__ or e.__pydantic_extra__):
+                return _in_edges_mode_slowly(graph, vertices)
+            filled[j] = k + 1
+    if filled == list(map(len, actual)):
+        return IN_EDGES_SOURCE_ORDER
+    return IN_EDGES_EXPLICIT  # fewer out-edges to some vertex than in-edges
+
+
+def _in_edges_mode_slowly(graph: GbcGraph, vertices: List[Any]) -> int:
+    """``in_edges_mode`` when the in-edges are not simply the out-edges in source order:
+    sorted by source id, or equal only once extra fields are compared as written."""
     derived = derive_in_edges(graph)
     if derived is None:
         return IN_EDGES_EXPLICIT

@@ -561,3 +561,31 @@ def test_values_written_with_empty_in_edge_lists_still_decode(reference_records)
             back = codec.decode_graph(value)
             assert back.to_dict() == g.to_dict() and back == g
             assert all("in_edges" in v.model_fields_set for v in back.vertices)
+
+
+def test_the_one_pass_in_edge_check_agrees_with_the_full_comparison(reference_records):
+    import random
+
+    from gbc.store.codec import _in_edges_mode_slowly
+
+    rng = random.Random(3)
+    seen = set()
+    for i in range(300):
+        g = GbcGraph.from_dict(reference_records[i % len(reference_records)]) if i % 2 else gbc10m_graph(i)
+        v = rng.choice(g.vertices)
+        change = i % 6
+        if change == 1 and len(v.in_edges) > 1:
+            v.in_edges.reverse()
+        elif change == 2 and v.in_edges:
+            v.in_edges[0] = v.in_edges[0].model_copy(update={"text": v.in_edges[0].text + "!"})
+        elif change == 3:
+            v.in_edges = v.in_edges[1:]
+        elif change == 4 and v.in_edges:
+            v.in_edges[-1].__pydantic_extra__["w"] = 1
+        elif change == 5:  # sorted by source id
+            for u in g.vertices:
+                u.in_edges = sorted(u.in_edges, key=lambda e: e.source)
+        mode = in_edges_mode(g)
+        seen.add(mode)
+        assert mode == _in_edges_mode_slowly(g, g.vertices), (i, change)
+    assert seen == {IN_EDGES_EXPLICIT, IN_EDGES_SOURCE_ORDER, IN_EDGES_SORTED_BY_SOURCE}
