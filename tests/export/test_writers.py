@@ -245,6 +245,32 @@ def test_tar_writer_output_is_read_by_tarfile_and_rejects_long_names(tmp_path):
     assert got == payloads
 
 
+def test_tar_writer_finishes_short_writes(tmp_path, monkeypatch):
+    import os
+
+    from gbc.export import tar as tar_module
+
+    payloads = {f"{i:09d}.txt": (b"caption %d " % i) * (i % 7) for i in range(3000)}  # > _IOV_MAX parts
+    calls = []
+    real_writev = os.writev
+
+    def short_writev(fd, buffers):  # the kernel may take less than it was given
+        calls.append(len(buffers))
+        head = b"".join(buffers)
+        return real_writev(fd, [head[: len(head) // 3]])
+
+    monkeypatch.setattr(tar_module.os, "writev", short_writev)
+    monkeypatch.setattr(tar_module.TarWriter, "_FLUSH_BYTES", 1 << 22)  # one flush of ~21,000 parts
+    w = tar_module.TarWriter(tmp_path / "a.tar")
+    for name, data in payloads.items():
+        w.add(name, data)
+    w.close()
+    assert len(calls) > 3 and max(calls) == tar_module._IOV_MAX
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        got = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    assert got == payloads
+
+
 def test_workers_give_the_same_shards(dataset, tmp_path):
     graphs, images = dataset
     outs = {}
