@@ -10,8 +10,8 @@ like those out-edges), so it is copied from the payload, as is everything else. 
 the pieces of the payload and joins them, and no value is parsed or formatted again.
 
 Payloads this cannot reproduce byte for byte raise ``NotSpliceable``, and the caller parses
-the graph instead: an object key outside plain printable ASCII (its escaping would be
-re-encoded here), or a payload that is not the shape the store writes.
+the graph instead: a graph or a vertex with fields outside the schema (field names are
+written again here), or a payload that is not the shape the store writes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Union
 
 import msgspec
 
-from gbc.schemas.graph import Vertex
+from gbc.schemas.graph import GbcGraph, Vertex
 
 __all__ = ["NotSpliceable", "lossless_json"]
 
@@ -28,7 +28,6 @@ __all__ = ["NotSpliceable", "lossless_json"]
 _EXPLICIT, _SOURCE_ORDER, _SORTED_BY_SOURCE = 0, 1, 2
 
 _Raw = msgspec.Raw
-_object = msgspec.json.Decoder(Dict[str, _Raw]).decode
 _items = msgspec.json.Decoder(List[_Raw]).decode
 _encode = msgspec.json.Encoder().encode
 
@@ -37,13 +36,16 @@ class NotSpliceable(ValueError):
     """The payload cannot be turned into the graph's JSON here; parse the graph instead."""
 
 
-# A vertex as its fields' JSON, declared in the order pydantic writes them (absent ones are
-# left out again); a vertex with fields outside the schema is refused (``NotSpliceable``).
-_VertexJson = msgspec.defstruct(
-    "_VertexJson", [(name, Union[_Raw, msgspec.UnsetType], msgspec.UNSET) for name in Vertex.model_fields],
-    forbid_unknown_fields=True, omit_defaults=True,
-)
-_vertices_json = msgspec.json.Decoder(List[_VertexJson]).decode
+def _fields_json(name: str, fields, **kinds):
+    """A struct of the JSON of each of ``fields``, declared in the order pydantic writes them
+    (absent ones are left out again); fields outside the schema are refused (``NotSpliceable``)."""
+    return msgspec.defstruct(name, [(field, Union[kinds.get(field, _Raw), msgspec.UnsetType], msgspec.UNSET)
+                                    for field in fields], forbid_unknown_fields=True, omit_defaults=True)
+
+
+_VertexJson = _fields_json("_VertexJson", Vertex.model_fields)
+_GraphJson = _fields_json("_GraphJson", GbcGraph.model_fields, vertices=List[_VertexJson])
+_graph_json = msgspec.json.Decoder(_GraphJson).decode
 
 
 def lossless_json(payload: bytes, mode: int, view: Any) -> bytes:
@@ -54,28 +56,24 @@ def lossless_json(payload: bytes, mode: int, view: Any) -> bytes:
         return payload  # the payload is that JSON already
     if mode not in (_SOURCE_ORDER, _SORTED_BY_SOURCE):
         raise NotSpliceable(f"unknown in-edge mode {mode}")
+    seen_vertices = view.vertices
     try:
-        graph = _object(payload)
-        vertices = _vertices_json(graph["vertices"])
+        graph = _graph_json(payload)
+        vertices = graph.vertices
+        if vertices is msgspec.UNSET or len(vertices) != len(seen_vertices):
+            raise NotSpliceable("the view does not match the payload")
         # the JSON of each out-edge, by the identity of its edge in the view
-        edge_json: Dict[int, bytes] = {}
-        for vertex, seen in zip(vertices, view.vertices):
+        edge_json: Dict[int, _Raw] = {}
+        for vertex, seen in zip(vertices, seen_vertices):
             if vertex.out_edges is not msgspec.UNSET:
                 raws = _items(vertex.out_edges)
                 if len(raws) != len(seen.out_edges):
                     raise NotSpliceable("the view does not match the payload")
-                edge_json.update(zip(map(id, seen.out_edges), map(bytes, raws)))
-    except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError) as exc:
+                edge_json.update(zip(map(id, seen.out_edges), raws))
+        for vertex, seen in zip(vertices, seen_vertices):
+            vertex.in_edges = [edge_json[id(e)] for e in seen.in_edges]  # encoded as a list
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
         raise NotSpliceable(f"not a stored graph payload: {exc}") from None
-    if len(vertices) != len(view.vertices):
-        raise NotSpliceable("the view does not match the payload")
-    for key in graph:
-        if not (key.isascii() and key.isprintable()) or '"' in key or "\\" in key:
-            raise NotSpliceable(f"graph field {key!r} would be escaped differently")
-    try:
-        for vertex, seen in zip(vertices, view.vertices):
-            vertex.in_edges = _Raw(b"[" + b",".join([edge_json[id(e)] for e in seen.in_edges]) + b"]")
     except KeyError:
         raise NotSpliceable("an in-edge of the view is none of its out-edges") from None
-    graph["vertices"] = _Raw(_encode(vertices))
     return _encode(graph)
