@@ -28,7 +28,6 @@ __all__ = ["NotSpliceable", "lossless_json"]
 _EXPLICIT, _SOURCE_ORDER, _SORTED_BY_SOURCE = 0, 1, 2
 
 _Raw = msgspec.Raw
-_items = msgspec.json.Decoder(List[_Raw]).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -43,7 +42,9 @@ def _fields_json(name: str, fields, **kinds):
                                     for field in fields], forbid_unknown_fields=True, omit_defaults=True)
 
 
-_VertexJson = _fields_json("_VertexJson", Vertex.model_fields)
+# out-edges as the list of each edge's JSON (pydantic writes lists without spaces: re-joined
+# with commas, they are the same bytes)
+_VertexJson = _fields_json("_VertexJson", Vertex.model_fields, out_edges=List[_Raw])
 _GraphJson = _fields_json("_GraphJson", GbcGraph.model_fields, vertices=List[_VertexJson])
 _graph_json = msgspec.json.Decoder(_GraphJson).decode
 
@@ -64,9 +65,10 @@ def lossless_json(payload: bytes, mode: int, view: Any) -> bytes:
             raise NotSpliceable("the view does not match the payload")
         # the JSON of each out-edge, by the identity of its edge in the view
         edge_json: Dict[int, _Raw] = {}
+        unset = msgspec.UNSET
         for vertex, seen in zip(vertices, seen_vertices):
-            if vertex.out_edges is not msgspec.UNSET:
-                raws = _items(vertex.out_edges)
+            raws = vertex.out_edges
+            if raws is not unset:
                 if len(raws) != len(seen.out_edges):
                     raise NotSpliceable("the view does not match the payload")
                 edge_json.update(zip(map(id, seen.out_edges), raws))
