@@ -177,20 +177,14 @@ def merge_stores(
         # all shards at once in key order: the output is written by appending (see copy_stores)
         copy_stores(target, opened,
                     progress=None if progress is None else (lambda graphs: progress("copy", graphs)))
-        for key, (winner, out_had_key, out_had_provenance) in sorted(plan.fixups.items()):
+        for key, (winner, out_had_key) in sorted(plan.fixups.items()):
             if winner is not None and winner > 0:
                 source = opened[winner - 1]
                 target.delete(key)
                 _copy(source, target, key, source.status(key))
-            elif out_had_key:
-                if not out_had_provenance:
-                    # The bulk copy may have attached a losing shard's provenance: write the
-                    # output's own record back without it.
-                    record, graph = target.status(key), target.get(key)
-                    target.delete(key)
-                    _write_record(target, key, record, graph, None)
-            else:
+            elif not out_had_key:
                 target.delete(key)  # skip-identical: no shard's version is kept
+            # else the output's own record wins: the copy kept it whole
         # Where the images came from (see gbc annotate): every store's folders, kept once each.
         roots = list((target.meta or {}).get("image_roots") or [])
         for store in opened:
@@ -212,7 +206,7 @@ def merge_stores(
 
         for source in sources:
             shutil.rmtree(source)
-    kept_or_left = sum(1 for winner, _, _ in plan.fixups.values() if winner is None or winner == 0)
+    kept_or_left = sum(1 for winner, _ in plan.fixups.values() if winner is None or winner == 0)
     return {
         "sources": [str(s) for s in sources],
         "out": str(out),
@@ -234,8 +228,8 @@ class _MergePlan:
         self.keys = 0
         self.identical = 0
         self.conflicts: List[str] = []
-        #: key -> (winning source index, 0 = the output, None = nobody; output had the key; output had provenance)
-        self.fixups: Dict[str, Tuple[Optional[int], bool, bool]] = {}
+        #: key -> (winning source index, 0 = the output, None = nobody; whether the output had the key)
+        self.fixups: Dict[str, Tuple[Optional[int], bool]] = {}
 
 
 def _plan_pass(sources: List[Path], out: Optional[Path], on_conflict: str,
@@ -271,8 +265,7 @@ def _plan_pass(sources: List[Path], out: Optional[Path], on_conflict: str,
                 plan.conflicts.append(key)
             elif is_identical:
                 plan.identical += 1
-            out_had_provenance = existing is not None and target.get_provenance(key) is not None
-            plan.fixups[key] = (winner, existing is not None, out_had_provenance)
+            plan.fixups[key] = (winner, existing is not None)
         if progress is not None and pending:
             progress("plan", pending)
         return plan

@@ -50,13 +50,20 @@ def decode_key(data: bytes) -> str:
     return bytes(data).decode("utf-8")
 
 
+#: Meta entry of a store in which every graph has a status record and every ``done`` record a
+#: graph (each written in the same transaction). Stores created before every write recorded a
+#: status lack it: their graphs without a record are found by walking the graphs table too.
+STATUSES_COMPLETE = "statuses_complete"
+
+
 def first_meta() -> Dict[str, Any]:
     """The meta entries a new store starts with."""
     from gbc._version import __version__
 
     now = time.time()
     return {"format_version": STORE_FORMAT_VERSION, "created": now,
-            "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), "gbc_version": __version__}
+            "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), "gbc_version": __version__,
+            STATUSES_COMPLETE: True}
 
 
 class LmdbBase:
@@ -181,6 +188,7 @@ class LmdbBase:
             raise StoreCorruptError(
                 f"graph store {str(self.path)!r} has format version {version!r}; this gbc reads versions 1..{STORE_FORMAT_VERSION}"
             )
+        self.statuses_complete = meta.get(STATUSES_COMPLETE) is True
 
     def _env(self):
         """This process's environment, reopened lazily after a fork (in the parent and the child).

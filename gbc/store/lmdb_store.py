@@ -233,9 +233,9 @@ class GraphStore(StatusQueries, LmdbBase):
     def keys(self, status: Optional[StatusName] = None) -> Iterator[str]:
         """Image keys in order: of stored graphs, or of images whose status is ``status``
         (``done``: every key holding a graph, whatever wrote it)."""
-        if status is None:
+        if status is None and not self.statuses_complete:
             return (k for k, _ in self._scan(b"graphs", keys_only=True))
-        return self._keys_with_status(status)
+        return self._keys_with_status(status or "done")  # the small status table: no graph page
 
     def __iter__(self) -> Iterator[str]:
         return self.keys()

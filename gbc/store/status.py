@@ -89,8 +89,12 @@ class StatusQueries:
 
     def _status_rows(self) -> Iterator[Tuple[bytes, Optional[bytes]]]:
         """``(key bytes, status value)`` for every key with a status record or a graph, in key
-        order; the value is ``None`` for a graph stored without a record (older stores)."""
+        order; the value is ``None`` for a graph stored without a record (older stores). The
+        graphs table, much larger, is walked only in stores that may have such graphs."""
         statuses = (row for rows in self._scan_chunks(b"status") for row in rows)
+        if self.statuses_complete:
+            yield from statuses
+            return
         graphs = (k for rows in self._scan_chunks(b"graphs", keys_only=True) for k, _ in rows)
         status, graph = next(statuses, None), next(graphs, None)
         while status is not None or graph is not None:

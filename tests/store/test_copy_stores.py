@@ -113,3 +113,65 @@ def test_a_damaged_value_stops_the_copy_naming_key_and_store(tmp_path):
     finally:
         for store in opened:
             store.close()
+
+
+def _legacy(path):
+    """A store as written before every graph had a status record: some graphs without one."""
+    import lmdb
+
+    env = lmdb.open(str(path), max_dbs=16)
+    with env.begin(write=True) as txn:
+        status = env.open_db(b"status", txn=txn)
+        for i in range(0, 20, 3):
+            txn.delete(f"img/{i:03d}.jpg".encode(), db=status)
+        txn.delete(b"statuses_complete", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    return path
+
+
+def test_graphs_of_an_older_store_get_their_done_record(tmp_path):
+    with GraphStore(tmp_path / "old.lmdb", readonly=False, dict_train_samples=5) as store:
+        store.put_many((f"img/{i:03d}.jpg", gbc10m_graph(i)) for i in range(20))
+    old = _legacy(tmp_path / "old.lmdb")
+    with GraphStore(old) as store:
+        assert not store.statuses_complete
+        before = {k: r.status for k, r in store.statuses()}
+        with GraphStore(tmp_path / "new.lmdb", readonly=False) as target:
+            assert target.statuses_complete
+            assert copy_stores(target, [store]) == 20
+    assert len(before) == 20 and set(before.values()) == {"done"}
+    with GraphStore(tmp_path / "new.lmdb") as store:
+        raw_statuses = dict(store._scan(b"status"))
+        assert len(raw_statuses) == 20  # every graph now has its record
+        assert {k: r.status for k, r in store.statuses()} == before
+        assert list(store.keys()) == sorted(before) and store.count("done") == 20
+        assert store.status("img/003.jpg").origin == "imported"
+
+
+def test_a_key_is_copied_whole_from_the_first_store_that_holds_it(tmp_path):
+    with GraphStore(tmp_path / "a.lmdb", readonly=False) as a:
+        a.mark_failed("k1", "failed in a")  # status only
+        a.commit_image("k2", gbc10m_graph(2), provenance={"from": "a"})
+    with GraphStore(tmp_path / "b.lmdb", readonly=False) as b:
+        b.commit_image("k1", gbc10m_graph(1), provenance={"from": "b"})
+        b.commit_image("k2", gbc10m_graph(3))  # no provenance
+        b.commit_image("k3", gbc10m_graph(4), provenance={"from": "b"})
+    with GraphStore(tmp_path / "out.lmdb", readonly=False) as out:
+        out.commit_image("k3", gbc10m_graph(5))  # kept whole: no provenance added
+        with GraphStore(tmp_path / "a.lmdb") as a, GraphStore(tmp_path / "b.lmdb") as b:
+            assert copy_stores(out, [a, b]) == 1
+    with GraphStore(tmp_path / "out.lmdb") as out:
+        assert out.status("k1").status == "failed" and "k1" not in out and out.get_provenance("k1") is None
+        assert out["k2"].to_dict() == gbc10m_graph(2).to_dict() and out.get_provenance("k2") == {"from": "a"}
+        assert out["k3"].to_dict() == gbc10m_graph(5).to_dict() and out.get_provenance("k3") is None
+        assert list(out.keys()) == ["k2", "k3"]
+
+
+def test_overwrite_replaces_a_record_whole(tmp_path):
+    with GraphStore(tmp_path / "src.lmdb", readonly=False) as src:
+        src.commit_image("k", gbc10m_graph(1))  # no provenance
+    with GraphStore(tmp_path / "out.lmdb", readonly=False) as out:
+        out.commit_image("k", gbc10m_graph(2), provenance={"old": True})
+        with GraphStore(tmp_path / "src.lmdb") as src:
+            out.copy_from(src)  # overwrite=True
+        assert out["k"].to_dict() == gbc10m_graph(1).to_dict() and out.get_provenance("k") is None

@@ -34,6 +34,7 @@ def _drop_status_records(path) -> None:
     env = lmdb.open(str(path), max_dbs=16)
     with env.begin(write=True) as txn:
         txn.drop(env.open_db(b"status", txn=txn), delete=False)
+        txn.delete(b"statuses_complete", db=env.open_db(b"meta", txn=txn))  # such stores lack it
     env.close()
 
 

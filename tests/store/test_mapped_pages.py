@@ -37,6 +37,35 @@ def big_store(tmp_path_factory):
     return path
 
 
+def as_legacy(path):
+    """Make the store at ``path`` look like one created before every graph had a status record
+    (its meta lacks ``statuses_complete``): its key scans walk the graphs table too."""
+    import lmdb
+
+    env = lmdb.open(str(path), max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.delete(b"statuses_complete", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def legacy_store(big_store, tmp_path_factory):
+    import shutil
+
+    path = tmp_path_factory.mktemp("legacy") / "big.lmdb"
+    shutil.copytree(big_store, path)
+    return as_legacy(path)
+
+
+KEY_SCANS = [
+    lambda store: store.keys(),                  # a cursor over keys still maps every leaf page
+    lambda store: store.keys(status="done"),     # status records and graph keys side by side
+    lambda store: store.statuses(),
+]
+KEY_SCAN_IDS = ["keys", "keys-done", "statuses"]
+
+
 def scan_rss_kb(path, every: int, monkeypatch, scan=lambda store: store.items()) -> int:
     monkeypatch.setattr(mapped_pages, "TRIM_BYTES", every)
     with GraphStore(str(path)) as store:
@@ -54,28 +83,46 @@ def test_a_full_scan_keeps_few_pages_mapped(big_store, monkeypatch):
     assert trimmed < untrimmed // 3, (trimmed, untrimmed)
 
 
-@pytest.mark.parametrize("scan", [
-    lambda store: store.keys(),                  # a cursor over keys still maps every leaf page
-    lambda store: store.keys(status="done"),     # status records and graph keys side by side
-    lambda store: store.statuses(),
-], ids=["keys", "keys-done", "statuses"])
-def test_a_key_only_scan_keeps_few_pages_mapped(big_store, monkeypatch, scan):
-    file_kb = os.path.getsize(big_store / "data.mdb") // 1024
-    untrimmed = scan_rss_kb(big_store, 1 << 40, monkeypatch, scan)
-    trimmed = scan_rss_kb(big_store, 256 << 10, monkeypatch, scan)
+@pytest.mark.parametrize("scan", KEY_SCANS, ids=KEY_SCAN_IDS)
+def test_a_key_only_scan_keeps_few_pages_mapped(legacy_store, monkeypatch, scan):
+    file_kb = os.path.getsize(legacy_store / "data.mdb") // 1024
+    untrimmed = scan_rss_kb(legacy_store, 1 << 40, monkeypatch, scan)
+    trimmed = scan_rss_kb(legacy_store, 256 << 10, monkeypatch, scan)
     assert untrimmed > file_kb // 2, (untrimmed, file_kb)
     assert trimmed < untrimmed // 3, (trimmed, untrimmed)
 
 
-def test_key_scan_counts_the_pages_it_walks(big_store):
-    with GraphStore(str(big_store)) as store:
+@pytest.mark.parametrize("scan", KEY_SCANS + [lambda store: store.status_flags()], ids=KEY_SCAN_IDS + ["flags"])
+@pytest.mark.parametrize("legacy", [False, True])
+def test_key_scans_of_a_store_whose_graphs_all_have_statuses_read_no_graph_page(big_store, legacy_store, monkeypatch,
+                                                                                  scan, legacy):
+    # the status table alone answers (the graphs table holds the values: most of the file)
+    walked = []
+    real = GraphStore._scan_chunks
+
+    def scan_chunks(self, dbname, *args, **kwargs):
+        walked.append(dbname)
+        return real(self, dbname, *args, **kwargs)
+
+    monkeypatch.setattr(GraphStore, "_scan_chunks", scan_chunks)
+    with GraphStore(str(legacy_store if legacy else big_store)) as store:
+        assert sum(1 for _ in scan(store)) == GRAPHS
+    assert (b"graphs" in walked) == legacy and set(walked) <= {b"status", b"graphs"}
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_key_scan_counts_the_pages_it_walks(big_store, legacy_store, legacy):
+    path = legacy_store if legacy else big_store
+    with GraphStore(str(path)) as store:
         trimmer = store._shared.trimmer
         trimmer.every = 1 << 40
         before = trimmer.pending
         assert sum(1 for _ in store.keys()) == GRAPHS
         walked = trimmer.pending - before
-    # the whole graph table: every page of it, within one page per chunk of rounding
-    assert abs(walked - store_pages_bytes(big_store, b"graphs")) < 4096 * (GRAPHS // 256 + 1), walked
+    if legacy:  # the whole graph table: every page of it, within one page per chunk of rounding
+        assert abs(walked - store_pages_bytes(path, b"graphs")) < 4096 * (GRAPHS // 256 + 1), walked
+    else:  # the status records alone
+        assert 0 < walked <= store_pages_bytes(path, b"status") < store_pages_bytes(path, b"graphs") // 10, walked
 
 
 def store_pages_bytes(path, table: bytes) -> int:
@@ -141,9 +188,21 @@ def multi_scan_rss_kb(folder, budget: int, monkeypatch, scan) -> int:
         return sum(mapped_rss_kb(str(p / "data.mdb")) for p in view.paths)
 
 
+@pytest.fixture(scope="module")
+def legacy_shard_folder(shard_folder, tmp_path_factory):
+    import shutil
+
+    folder = tmp_path_factory.mktemp("legacy-shards")
+    for path in shard_folder.glob("*.lmdb"):
+        shutil.copytree(path, folder / path.name)
+        as_legacy(folder / path.name)
+    return folder
+
+
 @pytest.mark.parametrize("scan", [lambda view: view.keys(), lambda view: view.values()], ids=["keys", "values"])
-def test_a_multistore_scan_trims_across_its_stores(shard_folder, monkeypatch, scan):
+def test_a_multistore_scan_trims_across_its_stores(legacy_shard_folder, monkeypatch, scan):
     # each shard alone stays under the budget; together they pass it many times
+    shard_folder = legacy_shard_folder  # keys of these stores are listed from their graph tables too
     files_kb = sum(os.path.getsize(p / "data.mdb") for p in shard_folder.glob("*.lmdb")) // 1024
     untrimmed = multi_scan_rss_kb(shard_folder, 1 << 40, monkeypatch, scan)
     trimmed = multi_scan_rss_kb(shard_folder, 256 << 10, monkeypatch, scan)
