@@ -21,32 +21,33 @@ N are compared with the smallest ("no cliff": within 20 %). A phase prints its p
 minute (the write and shard phases each tenth), so a run stopped early still has its pace.
 With ``--phases shards merge lookup multi`` the lookups run on the merged store.
 
-Measured (``--phases shards merge lookup multi``; 2 cores shared with other work, 23 GB RAM, so
-the 22 GB stores of the 10M run do not fit in the page cache; CPU-time rates):
+Measured (``--phases shards merge lookup multi``; 2 cores, 23 GB RAM, so the 22 GB of shards
+and the 22 GB merged store of the 10M run do not fit in the page cache; CPU-time rates):
 
 ======================================  =====================  ===================  ========
 figure                                  100,000 graphs         10,000,000 graphs    10M/100k
 ======================================  =====================  ===================  ========
-shards: commit into 100 stores          4,420/s, 184 MB        11,000/s, 187 MB     x2.49
+shards: commit into 100 stores          6,778/s, 184 MB        21,860/s, 186 MB     x3.23
 shards: bytes per graph                 4,403 (no dictionary)  2,281
-merge: ``gbc merge`` of the 100 shards  12,231/s, 107 MB       8,227/s, 141 MB      x0.67
-merged store: bytes per graph           2,281                  2,259
-merged ``store[key]`` p50 / p99 (wall)  139 / 1,935 us         163 / 685 us
-merged ``keys()``                       861,533/s, 57 MB       378,812/s, 58 MB     x0.44
-MultiStore ``keys()``                   217,106/s              67,800/s (*), 66 MB  x0.31
-MultiStore ``[key]`` p50 / p99 (wall)   800 / 22,398 us        781 / 11,480 us
-MultiStore ``values()``                 5,933/s, 103 MB        5,017/s (*), 114 MB  x0.85
+merge: ``gbc merge`` of the 100 shards  20,693/s, 239 MB       14,453/s, 185 MB     x0.70
+merged store: bytes per graph           2,272                  2,250
+merged ``store[key]`` p50 / p99 (wall)  87 / 306 us            258 / 620 us
+merged ``keys()``                       1,483,766/s, 145 MB    1,469,939/s, 120 MB  x0.99
+MultiStore ``len()`` (wall)             0.20 s                 58.3 s (cold cache)
+MultiStore ``keys()``                   456,992/s              453,543/s, 73 MB     x0.99
+MultiStore ``[key]`` p50 / p99 (wall)   370 / 3,759 us         647 / 4,852 us
+MultiStore ``values()`` (first 1M)      11,693/s, 248 MB       9,447/s, 73 MB       x0.81
 ======================================  =====================  ===================  ========
 
-(*) from the progress lines: the 10M MultiStore phase was stopped after 1.3M of its ``values()``
-(its ``len()`` took ~170 CPU-s, a walk of all 100 shards); its lookups were timed apart.
-
-Before key-only scans trimmed the map, ``keys()`` of a 10M store ran at 119,000 keys/s with
-20 GB resident; a MultiStore read of 100,000 graphs in 100 shards peaked at 415 MB, and
-10,000 random gets in the merged 100,000-graph store left 172 MB of its 228 MB resident.
-What is left of the cliffs is the page cache: a key-only walk reads every leaf page, which
-holds the values of up to ~2 KB, so ``keys()`` and the MultiStore's listing read the whole
-22 GB from disk when it is not cached (the merge reads 22 GB and writes 22 GB).
+Shards are faster at 10M because each shard trains its compression dictionary once, on its
+first 1,000 graphs: at 100,000 graphs a shard holds only 1,000. Key listings read the status
+table alone in stores that record every graph's status (``statuses_complete``), so they
+never touch the pages of the graph values; before, ``keys()`` of the 10M store ran at 378,812
+keys/s (x0.44) and the MultiStore's at 67,800 (x0.31), reading 22 GB from disk. The merge
+reads all shards at once in key order and appends to its output (8,227/s at 10M before).
+What is left of its x0.70 is the page cache: the merge reads 22 GB and writes 22 GB on a
+machine with 23 GB of RAM, and each page read from disk costs kernel time; at 1,000,000
+graphs, which fit, the merge runs at 18,463/s against 18,571/s at 100,000 (x0.99).
 """
 
 from __future__ import annotations
