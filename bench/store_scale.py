@@ -47,7 +47,7 @@ keys/s (x0.44) and the MultiStore's at 67,800 (x0.31), reading 22 GB from disk. 
 reads all shards at once in key order and appends to its output (8,227/s at 10M before).
 What is left of its x0.70 is the page cache: the merge reads 22 GB and writes 22 GB on a
 machine with 23 GB of RAM, and each page read from disk costs kernel time; at 1,000,000
-graphs, which fit, the merge runs at 18,463/s against 18,571/s at 100,000 (x0.99).
+graphs, which fit, the merge runs at 19,070/s (x0.92 of 100,000).
 """
 
 from __future__ import annotations
