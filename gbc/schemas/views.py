@@ -128,6 +128,14 @@ class GraphView(GraphQueries, msgspec.Struct, dict=True, omit_defaults=True):
 _JSON = "_lossless_json"
 
 
+def wants_json(view: Any) -> bool:
+    """Whether the ``view`` argument of a store's ``items`` asks for views with their JSON
+    (``"json"``); any other string is refused rather than read as ``True``."""
+    if isinstance(view, str) and view != "json":
+        raise ValueError(f'view must be False, True or "json"; got {view!r}')
+    return view == "json"
+
+
 def with_json(view: GraphView, json: bytes) -> GraphView:
     """``view``, carrying ``json`` as its ``lossless_json()``."""
     view.__dict__[_JSON] = json

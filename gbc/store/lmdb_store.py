@@ -35,7 +35,7 @@ from functools import partial
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple, Union
 
 from gbc.schemas.graph import GbcGraph
-from gbc.schemas.views import GraphView
+from gbc.schemas.views import GraphView, wants_json
 from gbc.store.codec import ValueDecodeError
 from gbc.store.copying import copy_store
 from gbc.store.dictionaries import DICT_SIZE, DICT_TRAIN_SAMPLES
@@ -180,7 +180,7 @@ class GraphStore(StatusQueries, LmdbBase):
         than interleaved)."""
         unpack = self._codec.unpack
         decode = self._codec.decode_view_payload if view else self._codec.decode_payload
-        if view == "json":  # views with their lossless JSON (see GraphView.lossless_json)
+        if wants_json(view):  # views with their lossless JSON (see GraphView.lossless_json)
             decode = partial(decode, with_json=True)
         for rows in self._scan_chunks(b"graphs"):
             unpacked: List[Any] = []

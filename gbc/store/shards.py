@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+from gbc.schemas.views import wants_json
 from gbc.store.lmdb_base import decode_key
 from gbc.store.lmdb_env import StoreCorruptError
 
@@ -107,7 +108,7 @@ class _GraphWalk:
 
     def __init__(self, store, view: Union[bool, str] = False):
         self.store = store
-        self._decode = partial(store._decode_view, with_json=view == "json") if view else store._decode_graph
+        self._decode = partial(store._decode_view, with_json=wants_json(view)) if view else store._decode_graph
         self._rows = (row for rows in store._scan_chunks(b"graphs") for row in rows)
         self._head: Optional[Tuple[bytes, bytes]] = None
         self._done = False

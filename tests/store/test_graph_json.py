@@ -151,3 +151,16 @@ def test_a_multistore_gives_views_with_json(tmp_path):
     with MultiStore([tmp_path / "s0.lmdb", tmp_path / "s1.lmdb"]) as multi:
         got = {k: g.to_json() if isinstance(g, GbcGraph) else g.lossless_json() for k, g in multi.items(view="json")}
     assert got == {f"k{i}": g.to_json() for i, g in enumerate(graphs)}
+
+
+def test_an_unknown_view_mode_is_refused(tmp_path):
+    from gbc.store.shards import MultiStore
+
+    with GraphStore(tmp_path / "g.lmdb", readonly=False) as store:
+        store.put("k", gbc10m_graph(1))
+    with GraphStore(tmp_path / "g.lmdb") as store:
+        with pytest.raises(ValueError, match='"json"'):
+            next(store.items(view="jsn"))
+    with MultiStore([tmp_path / "g.lmdb"]) as multi:
+        with pytest.raises(ValueError, match='"json"'):
+            next(multi.items(view="JSON"))
