@@ -384,7 +384,8 @@ class ValueCodec:
         if not with_json:
             return view
         try:
-            return with_json_of(view, lossless_json(payload, mode, view))
+            # explicit in-edges: the payload is the graph's lossless JSON already
+            return with_json_of(view, payload if mode == IN_EDGES_EXPLICIT else lossless_json(payload, view))
         except NotSpliceable:
             return self.decode_payload(payload, mode)
 

@@ -24,9 +24,6 @@ from gbc.schemas.graph import GbcGraph, Vertex
 
 __all__ = ["NotSpliceable", "lossless_json"]
 
-#: Modes of ``gbc.store.codec`` (repeated here: that module imports this one).
-_EXPLICIT, _SOURCE_ORDER, _SORTED_BY_SOURCE = 0, 1, 2
-
 _Raw = msgspec.Raw
 _encode = msgspec.json.Encoder().encode
 
@@ -49,14 +46,11 @@ _GraphJson = _fields_json("_GraphJson", GbcGraph.model_fields, vertices=List[_Ve
 _graph_json = msgspec.json.Decoder(_GraphJson).decode
 
 
-def lossless_json(payload: bytes, mode: int, view: Any) -> bytes:
-    """``GbcGraph.to_json()`` of the graph stored as ``(payload, in-edge mode)``; ``view`` is
-    the ``GraphView`` decoded from that payload, its in-edges rebuilt (it tells which out-edge
-    each in-edge is)."""
-    if mode == _EXPLICIT:
-        return payload  # the payload is that JSON already
-    if mode not in (_SOURCE_ORDER, _SORTED_BY_SOURCE):
-        raise NotSpliceable(f"unknown in-edge mode {mode}")
+def lossless_json(payload: bytes, view: Any) -> bytes:
+    """``GbcGraph.to_json()`` of a graph stored without its in-edges (a payload whose in-edge
+    mode is not explicit: one with explicit in-edges is that JSON already); ``view`` is the
+    ``GraphView`` decoded from that payload, its in-edges rebuilt (it tells which out-edge each
+    in-edge is)."""
     seen_vertices = view.vertices
     try:
         graph = _graph_json(payload)
