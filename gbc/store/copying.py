@@ -25,7 +25,7 @@ from operator import itemgetter
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from gbc.store.codec import ValueDecodeError
-from gbc.store.lmdb_base import LmdbBase, decode_key
+from gbc.store.lmdb_base import AppendingPuts, LmdbBase, decode_key
 from gbc.store.lmdb_env import StoreCorruptError
 from gbc.store.status import LEGACY_DONE, encode_status
 
@@ -111,10 +111,7 @@ def _write_batch(target: LmdbBase, batch: List[_Record], check: bool, overwrite:
 
     def write(txn):
         dbs = [target._db(name) for name in TABLES]
-        last: List[Optional[bytes]] = []
-        for db in dbs:
-            cur = txn.cursor(db=db)
-            last.append(bytes(cur.key()) if cur.last() else None)
+        puts = [AppendingPuts(txn, db) for db in dbs]  # keys come in order: appended
         written = 0
         for key, rows in unpacked:
             if check:
@@ -130,12 +127,7 @@ def _write_batch(target: LmdbBase, batch: List[_Record], check: bool, overwrite:
                     written += 1
                 else:
                     value = payload if mode is None else target._codec.pack(payload, mode)
-                # appending after the last key fills pages instead of splitting them
-                if last[table] is None or key > last[table]:
-                    txn.put(key, value, db=dbs[table], append=True)
-                    last[table] = key
-                else:
-                    txn.put(key, value, db=dbs[table])
+                puts[table].put(key, value)
         return written
 
     written = target._write(write)

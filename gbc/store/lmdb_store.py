@@ -45,6 +45,7 @@ from gbc.store.lmdb_base import (
     MAX_MAP_SIZE,
     MAX_READERS,
     STORE_FORMAT_VERSION,
+    AppendingPuts,
     LmdbBase,
 )
 from gbc.store.lmdb_base import decode_key as _decode_key
@@ -83,7 +84,7 @@ class GraphStore(StatusQueries, LmdbBase):
         return self._dictionaries.pack_graph(txn, self._db(b"dicts"), self._db(b"graphs"), key, payload, mode)
 
     def _put_packed(self, txn, key: bytes, payload: bytes, mode: int) -> None:
-        _put_sorted(txn, self._db(b"graphs"), key, self._pack_graph(key, payload, mode, txn))
+        AppendingPuts(txn, self._db(b"graphs")).put(key, self._pack_graph(key, payload, mode, txn))
 
     # ------------------------------------------------------------------ reading
     def _damaged(self, key: str, exc: ValueDecodeError) -> str:
@@ -344,23 +345,11 @@ class GraphStore(StatusQueries, LmdbBase):
         record = imported_value()
 
         def write(txn):
-            graphs, provenances, statuses = self._db(b"graphs"), self._db(b"provenance"), self._db(b"status")
-            cur = txn.cursor(db=graphs)
-            last = bytes(cur.key()) if cur.last() else None
-            cur = txn.cursor(db=statuses)
-            last_status = bytes(cur.key()) if cur.last() else None
+            provenances = self._db(b"provenance")
+            graphs, statuses = AppendingPuts(txn, self._db(b"graphs")), AppendingPuts(txn, self._db(b"status"))
             for key, payload, mode, provenance in batch:
-                value = payload if mode is None else self._pack_graph(key, payload, mode, txn)
-                if last is None or key > last:
-                    txn.put(key, value, db=graphs, append=True)
-                    last = key
-                else:
-                    txn.put(key, value, db=graphs)
-                if last_status is None or key > last_status:
-                    txn.put(key, record, db=statuses, append=True)
-                    last_status = key
-                else:
-                    txn.put(key, record, db=statuses)
+                graphs.put(key, payload if mode is None else self._pack_graph(key, payload, mode, txn))
+                statuses.put(key, record)
                 if provenance is not None:
                     txn.put(key, provenance, db=provenances)
             return len(batch)
@@ -478,16 +467,6 @@ class GraphStore(StatusQueries, LmdbBase):
         number of graphs copied.
         """
         return copy_store(self, other, overwrite, batch_size)
-
-
-def _put_sorted(txn, db, key: bytes, value: bytes) -> None:
-    """Put, appending when ``key`` sorts after every key: LMDB then fills pages completely
-    instead of splitting them in half, which halves the file of a store written in key order."""
-    cur = txn.cursor(db=db)
-    if not cur.last() or key > cur.key():
-        txn.put(key, value, db=db, append=True)
-    else:
-        txn.put(key, value, db=db)
 
 
 def _first(item: Tuple) -> Any:
