@@ -152,3 +152,16 @@ def test_multistore_views(tmp_path):
         assert len(list(multi.values(view=True))) == 5
         with pytest.raises(KeyError):
             multi.view("k9")
+
+
+def test_views_declare_the_fields_of_the_schema_in_its_order():
+    # A view is a second decoding target of the same JSON: a field added to the schema must be
+    # added to its view too. Descriptions leave out the caption scores of the "full" layout.
+    from gbc.schemas import bbox, graph, views
+
+    left_out = {views.DescriptionView: {"clip_scores", "toxicity_scores", "statistics"}}
+    for view, model in [(views.GraphView, graph.GbcGraph), (views.VertexView, graph.Vertex),
+                        (views.EdgeView, graph.Edge), (views.EdgeSpanView, graph.EdgeSpan),
+                        (views.DescriptionView, graph.Description), (views.BboxView, bbox.Bbox)]:
+        expected = tuple(f for f in model.model_fields if f not in left_out.get(view, ()))
+        assert view.__struct_fields__ == expected, view.__name__
