@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 _ZEROS = bytes(512)
 _WRITEV = hasattr(os, "writev")
@@ -50,6 +50,8 @@ class TarWriter:
         self._sizes: Dict[int, Tuple[bytes, int, bytes, int]] = {}
         # Per name length: the zero bytes after the name and the constant header fields.
         self._fillers = {n: self._template[n:124] for n in range(101)}
+        # Per header byte sum: the checksum field (a few thousand distinct sums per shard).
+        self._checksums: Dict[int, bytes] = {}
 
     def _size_entry(self, n: int) -> Tuple[bytes, int, bytes, int]:
         field = b"%011o\0" % n
@@ -63,21 +65,39 @@ class TarWriter:
         self.add_many(((name.encode("utf-8"), data),))
 
     def add_many(self, members: Iterable[Tuple[bytes, bytes]]) -> None:
-        """Add ``(UTF-8 name, data)`` members in order (one call per sample or graph: the
-        header work per member is a few operations on cached pieces)."""
+        """Add ``(UTF-8 name, data)`` members in order."""
+        members = list(members)
+        self.add_samples([raw for raw, _ in members], ((b"", [data for _, data in members]),))
+
+    def add_samples(self, keys: List[bytes], columns: Sequence[Tuple[bytes, Sequence[bytes]]]) -> None:
+        """Add, for each UTF-8 ``keys[i]`` in order, a member ``keys[i] + extension`` holding
+        ``datas[i]`` for each ``(extension, datas)`` of ``columns`` (a WebDataset sample's
+        files). One call per graph: the header work per member is a few operations on cached
+        pieces, and the key's byte sum is taken once per sample."""
         tail = self._template[156:]
         base = self._base_sum
         sizes = self._sizes
         fillers = self._fillers
+        checksums = self._checksums
         parts = self._parts
         pending = self._pending
-        for raw, data in members:
-            filler = fillers.get(len(raw))
-            if filler is None:
-                raise ValueError(f"tar member name too long: {raw.decode('utf-8', 'replace')!r}")
-            size, size_sum, pad, taken = sizes.get(len(data)) or self._size_entry(len(data))
-            parts += (raw, filler, size, b"%06o\0 " % (base + sum(raw) + size_sum), tail, data, pad)
-            pending += taken
+        named = [(ext, sum(ext), datas) for ext, datas in columns]
+        for i, key in enumerate(keys):
+            key_sum = base + sum(key)
+            for ext, ext_sum, datas in named:
+                data = datas[i]
+                filler = fillers.get(len(key) + len(ext))
+                if filler is None:
+                    raise ValueError(f"tar member name too long: {(key + ext).decode('utf-8', 'replace')!r}")
+                size, size_sum, pad, taken = sizes.get(len(data)) or self._size_entry(len(data))
+                total = key_sum + ext_sum + size_sum
+                checksum = checksums.get(total)
+                if checksum is None:
+                    checksum = b"%06o\0 " % total
+                    if len(checksums) < self._SIZE_CACHE:
+                        checksums[total] = checksum
+                parts += (key, ext, filler, size, checksum, tail, data, pad)
+                pending += taken
         self._pending = pending
         if pending >= self._FLUSH_BYTES:
             self._flush()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import operator
 from collections import Counter
+from itertools import repeat
 from typing import Dict, List, Optional, Tuple
 
 import msgspec
@@ -39,8 +40,20 @@ class _TextMeta(msgspec.Struct):
 _encode = msgspec.json.Encoder().encode
 _CAPTION_TYPE = operator.attrgetter("caption_type")
 _TEXT = operator.attrgetter("text")
+_VERTEX_ID = operator.attrgetter("vertex_id")
+_VERTEX_LABEL = operator.attrgetter("vertex_label")
+_DESC_LABEL = operator.attrgetter("desc_label")
+_BBOX = operator.attrgetter("bbox")
+#: Index columns with few distinct values, dictionary-encoded in the Parquet index.
+_DICTIONARY_COLUMNS = ["status", "error_message", "image_key", "caption_type"]
 _INDEX_COLUMNS = ("key", "caption", "status", "error_message", "width", "height", "original_width",
                   "original_height", "image_key", "caption_type")
+
+
+def _with_graph(head: bytes, graph_json: bytes) -> bytes:
+    """A sample's metadata with the whole graph as its last field (the graph is encoded once
+    per graph and spliced in)."""
+    return b"".join((head[:-1], b',"graph":', graph_json, b"}"))
 
 
 def _wds_index_columns():
@@ -71,7 +84,8 @@ class WdsWriter(ShardedWriter):
         columns = _wds_index_columns()
         table = pa.table({k: pa.array(v, type=columns[k]) for k, v in self._index.items()})
         index_path = self.out / f"{self.shard:05d}.parquet"
-        pq.write_table(table, index_path)
+        # Keys and captions are unique per row: a dictionary for them is built only to be dropped.
+        pq.write_table(table, index_path, use_dictionary=_DICTIONARY_COLUMNS)
         stats = {"count": self._count, "successes": self._successes, "failed_to_download": 0,
                  "failed_to_resize": 0, "text_only": self._text_only,
                  "caption_types": dict(sorted(self._types.items()))}
@@ -93,25 +107,24 @@ class WdsWriter(ShardedWriter):
         the header and index work done once per graph."""
         room = self._room()
         part = rows[start:start + room]
-        fmt, shard, first = self._key_format, self.shard, self.index
-        self.index = first + len(part)
-        keys = [fmt % (shard, i) for i in range(first, first + len(part))]
-        texts = list(map(_TEXT, part))
-        image_key = g.key
-        policy = self.options.graph_json
-        members = []
-        for i, (key, row, text) in enumerate(zip(keys, part, texts)):
-            raw = key.encode()
-            head = _encode(_TextMeta(key, image_key, row.caption_type, row.vertex_id, row.vertex_label,
-                                     row.desc_label, row.bbox))
-            if policy == "all" or (policy == "first" and start + i == 0):
-                # The graph is encoded once per graph and spliced into the sample's metadata.
-                head = head[:-1] + b',"graph":' + g.graph_json + b"}"
-            members += ((raw + b".txt", text.encode()), (raw + b".json", head))
-        self._tar.add_many(members)
         n = len(part)
-        idx = self._index
+        fmt, shard, first = self._key_format, self.shard, self.index
+        self.index = first + n
+        keys = [fmt % (shard, i) for i in range(first, first + n)]
+        texts = list(map(_TEXT, part))
         types = list(map(_CAPTION_TYPE, part))
+        image_key = g.key
+        heads = list(map(_encode, map(_TextMeta, keys, repeat(image_key, n), types,
+                                      map(_VERTEX_ID, part), map(_VERTEX_LABEL, part), map(_DESC_LABEL, part),
+                                      map(_BBOX, part))))
+        policy = self.options.graph_json
+        if policy == "all":
+            heads = [_with_graph(head, g.graph_json) for head in heads]
+        elif policy == "first" and start == 0:
+            heads[0] = _with_graph(heads[0], g.graph_json)
+        self._tar.add_samples([key.encode() for key in keys],
+                              ((b".txt", [text.encode() for text in texts]), (b".json", heads)))
+        idx = self._index
         idx["key"] += keys
         idx["caption"] += texts
         idx["status"] += ["text_only"] * n
@@ -148,7 +161,7 @@ class WdsWriter(ShardedWriter):
             self._tar.add(f"{key}.txt", row.text.encode("utf-8"))
             head = _encode(meta)
             if policy == "all" or (policy == "first" and i == 0):
-                head = head[:-1] + b',"graph":' + g.graph_json + b"}"
+                head = _with_graph(head, g.graph_json)
             self._tar.add(f"{key}.json", head)
             idx = self._index
             idx["key"].append(key)

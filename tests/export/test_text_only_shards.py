@@ -108,6 +108,28 @@ def test_tar_members_added_together_or_one_by_one_give_the_same_archive(tmp_path
     refusing.close()
 
 
+def test_tar_samples_written_by_columns_match_members_added_one_by_one(tmp_path):
+    keys = [b"000000000", b"000000001", "é".encode() * 45]  # the last: a 90-byte key, 95 with ".json"
+    texts = [b"", b"t" * 512, b"caption"]
+    metas = [b"{}" * 300, b"{}", b"x" * 70_000]  # 70,000 bytes: a size that is not cached
+    by_columns, one_by_one = TarWriter(tmp_path / "a.tar"), TarWriter(tmp_path / "b.tar")
+    by_columns.add_samples(keys, ((b".txt", texts), (b".json", metas)))
+    by_columns.add_samples(keys[:1], ((b".txt", texts[:1]), (b".json", metas[:1])))  # checksums seen before
+    members = [(k + ext, data) for k, t, m in zip(keys, texts, metas) for ext, data in ((b".txt", t), (b".json", m))]
+    members += members[:2]
+    for name, data in members:
+        one_by_one.add(name.decode("utf-8"), data)
+    by_columns.close(), one_by_one.close()
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        got = [(m.name.encode("utf-8"), tar.extractfile(m).read()) for m in tar.getmembers()]
+    assert got == members
+    refusing = TarWriter(tmp_path / "c.tar")
+    with pytest.raises(ValueError, match="too long"):
+        refusing.add_samples([b"k" * 96], ((b".json", [b"{}"]),))  # 101 bytes with the extension
+    refusing.close()
+
+
 @pytest.mark.parametrize("shard_size", [7, 1_500, 10_000])
 @pytest.mark.parametrize("strategy", ["gbc-captions", "region"])
 def test_parquet_text_only_columns_across_shards_and_row_groups(tmp_path, shard_size, strategy):
