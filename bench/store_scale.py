@@ -56,6 +56,7 @@ import itertools
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -248,12 +249,18 @@ def run_phase(phase: str, n: int, work: Path) -> dict:
 
         from gbc.cli.main import cli
 
-        cpu = time.process_time()
+        cpu, before = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
         PROGRESS["stage"] = "merging"
         result = CliRunner().invoke(cli, ["merge", str(shard_dir), "-o", str(merged)])
         if result.exit_code != 0:
             raise SystemExit(f"gbc merge failed: {result.output[-500:]}")
         out["rate"] = n / (time.process_time() - cpu)
+        # user and kernel time apart, and pages read from disk: the kernel's share grows when
+        # the stores do not fit in the page cache
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        out["user_us_per_graph"] = 1e6 * (after.ru_utime - before.ru_utime) / n
+        out["sys_us_per_graph"] = 1e6 * (after.ru_stime - before.ru_stime) / n
+        out["major_faults"] = after.ru_majflt - before.ru_majflt
         with GraphStore(merged) as store:
             out["merged"] = len(store)
         out["bytes_per_graph"] = disk_bytes(merged) / n
