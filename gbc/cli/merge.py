@@ -52,6 +52,7 @@ def merge(shards, out, on_conflict, remove_sources, as_json):
       gbc merge part-*.lmdb -o all.lmdb
     """
     from gbc.distributed.merge import merge_stores
+    from gbc.store.writer_lock import WriterLock
 
     sources = _expand(shards)
     bars = [progress(desc="merge: planning", unit="img")]
@@ -63,7 +64,10 @@ def merge(shards, out, on_conflict, remove_sources, as_json):
         bars[-1].update(n)
 
     try:
-        summary = merge_stores(sources, out, on_conflict=on_conflict, progress=report, remove_sources=remove_sources)
+        # one writer at a time: a merge into a store that a run (or another merge) is writing is refused
+        with WriterLock(out, command="gbc merge"):
+            summary = merge_stores(sources, out, on_conflict=on_conflict, progress=report,
+                                   remove_sources=remove_sources)
     finally:
         bars[-1].close()
     if as_json:

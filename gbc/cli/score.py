@@ -195,8 +195,10 @@ def _copy_into(out: Path, src: Path, stores: List[Path]) -> Path:
 def _score_store_in_place(path: Path, scorer, summary, shard_filter, advance, clip_specs, toxicity_spec) -> None:
     """Each batch of changed graphs is written in one transaction; graphs already scored are not rewritten."""
     from gbc.store.lmdb_store import GraphStore
+    from gbc.store.writer_lock import WriterLock
 
-    with GraphStore(path, readonly=False) as store:
+    # one writer at a time: scoring a store that a run (or another scoring) is writing is refused
+    with WriterLock(path, command="gbc score"), GraphStore(path, readonly=False) as store:
         pairs = ((k, g) for k, g in store.items() if shard_filter is None or shard_filter(k))
         for batch in scorer.score_batches(pairs, summary):
             changed = [(r.key, r.graph) for r in batch if r.changed]

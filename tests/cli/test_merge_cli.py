@@ -86,3 +86,26 @@ def test_merged_store_keeps_every_shards_image_folders(tmp_path):
     r = CliRunner().invoke(cli, ["export", str(out), "-o", str(tmp_path / "train.csv"), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["graphs_exported"] == 2
+
+
+def test_merge_into_a_store_being_written_is_refused(tmp_path, clean_error, run_cli):
+    from gbc.store.writer_lock import WriterLock
+
+    a = make_store(tmp_path / "a.lmdb", done={"a": 1})
+    out = make_store(tmp_path / "out.lmdb", done={"o": 2})
+    with WriterLock(out, command="gbc annotate"):  # a run writing the output right now
+        line = clean_error(run_cli("merge", a, "-o", out))
+        assert "being written by gbc annotate" in line and "pid" in line
+        with gbc.open_store(str(out)) as store:
+            assert sorted(store.keys()) == ["o"]  # nothing was copied
+        fresh = tmp_path / "fresh.lmdb"
+        with WriterLock(fresh, command="gbc merge"):  # another merge into a new output
+            assert "being written by gbc merge" in clean_error(run_cli("merge", a, "-o", fresh))
+    assert not fresh.exists()  # the refused merges left no empty store behind
+    result = run_cli("merge", a, "-o", out)
+    assert result.exit_code == 0, result.output
+    with gbc.open_store(str(out)) as store:
+        assert sorted(store.keys()) == ["a", "o"]
+    # the merge released its lock: the next writer takes it
+    with WriterLock(out, command="gbc annotate"):
+        pass

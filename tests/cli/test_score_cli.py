@@ -42,6 +42,27 @@ def test_score_a_store_in_place_then_resume(store, tiny_clip, tiny_toxicity, run
     assert "already scored (skipped): 3" in r.output and "image missing (kept, no CLIP scores): 1" in r.output
 
 
+def test_scoring_a_store_being_written_is_refused(store, tiny_clip, clean_error, run_cli):  # noqa: F811
+    from gbc.store.writer_lock import WriterLock
+
+    path, images, graphs = store
+    with WriterLock(path, command="gbc annotate"):
+        line = clean_error(run_cli("score", path, *_clip_args(tiny_clip), "--images-root", images))
+        assert "being written by gbc annotate" in line
+    with gbc.open_store(path) as s:
+        assert "scores" not in (s.meta or {})  # nothing was scored
+        unscored = [s[k] for k in sorted(s.keys())]
+    assert not any("tiny" in ((d.clip_scores and d.clip_scores.scores) or {})
+                   for g in unscored for v in g.vertices for d in v.descs)
+    r = run_cli("score", path, *_clip_args(tiny_clip), "--images-root", images)
+    assert r.exit_code == 0, r.output
+    with gbc.open_store(path) as s:
+        assert any("tiny" in ((d.clip_scores and d.clip_scores.scores) or {})
+                   for g in s.values() for v in g.vertices for d in v.descs)
+    with WriterLock(path, command="gbc annotate"):  # released when the scoring ended
+        pass
+
+
 def test_a_killed_run_keeps_what_it_committed(store, tiny_clip, monkeypatch, run_cli):  # noqa: F811
     path, images, _ = store
     calls = {"n": 0}
