@@ -186,6 +186,13 @@ def write_whole(dst: Path, items: Iterator[Tuple[str, GbcGraph]], layout: str = 
 
 def _replace_whole(dst: Path, write: Callable[[Path], int]) -> int:
     """``write(tmp)`` into a temporary sibling of ``dst``, then replace ``dst`` with it (see ``write_whole``)."""
+    from gbc.store.writer_lock import WriterLock
+
+    # A store that a run, a merge or a scoring is writing is not replaced under it: refused
+    # before anything is written, and locked until the new store is in place.
+    ctx = click.get_current_context(silent=True)
+    command = f"{ctx.command_path if ctx is not None else 'gbc'} (replacing the store)"
+    lock = WriterLock(dst, command=command).acquire() if dst.is_dir() else None
     tmp = _temporary_sibling(dst)
     try:
         written = write(tmp)
@@ -197,6 +204,9 @@ def _replace_whole(dst: Path, write: Callable[[Path], int]) -> int:
         if isinstance(exc, OSError) and exc.filename is None:
             exc.filename = str(dst)  # name the output in a disk-full message
         raise
+    finally:
+        if lock is not None:
+            lock.release()
     return written
 
 

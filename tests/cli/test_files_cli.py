@@ -93,6 +93,29 @@ def test_refuses_to_overwrite_without_flag(jsonl_file, tmp_path, clean_error, ru
     assert len(json_lines(out)) == 4
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_store_being_written_is_not_replaced(jsonl_file, store_with_failures, tmp_path, clean_error, run_cli,
+                                               workers):
+    from gbc.store.writer_lock import WriterLock
+
+    with gbc.open_store(store_with_failures) as store:
+        before = sorted(store.keys())
+    with WriterLock(store_with_failures, command="gbc annotate"):  # a run writing it right now
+        line = clean_error(run_cli("convert", jsonl_file, store_with_failures, "--overwrite",
+                                   "--workers", workers))
+        assert "being written by gbc annotate" in line
+        filtering = run_cli("filter", jsonl_file, "-o", store_with_failures, "--overwrite", "--max-toxicity", 1)
+        assert "being written by gbc annotate" in clean_error(filtering)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graphs.jsonl", "run.lmdb"]  # no half-written sibling
+    with gbc.open_store(store_with_failures) as store:
+        assert sorted(store.keys()) == before  # the run's store is untouched
+    assert run_cli("convert", jsonl_file, store_with_failures, "--overwrite", "--workers", workers).exit_code == 0
+    with gbc.open_store(store_with_failures) as store:
+        assert len(store) == 4
+    with WriterLock(store_with_failures, command="gbc annotate"):  # released once the store was replaced
+        pass
+
+
 def test_refuses_same_path(jsonl_file, clean_error, run_cli):
     assert "same path" in clean_error(run_cli("convert", jsonl_file, jsonl_file, "--overwrite"))
 
