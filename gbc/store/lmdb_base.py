@@ -98,9 +98,13 @@ class LmdbBase:
         compression_level: int = 3,
         dict_train_samples: int = DICT_TRAIN_SAMPLES,
         max_readers: int = MAX_READERS,
+        readahead: bool = False,
     ):
         self.path = Path(path)
         self.readonly = readonly
+        # The kernel reads ahead of each page a miss brings in: what a walk of the whole store
+        # (a merge's sources) wants, and what random lookups of a store larger than RAM do not.
+        self._readahead = readahead
         self._key = os.path.realpath(self.path)
         self._map_size = int(map_size) if map_size else DEFAULT_MAP_SIZE
         self._max_readers = max_readers
@@ -134,7 +138,8 @@ class LmdbBase:
 
     def _open(self) -> None:
         """Open (or re-open after fork) this process's environment and check the store."""
-        self._shared = _envs.acquire_env(self._key, self.readonly, self._map_size, self._max_readers)
+        self._shared = _envs.acquire_env(self._key, self.readonly, self._map_size, self._max_readers,
+                                         readahead=self._readahead)
         self._pid = os.getpid()
         self._generation = _envs.GENERATION
         shared = self._shared

@@ -116,7 +116,9 @@ class SharedEnv:
         self.trimmer = PageTrimmer(os.path.join(path, "data.mdb"))
 
 
-def acquire_env(path: str, readonly: bool, map_size: int, max_readers: int) -> SharedEnv:
+def acquire_env(path: str, readonly: bool, map_size: int, max_readers: int, readahead: bool = False) -> SharedEnv:
+    """This process's environment of the store at ``path``, opened on first use (``readahead``
+    then applies; a store already open in this process keeps how it was opened)."""
     import lmdb
 
     with REGISTRY_LOCK:
@@ -138,7 +140,7 @@ def acquire_env(path: str, readonly: bool, map_size: int, max_readers: int) -> S
                 max_dbs=len(SUBDBS) + 2,
                 map_size=map_size,
                 max_readers=max_readers,
-                readahead=False,
+                readahead=readahead,
                 meminit=False,
                 lock=True,
             )

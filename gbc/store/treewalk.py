@@ -31,7 +31,8 @@ TAG_ERROR = 3  # the value is the error message
 def open_env(path: str):
     import lmdb
 
-    return lmdb.open(path, readonly=True, subdir=True, max_dbs=16, readahead=False, lock=True,
+    # readahead: the walk reads every page, and pages written in order lie in order in the file
+    return lmdb.open(path, readonly=True, subdir=True, max_dbs=16, readahead=True, lock=True,
                      map_size=1 << 20)  # a read-only env maps the size the file records
 
 

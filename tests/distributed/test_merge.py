@@ -238,3 +238,31 @@ def test_imported_graphs_are_merged_as_done(tmp_path, legacy):
         assert len(out) == 300 and out.count("done") == 300
         assert [k for k, r in out.statuses() if r.origin != "imported"] == ["k0000", "k0100", "k0200"]
     assert summary["keys"] == 300 and summary["done"] == 300
+
+
+def test_merge_reads_its_sources_with_readahead_and_writes_without(tmp_path, monkeypatch):
+    import lmdb
+
+    from gbc.store import lmdb_env
+
+    a = make_store(tmp_path / "a.lmdb", done={"k1": 1})
+    b = make_store(tmp_path / "b.lmdb", done={"k2": 2})
+    opened = {}
+    real_open = lmdb.open
+
+    def recording_open(path, **kwargs):
+        opened.setdefault((str(path), kwargs["readonly"]), kwargs["readahead"])
+        return real_open(path, **kwargs)
+
+    monkeypatch.setattr(lmdb, "open", recording_open)
+    merge_stores([a, b], tmp_path / "out.lmdb")
+    # sources are walked whole, in order: the kernel reads ahead of each page it brings in
+    assert opened[(str(a.resolve()), True)] and opened[(str(b.resolve()), True)]
+    # the output is written, and later read at random: one page per miss
+    assert opened[(str((tmp_path / "out.lmdb").resolve()), False)] is False
+    assert not lmdb_env.REGISTRY  # every environment was released
+    statuses, graphs, _ = read_all(tmp_path / "out.lmdb")
+    assert graphs == {"k1": sg(1), "k2": sg(2)}
+    # a store opened on its own keeps the default: no readahead (random lookups of big stores)
+    with gbc.open_store(str(a)) as store:
+        assert store._shared.env.flags()["readahead"] is False
