@@ -51,7 +51,7 @@ class GraphSource:
             raise FileNotFoundError(f"{self.path}: no such file or directory")
         self.validate = validate
         self.damaged: List[Tuple[str, str]] = []  # (key, message) of store graphs that cannot be decoded
-        self.reader = open_graphs(self.path, validate=validate)
+        self.reader = open_graphs(self.path, validate=validate, readahead=True)  # read whole, in key order
         #: A store (one, or several read as one) records statuses; ``gbc ls`` lists them.
         self.is_store = records_statuses(self.reader)
 

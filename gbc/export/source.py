@@ -26,7 +26,7 @@ def open_source(path: Union[str, Path], validate: bool = False,
     """
     from gbc.store.reader import known_count, open_graphs
 
-    reader = open_graphs(path, validate=validate)
+    reader = open_graphs(path, validate=validate, readahead=True)  # every graph is read, in key order
     try:
         total = known_count(reader)
     except BaseException:

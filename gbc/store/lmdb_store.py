@@ -72,7 +72,10 @@ class GraphStore(StatusQueries, LmdbBase):
 
     ``GraphStore(path)`` opens an existing store read-only; ``readonly=False`` creates it if
     needed and allows writing. ``map_size`` is the initial map (default ``DEFAULT_MAP_SIZE``);
-    it grows by itself. Iteration is in key order (UTF-8 byte order).
+    it grows by itself. Iteration is in key order (UTF-8 byte order). ``readahead=True`` is
+    for reading the whole store (merges, exports, conversions): a page missing from the page
+    cache then brings its neighbours with it. The default reads only the page a lookup needs,
+    which keeps random lookups of a store larger than RAM fast.
 
     >>> with GraphStore("demo.lmdb", readonly=False) as store:  # doctest: +SKIP
     ...     store.commit_image("dog.jpg", graph, provenance={"backend": "replay"})

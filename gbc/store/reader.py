@@ -196,7 +196,7 @@ class GraphFile:
         return f"GraphFile({str(self.path)!r})"
 
 
-def open_graphs(path: PathLike, validate: bool = True) -> GraphReader:
+def open_graphs(path: PathLike, validate: bool = True, readahead: bool = False) -> GraphReader:
     """Open ``path`` read-only as whatever it holds; the caller closes it (or uses ``with``).
 
     A store opens as a ``GraphStore``; a store with unmerged shards (``path/shards/*.lmdb``)
@@ -204,6 +204,8 @@ def open_graphs(path: PathLike, validate: bool = True) -> GraphReader:
     ``.parquet`` file as a ``GraphFile`` (``validate``: check each graph while reading; for
     stores use :func:`iter_graphs`). Raises ``FileNotFoundError`` for a missing path and
     ``GraphFormatError`` or ``StoreError`` (both ``ValueError``) for anything else.
+    ``readahead``: a single store is opened for reading whole (see ``GraphStore``), which a
+    store larger than the page cache reads several times faster.
     """
     from gbc.store.shards import find_shards, open_store
 
@@ -213,7 +215,7 @@ def open_graphs(path: PathLike, validate: bool = True) -> GraphReader:
     if p.is_dir() and find_shards(p):
         return open_store(p, readonly=True)
     if detect_format(p) == "lmdb":  # raises for a folder that is no store and an unknown format
-        return open_store(p, readonly=True)
+        return open_store(p, readonly=True, readahead=True) if readahead else open_store(p, readonly=True)
     return GraphFile(p, validate=validate)
 
 

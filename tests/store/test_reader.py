@@ -181,3 +181,21 @@ def test_the_protocol_asks_for_every_reading_method():
 
     assert not isinstance(OnlyItems(), GraphReader)
     assert not isinstance([("key", GRAPHS[0])], GraphReader)
+
+
+def test_whole_store_readers_open_with_readahead_and_lookups_without(tmp_path):
+    from gbc.export.source import open_source
+
+    path = _store(tmp_path / "s.lmdb", GRAPHS)
+    with open_graphs(path) as reader:  # lookups by key: one page per miss
+        assert reader._shared.env.flags()["readahead"] is False
+    with open_graphs(path, readahead=True) as reader:
+        assert reader._shared.env.flags()["readahead"] is True
+        assert sorted(reader.keys()) == sorted(KEYS)
+    pairs, total = open_source(path, view=True)  # an export reads every graph in key order
+    from gbc.store import lmdb_env
+
+    [shared] = [s for p, s in lmdb_env.REGISTRY.items() if p == str(path.resolve())]
+    assert shared.env.flags()["readahead"] is True
+    assert [k for k, _ in pairs] == sorted(KEYS) and total == len(KEYS)
+    assert not lmdb_env.REGISTRY  # the source closed itself when exhausted
