@@ -204,16 +204,16 @@ def open_graphs(path: PathLike, validate: bool = True, readahead: bool = False) 
     ``.parquet`` file as a ``GraphFile`` (``validate``: check each graph while reading; for
     stores use :func:`iter_graphs`). Raises ``FileNotFoundError`` for a missing path and
     ``GraphFormatError`` or ``StoreError`` (both ``ValueError``) for anything else.
-    ``readahead``: a single store is opened for reading whole (see ``GraphStore``), which a
-    store larger than the page cache reads several times faster.
+    ``readahead``: stores are opened for reading whole (see ``GraphStore``), which a store
+    larger than the page cache reads several times faster.
     """
-    from gbc.store.shards import find_shards, open_store
+    from gbc.store.shards import find_shards, open_multi_store, open_store
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no such file or store: {p}")
     if p.is_dir() and find_shards(p):
-        return open_store(p, readonly=True)
+        return open_multi_store(p, readahead=readahead)
     if detect_format(p) == "lmdb":  # raises for a folder that is no store and an unknown format
         return open_store(p, readonly=True, readahead=True) if readahead else open_store(p, readonly=True)
     return GraphFile(p, validate=validate)

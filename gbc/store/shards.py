@@ -124,11 +124,11 @@ class _GraphWalk:
         return self._decode(key, self.store._graph_value(key))
 
 
-def _open_plain(path: PathLike):
+def _open_plain(path: PathLike, readahead: bool = False):
     # The plain store: open_store would turn a store with shards into a view of them.
     from gbc.store.lmdb_store import GraphStore
 
-    return GraphStore(os.fspath(path), readonly=True)
+    return GraphStore(os.fspath(path), readonly=True, readahead=readahead)
 
 
 class MultiStore:
@@ -141,13 +141,15 @@ class MultiStore:
     ``failed`` records the last. Iteration walks all stores in key order at once, so memory
     does not grow with the number of images.
 
+    ``readahead``: the stores are opened for reading whole (see ``GraphStore``).
+
     >>> view = MultiStore(["out.lmdb", *find_shards("out.lmdb")])   # doctest: +SKIP
     >>> len(view), view.keys(status="failed")                         # doctest: +SKIP
     """
 
     readonly = True
 
-    def __init__(self, paths: Iterable[PathLike]):
+    def __init__(self, paths: Iterable[PathLike], readahead: bool = False):
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise ValueError("MultiStore needs at least one store")
@@ -156,7 +158,7 @@ class MultiStore:
             for path in self.paths:
                 if not is_store(path):
                     raise FileNotFoundError(f"graph store not found: {path}")
-                self._stores.append(_open_plain(path))
+                self._stores.append(_open_plain(path, readahead))
         except BaseException:
             self.close()
             raise
@@ -284,13 +286,13 @@ class MultiStore:
         return f"MultiStore({[str(p) for p in self.paths]!r})"
 
 
-def open_multi_store(path: PathLike) -> "MultiStore":
+def open_multi_store(path: PathLike, readahead: bool = False) -> "MultiStore":
     """Read a store together with its unmerged shards (``path/shards/*.lmdb``), or a folder of stores."""
     path = Path(path)
     stores = ([path] if is_store(path) else []) + find_shards(path)
     if not stores:
         raise FileNotFoundError(f"no graph store or shards at {path}")
-    return MultiStore(stores)
+    return MultiStore(stores, readahead=readahead)
 
 
 def open_store(path: PathLike, readonly: bool = True, **kwargs):

@@ -199,3 +199,9 @@ def test_whole_store_readers_open_with_readahead_and_lookups_without(tmp_path):
     assert shared.env.flags()["readahead"] is True
     assert [k for k, _ in pairs] == sorted(KEYS) and total == len(KEYS)
     assert not lmdb_env.REGISTRY  # the source closed itself when exhausted
+    shards = tmp_path / "run"
+    _store(shards / "a.lmdb", GRAPHS[:2]), _store(shards / "b.lmdb", GRAPHS[2:])
+    for readahead in (False, True):
+        with open_graphs(shards, readahead=readahead) as reader:
+            assert isinstance(reader, MultiStore) and sorted(reader.keys()) == sorted(KEYS)
+            assert [s._shared.env.flags()["readahead"] for s in reader._stores] == [readahead] * 2
