@@ -22,32 +22,36 @@ minute (the write and shard phases each tenth), so a run stopped early still has
 With ``--phases shards merge lookup multi`` the lookups run on the merged store.
 
 Measured (``--phases shards merge lookup multi``; 2 cores, 23 GB RAM, so the 22 GB of shards
-and the 22 GB merged store of the 10M run do not fit in the page cache; CPU-time rates):
+and the 22 GB merged store of the 10M run do not fit in the page cache, and this machine also
+pages out file pages left unused for a while; CPU-time rates):
 
 ======================================  =====================  ===================  ========
 figure                                  100,000 graphs         10,000,000 graphs    10M/100k
 ======================================  =====================  ===================  ========
-shards: commit into 100 stores          6,778/s, 184 MB        21,860/s, 186 MB     x3.23
+shards: commit into 100 stores          6,689/s, 185 MB        21,005/s, 185 MB     x3.14
 shards: bytes per graph                 4,403 (no dictionary)  2,281
-merge: ``gbc merge`` of the 100 shards  20,693/s, 239 MB       14,453/s, 185 MB     x0.70
+merge: ``gbc merge`` of the 100 shards  21,226/s, 240 MB       20,088/s, 331 MB     x0.95
+merge: user / kernel us per graph       43.2 / 3.9             46.0 / 3.7
 merged store: bytes per graph           2,272                  2,250
-merged ``store[key]`` p50 / p99 (wall)  87 / 306 us            258 / 620 us
-merged ``keys()``                       1,483,766/s, 145 MB    1,469,939/s, 120 MB  x0.99
-MultiStore ``len()`` (wall)             0.20 s                 58.3 s (cold cache)
-MultiStore ``keys()``                   456,992/s              453,543/s, 73 MB     x0.99
-MultiStore ``[key]`` p50 / p99 (wall)   370 / 3,759 us         647 / 4,852 us
-MultiStore ``values()`` (first 1M)      11,693/s, 248 MB       9,447/s, 73 MB       x0.81
+merged ``store[key]`` p50 / p99 (wall)  87 / 319 us            188-291 / 497-834 us
+merged ``keys()``                       1,584,928/s, 147 MB    407,320-906,935/s    x0.26-0.57
+MultiStore ``len()`` (wall)             0.20 s                 59.5 s (cold cache)
+MultiStore ``keys()``                   478,519/s              397,974/s, 73 MB     x0.83
+MultiStore ``[key]`` p50 / p99 (wall)   360 / 3,281 us         626 / 4,058 us
+MultiStore ``values()`` (first 1M)      11,751/s, 247 MB       9,668/s, 73 MB       x0.82
 ======================================  =====================  ===================  ========
 
 Shards are faster at 10M because each shard trains its compression dictionary once, on its
 first 1,000 graphs: at 100,000 graphs a shard holds only 1,000. Key listings read the status
 table alone in stores that record every graph's status (``statuses_complete``), so they
 never touch the pages of the graph values; before, ``keys()`` of the 10M store ran at 378,812
-keys/s (x0.44) and the MultiStore's at 67,800 (x0.31), reading 22 GB from disk. The merge
-reads all shards at once in key order and appends to its output (8,227/s at 10M before).
-What is left of its x0.70 is the page cache: the merge reads 22 GB and writes 22 GB on a
-machine with 23 GB of RAM, and each page read from disk costs kernel time; at 1,000,000
-graphs, which fit, the merge runs at 19,070/s (x0.92 of 100,000).
+keys/s and the MultiStore's at 67,800, reading 22 GB from disk. The merged store's ``keys()``
+depends on whether its status pages are still in the page cache: 1,469,939/s when they were
+(an earlier run), 407,320 and 906,935/s in two runs here where most were read from disk, one
+4 KB page per fault. The merge reads all shards at once in key order, appends to its output,
+and opens the shards with readahead: each page missing from the cache brings its neighbours
+(4.4 million major faults and 13.9 us of kernel time per graph without it, 0.43 million and
+3.7 us with it; 15,198/s before, 8,227/s before the k-way merge).
 """
 
 from __future__ import annotations
