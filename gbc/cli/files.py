@@ -192,7 +192,7 @@ def _replace_whole(dst: Path, write: Callable[[Path], int]) -> int:
     # before anything is written, and locked until the new store is in place.
     ctx = click.get_current_context(silent=True)
     command = f"{ctx.command_path if ctx is not None else 'gbc'} (replacing the store)"
-    lock = WriterLock(dst, command=command).acquire() if dst.is_dir() else None
+    lock = WriterLock(dst, command=command).acquire() if (dst / "data.mdb").is_file() else None
     tmp = _temporary_sibling(dst)
     try:
         written = write(tmp)
