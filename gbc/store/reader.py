@@ -215,7 +215,7 @@ def open_graphs(path: PathLike, validate: bool = True, readahead: bool = False) 
     if p.is_dir() and find_shards(p):
         return open_multi_store(p, readahead=readahead)
     if detect_format(p) == "lmdb":  # raises for a folder that is no store and an unknown format
-        return open_store(p, readonly=True, readahead=True) if readahead else open_store(p, readonly=True)
+        return open_store(p, readonly=True, readahead=readahead)
     return GraphFile(p, validate=validate)
 
 
