@@ -29,6 +29,8 @@ class TarWriter:
     #: Member sizes whose header size field (and its byte sum) is remembered: samples of
     #: one shard have a few hundred distinct text and metadata lengths.
     _SIZE_CACHE = 1 << 16
+    #: Most checksum fields remembered (header byte sums stay within a few thousand values).
+    _CHECKSUM_CACHE = 1 << 16
 
     def __init__(self, path: Path):
         self._fh = open(path, "wb", buffering=0)
@@ -94,7 +96,7 @@ class TarWriter:
                 checksum = checksums.get(total)
                 if checksum is None:
                     checksum = b"%06o\0 " % total
-                    if len(checksums) < self._SIZE_CACHE:
+                    if len(checksums) < self._CHECKSUM_CACHE:
                         checksums[total] = checksum
                 parts += (key, ext, filler, size, checksum, tail, data, pad)
                 pending += taken
