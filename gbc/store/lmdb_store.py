@@ -52,6 +52,7 @@ from gbc.store.lmdb_base import decode_key as _decode_key
 from gbc.store.lmdb_base import encode_key as _encode_key
 from gbc.store.lmdb_env import StoreCorruptError, StoreError
 from gbc.store.mapped_pages import RANDOM_READ_BYTES
+from gbc.store.page_prefetch import LeafPrefetcher
 from gbc.store.status import IMPORTED, StatusName, StatusQueries, StatusRecord, encode_status, imported_value
 
 __all__ = [
@@ -147,28 +148,41 @@ class GraphStore(StatusQueries, LmdbBase):
         after: Optional[bytes] = None
         # a key-only walk reads no value but still maps every page: counted from the table's size
         stat = self._read(lambda txn: txn.stat(self._db(dbname))) if keys_only else None
-        while True:
+        # A walk that reads no graph value and goes on past its first chunk has its leaf pages
+        # asked for ahead of it: they lie among the graphs' pages (see gbc.store.page_prefetch).
+        prefetch: Optional[LeafPrefetcher] = None
+        wants_prefetch = (keys_only or dbname == b"status") and not self._readahead
+        try:
+            while True:
 
-            def chunk(txn, after=after):
-                cur = txn.cursor(db=self._db(dbname))
-                ok = cur.set_range(after) if after is not None else cur.first()
-                if ok and after is not None and cur.key() == after:
-                    ok = cur.next()
-                rows = []
-                while ok and len(rows) < chunk_rows:
-                    rows.append((cur.key(), None if keys_only else cur.value()))
-                    ok = cur.next()
-                return rows
+                def chunk(txn, after=after):
+                    cur = txn.cursor(db=self._db(dbname))
+                    ok = cur.set_range(after) if after is not None else cur.first()
+                    if ok and after is not None and cur.key() == after:
+                        ok = cur.next()
+                    rows = []
+                    while ok and len(rows) < chunk_rows:
+                        rows.append((cur.key(), None if keys_only else cur.value()))
+                        ok = cur.next()
+                    return rows
 
-            rows = self._read(chunk)
-            if not rows:
-                return
-            if keys_only:
-                self._shared.trimmer.add_rows(len(rows), stat)
-            else:
-                self._shared.trimmer.add(sum(len(v) for _, v in rows))
-            yield rows
-            after = rows[-1][0]
+                rows = self._read(chunk)
+                if not rows:
+                    return
+                if keys_only:
+                    self._shared.trimmer.add_rows(len(rows), stat)
+                else:
+                    self._shared.trimmer.add(sum(len(v) for _, v in rows))
+                if prefetch is not None:
+                    prefetch.advance(len(rows))
+                elif wants_prefetch and after is not None:
+                    prefetch = LeafPrefetcher(self.path / "data.mdb", dbname)
+                    prefetch.advance(chunk_rows + len(rows))
+                yield rows
+                after = rows[-1][0]
+        finally:
+            if prefetch is not None:
+                prefetch.close()
 
     def _scan(self, dbname: bytes, keys_only: bool = False) -> Iterator[Tuple[str, bytes]]:
         """Raw ``(key, value)`` pairs in key order, read in short transactions of ITER_CHUNK."""

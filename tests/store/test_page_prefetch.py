@@ -1,0 +1,215 @@
+"""Leaf pages of a table are found from the LMDB file itself and asked for ahead of a scan."""
+
+import os
+import shutil
+import sys
+
+import lmdb
+import pytest
+
+from gbc.schemas.synthetic import synthetic_graph
+from gbc.store import lmdb_store, page_prefetch
+from gbc.store.lmdb_store import GraphStore
+from gbc.store.page_prefetch import LeafPrefetcher
+
+KEYS = 8000
+
+needs_fadvise = pytest.mark.skipif(not hasattr(os, "posix_fadvise") or not sys.platform.startswith("linux"),
+                                   reason="page prefetching uses posix_fadvise and mincore (Linux)")
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prefetch") / "s.lmdb"
+    graph = synthetic_graph(0)
+    with GraphStore(str(path), readonly=False) as store:
+        store.put_many((f"img/{i:06d}.jpg", graph) for i in range(KEYS))
+    return path
+
+
+def lmdb_truth(path, name: bytes):
+    """(stat, keys in order) of a table, through LMDB itself."""
+    env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=16)
+    try:
+        with env.begin() as txn:
+            db = env.open_db(name, txn=txn, create=False)
+            return txn.stat(db), [bytes(k) for k in txn.cursor(db).iternext(values=False)]
+    finally:
+        env.close()
+
+
+def walked(path, name: bytes):
+    """(leaf page numbers, keys read from those pages) by the module's own walk."""
+    fd = os.open(os.path.join(path, "data.mdb"), os.O_RDONLY)
+    with page_prefetch._File(fd) as f:
+        f.psize, f.last_page, main_db = page_prefetch._meta(fd)
+        root, depth, leaves, entries = page_prefetch._table_root(f, main_db[7], name)
+        pages = [p for batch in page_prefetch._leaves(f, root, depth) for p in batch]
+        keys = []
+        for pgno in pages:
+            page = f.page(pgno)
+            assert page_prefetch._flags(page) & page_prefetch._P_LEAF
+            keys += [key for _, _, _, key, _ in page_prefetch._nodes(page, f.psize)]
+        return (root, depth, leaves, entries), pages, keys
+
+
+@pytest.mark.parametrize("name", [b"status", b"graphs", b"dicts"])
+def test_walk_finds_every_leaf_page_in_key_order(store_path, name):
+    stat, keys = lmdb_truth(store_path, name)
+    (_, depth, leaves, entries), pages, walked_keys = walked(store_path, name)
+    assert (depth, leaves, entries) == (stat["depth"], stat["leaf_pages"], stat["entries"])
+    assert len(pages) == len(set(pages)) == stat["leaf_pages"]
+    assert walked_keys == keys  # leaves in key order, every key on one of them
+    if name == b"status":
+        assert depth >= 3  # branch pages of two levels were walked
+
+
+def test_unknown_table_is_a_layout_error(store_path):
+    with pytest.raises(page_prefetch.LayoutError):
+        walked(store_path, b"no-such-table")
+
+
+def evict(path) -> bool:
+    """Drop the file's pages from the page cache; False where the file system keeps them."""
+    data = os.path.join(path, "data.mdb")
+    fd = os.open(data, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages (a fresh copy) are not dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        residency = page_prefetch._Residency(fd, 4096)
+        try:
+            size = os.fstat(fd).st_size // 4096
+            return bool(residency.missing(list(range(2, size))))
+        finally:
+            residency.close()
+    finally:
+        os.close(fd)
+
+
+def scan_with(prefetcher: LeafPrefetcher, rows: int, step: int = 256) -> None:
+    for _ in range(0, rows, step):
+        prefetcher.advance(step)
+
+
+@needs_fadvise
+def test_a_cold_table_is_requested_and_a_warm_one_is_not(store_path, tmp_path):
+    copy = tmp_path / "copy.lmdb"
+    shutil.copytree(store_path, copy)
+    stat, _ = lmdb_truth(copy, b"status")
+    if not evict(copy):
+        pytest.skip("this file system keeps files in memory: nothing to prefetch")
+    cold = LeafPrefetcher(copy / "data.mdb", b"status", ahead=64 * 4096)
+    assert cold.active
+    scan_with(cold, KEYS)
+    cold.close()
+    # every leaf page was asked for, once, and nothing else
+    assert cold.requested_pages == stat["leaf_pages"]
+    with GraphStore(str(copy)) as store:
+        assert sum(1 for _ in store.keys()) == KEYS  # now the pages are cached
+    warm = LeafPrefetcher(copy / "data.mdb", b"status", ahead=64 * 4096)
+    scan_with(warm, KEYS)
+    warm.close()
+    assert warm.requested_pages == 0
+
+
+@needs_fadvise
+def test_requests_stay_a_window_ahead_of_the_scan(store_path, tmp_path):
+    copy = tmp_path / "copy.lmdb"
+    shutil.copytree(store_path, copy)
+    if not evict(copy):
+        pytest.skip("this file system keeps files in memory: nothing to prefetch")
+    prefetcher = LeafPrefetcher(copy / "data.mdb", b"status", ahead=32 * 4096)
+    first = prefetcher.requested_pages
+    assert first == 32  # one window at the start
+    prefetcher.advance(256)  # about 6 leaves: still more than half a window ahead
+    assert prefetcher.requested_pages == first
+    prefetcher.advance(1200)  # past half the window: the next pages are asked for
+    assert first < prefetcher.requested_pages <= 32 + (256 + 1200) // 40 + 1
+    prefetcher.close()
+
+
+def test_small_tables_and_damaged_files_are_left_alone(store_path, tmp_path):
+    assert not LeafPrefetcher(store_path / "data.mdb", b"dicts").active  # one leaf page
+    assert not LeafPrefetcher(store_path / "data.mdb", b"missing").active
+    garbage = tmp_path / "garbage.mdb"
+    garbage.write_bytes(os.urandom(64 * 4096))
+    assert not LeafPrefetcher(garbage, b"status").active
+    assert not LeafPrefetcher(tmp_path / "absent.mdb", b"status").active
+    short = tmp_path / "short.mdb"
+    short.write_bytes((store_path / "data.mdb").read_bytes()[:3 * 4096])
+    assert not LeafPrefetcher(short, b"status").active  # the root lies past the end
+
+
+@needs_fadvise
+def test_a_damaged_branch_page_ends_prefetching_quietly(store_path, tmp_path):
+    copy = tmp_path / "copy.lmdb"
+    shutil.copytree(store_path, copy)
+    (root, depth, _, _), _, _ = walked(copy, b"status")
+    assert depth >= 3
+    data = bytearray((copy / "data.mdb").read_bytes())
+    # the root names its children; point them all at page 1 (a meta page, never a branch)
+    fd = os.open(copy / "data.mdb", os.O_RDONLY)
+    with page_prefetch._File(fd) as f:
+        f.psize, f.last_page, _ = page_prefetch._meta(fd)
+        page = f.page(root)
+        offsets = [int.from_bytes(page[16 + 2 * i:18 + 2 * i], sys.byteorder)
+                   for i in range((int.from_bytes(page[12:14], sys.byteorder) - 16) // 2)]
+    for offset in offsets:
+        at = root * 4096 + offset
+        data[at:at + 6] = (1).to_bytes(2, sys.byteorder) + bytes(4)
+    (copy / "data.mdb").write_bytes(bytes(data))
+    prefetcher = LeafPrefetcher(copy / "data.mdb", b"status", ahead=32 * 4096)
+    scan_with(prefetcher, KEYS)
+    assert not prefetcher.active and prefetcher.requested_pages == 0
+
+
+@needs_fadvise
+def test_prefetchers_hold_no_file_descriptor(store_path):
+    before = len(os.listdir("/proc/self/fd"))
+    prefetchers = [LeafPrefetcher(store_path / "data.mdb", b"status", ahead=32 * 4096) for _ in range(50)]
+    assert all(p.active for p in prefetchers)
+    assert len(os.listdir("/proc/self/fd")) == before
+    for p in prefetchers:
+        p.close()
+
+
+class Recorder:
+    made = []
+
+    def __init__(self, path, name, ahead=None):
+        self.path, self.name, self.rows = path, name, 0
+        Recorder.made.append(self)
+
+    def advance(self, rows):
+        self.rows += rows
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture()
+def recorder(monkeypatch):
+    Recorder.made = []
+    monkeypatch.setattr(lmdb_store, "LeafPrefetcher", Recorder)
+    return Recorder
+
+
+def test_key_scans_prefetch_the_status_table(store_path, recorder):
+    with GraphStore(str(store_path)) as store:
+        keys = list(store.keys())
+        assert len(keys) == KEYS and keys == sorted(keys)
+        assert [(r.name, r.rows, r.closed) for r in recorder.made] == [(b"status", KEYS, True)]
+        recorder.made.clear()
+        assert store.count("done") == KEYS
+        assert [r.name for r in recorder.made] == [b"status"]
+        recorder.made.clear()
+        first = next(iter(store.keys()))  # a scan that stops in its first chunk: no prefetch
+        assert first == keys[0] and recorder.made == []
+        assert sum(1 for _ in store.values(view=True)) == KEYS  # graph values: readahead's job
+        assert recorder.made == []
+
+
+def test_stores_opened_for_readahead_do_not_prefetch(store_path, recorder):
+    with GraphStore(str(store_path), readahead=True) as store:
+        assert sum(1 for _ in store.keys()) == KEYS
+    assert recorder.made == []
