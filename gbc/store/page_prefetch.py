@@ -327,7 +327,7 @@ class LeafPrefetcher:
                 self._leaves = _leaves(f, root, depth)
                 self._residency = _Residency(f.fd, f.psize)
                 self._request(f, self._ahead)
-        except (OSError, LayoutError, struct.error, ValueError):
+        except (OSError, struct.error, ValueError, IndexError):  # LayoutError is a ValueError
             self.close()
 
     def _opened(self) -> "_File":
@@ -374,7 +374,7 @@ class LeafPrefetcher:
                     self._leaves = None  # the walk is over
                     break
                 pages += batch
-        except (OSError, LayoutError, struct.error):
+        except (OSError, struct.error, ValueError, IndexError):  # LayoutError is a ValueError
             self._leaves = None  # the pages found so far are still worth asking for
         pages, self._found = pages[:count], pages[count:]
         if self._found and self._leaves is None:
@@ -412,4 +412,7 @@ class LeafPrefetcher:
             residency.close()
 
     def __del__(self):
-        self.close()
+        try:
+            self.close()
+        except Exception:  # at interpreter exit ctypes may be gone: the mapping goes with the process
+            pass
