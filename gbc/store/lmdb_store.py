@@ -148,10 +148,11 @@ class GraphStore(StatusQueries, LmdbBase):
         after: Optional[bytes] = None
         # a key-only walk reads no value but still maps every page: counted from the table's size
         stat = self._read(lambda txn: txn.stat(self._db(dbname))) if keys_only else None
-        # A walk that reads no graph value and goes on past its first chunk has its leaf pages
-        # asked for ahead of it: they lie among the graphs' pages (see gbc.store.page_prefetch).
+        # A walk that goes on past its first chunk has its pages asked for ahead of it, found
+        # from the table's branch pages (see gbc.store.page_prefetch): a store opened for
+        # lookups reads one page per miss, and readahead would read the neighbours in the file.
         prefetch: Optional[LeafPrefetcher] = None
-        wants_prefetch = (keys_only or dbname == b"status") and not self._readahead
+        wants_prefetch = not self._readahead
         try:
             while True:
 
@@ -176,7 +177,7 @@ class GraphStore(StatusQueries, LmdbBase):
                 if prefetch is not None:
                     prefetch.advance(len(rows))
                 elif wants_prefetch and after is not None:
-                    prefetch = LeafPrefetcher(self.path / "data.mdb", dbname)
+                    prefetch = LeafPrefetcher(self.path / "data.mdb", dbname, values=not keys_only and dbname == b"graphs")
                     prefetch.advance(chunk_rows + len(rows))
                 yield rows
                 after = rows[-1][0]

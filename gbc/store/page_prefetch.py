@@ -2,18 +2,21 @@
 
 A store larger than the page cache is opened with readahead off (see ``GraphStore``): a
 random lookup then reads the one page it needs. A walk of a whole table in key order pays
-for that with one read from disk per page it meets, one at a time. The pages of a small
-table (the status table, say) are spread between those of the graphs in a store written by
-a long run or a merge, so readahead of neighbouring file pages would mostly read graphs.
+for that with one read from disk per page it meets, one at a time. Turning readahead on
+would not do either: the pages of a small table (the status table, say) lie between those
+of the graphs, and the graphs of a store written by a long run lie in the order they came,
+not in key order, so the neighbours in the file are mostly pages the walk does not want.
 
-``LeafPrefetcher`` asks the kernel instead for exactly the leaf pages of one table, in key
-order, a few megabytes ahead of the scan (``posix_fadvise(WILLNEED)``: the reads are queued
-together and the scan then finds the pages in the page cache). Pages already in the page
-cache are left out (``mincore`` over a mapping of the file that is never read through), so
-a warm scan costs one call per window instead of one per page. It finds the pages from the file
-itself: LMDB's meta page names the root of the main table, whose record for the sub-database
-names the root of its B-tree, whose branch pages list their children in key order. Only
-branch pages are read (a few per thousand leaves), one by one as the scan advances.
+``LeafPrefetcher`` asks the kernel instead for exactly the pages of one table, in key order,
+a few megabytes ahead of the scan (``posix_fadvise(WILLNEED)``: the reads are queued
+together and the scan then finds the pages in the page cache): its leaf pages, and with
+``values=True`` the overflow pages that hold values too big for a leaf (most graphs),
+found from those leaves once they are read. Pages already in the page cache are left out
+(``mincore`` over a mapping of the file that is never read through), so a warm scan costs a
+sample per window. The pages are found from the file itself: LMDB's meta page names the root
+of the main table, whose record for the sub-database names the root of its B-tree, whose
+branch pages list their children in key order; only branch pages (a few per thousand
+leaves) and, for values, the leaves are read, as the scan advances.
 
 The layout read here is LMDB's on-disk format (``MDB_meta``, ``MDB_db``, ``MDB_page`` and
 ``MDB_node`` of liblmdb 0.9, native byte order, 64-bit page numbers). Everything read is
@@ -47,7 +50,7 @@ _NODE = struct.Struct("=HHHH")  # lo, hi, flags, key size
 _NODE_SIZE = 8
 _MAGIC = 0xBEEFC0DE
 _P_BRANCH, _P_LEAF, _P_LEAF2 = 0x01, 0x02, 0x20
-_F_SUBDATA = 0x02
+_F_BIGDATA, _F_SUBDATA = 0x01, 0x02
 _MAX_DEPTH = 32
 
 
@@ -294,8 +297,38 @@ def _leaves(f: _File, root: int, depth: int) -> Iterator[List[int]]:
         stack.append((_children(page, f.psize), 0))
 
 
+def _sample(pages: List[int]) -> List[int]:
+    return pages[::max(1, len(pages) // SAMPLE_PAGES)]
+
+
+def _overflow(f: _File, leaves: List[int]) -> List[int]:
+    """The overflow pages of the values on ``leaves`` (values too big for a leaf page are kept
+    on pages of their own, named by the leaf's node). A page that cannot be read ends the list."""
+    out: List[int] = []
+    psize = f.psize
+    try:
+        for pgno in leaves:
+            page = f.page(pgno)
+            _, _, flags, lower, upper = _PAGE_HEADER.unpack_from(page)
+            if not flags & _P_LEAF or flags & _P_LEAF2 or lower < _PAGE_HEADER_SIZE or lower > upper or upper > psize:
+                break
+            w = memoryview(page).cast("H")
+            for offset in struct.unpack_from(f"={(lower - _PAGE_HEADER_SIZE) >> 1}H", page, _PAGE_HEADER_SIZE):
+                i = offset >> 1
+                if offset < upper or offset + _NODE_SIZE > psize:
+                    break
+                if w[i + 2] & _F_BIGDATA:
+                    size, at = w[i] | (w[i + 1] << 16), offset + _NODE_SIZE + w[i + 3]
+                    first = struct.unpack_from("=Q", page, at)[0]
+                    out += range(first, min(first + (_PAGE_HEADER_SIZE - 1 + size) // psize + 1, f.last_page + 1))
+    except (OSError, struct.error, ValueError, IndexError):  # LayoutError is a ValueError
+        pass
+    return out
+
+
 class LeafPrefetcher:
-    """Requests the leaf pages of table ``name`` of the LMDB file ``path`` ahead of a scan.
+    """Requests the leaf pages of table ``name`` of the LMDB file ``path`` ahead of a scan (and
+    with ``values`` the overflow pages of its values).
 
     Call ``advance(rows)`` as the scan moves on by ``rows`` entries (from the table's first
     key); pages up to ``PREFETCH_BYTES`` ahead of the estimated position are requested. Does
@@ -304,14 +337,17 @@ class LeafPrefetcher:
     hundreds of shards scans them all at once), and ``close()`` unmaps it.
     """
 
-    def __init__(self, path: "os.PathLike[str] | str", name: bytes, ahead: int = PREFETCH_BYTES):
+    def __init__(self, path: "os.PathLike[str] | str", name: bytes, ahead: int = PREFETCH_BYTES,
+                 values: bool = False):
         self._path = os.fspath(path)
         self._leaves: Optional[Iterator[List[int]]] = None
+        self._values = values
         self._rows = 0
         self._requested = 0  # leaves requested so far
         self._found: List[int] = []
+        self._unread: List[int] = []  # with values: leaves asked for whose overflow pages are not yet
         self._residency: Optional[_Residency] = None
-        #: Leaf pages asked for (those found in the page cache are not).
+        #: Pages asked for (those found in the page cache are not).
         self.requested_pages = 0
         if not hasattr(os, "posix_fadvise"):
             return
@@ -344,10 +380,10 @@ class LeafPrefetcher:
 
     @property
     def active(self) -> bool:
-        return self._leaves is not None
+        return self._leaves is not None or bool(self._unread)
 
     def advance(self, rows: int) -> None:
-        if self._leaves is None:
+        if not self.active:
             return
         self._rows += rows
         position = int(self._rows / self._rows_per_leaf)
@@ -365,11 +401,11 @@ class LeafPrefetcher:
             self._file.fd = -1
             os.close(fd)
 
-    def _request(self, f: "_File", count: int) -> None:
+    def _next_leaves(self, count: int) -> List[int]:
         pages, self._found = self._found, []  # leaves found by the last walk but not asked for yet
         try:
-            while len(pages) < count:
-                batch = next(self._leaves, None)  # type: ignore[arg-type]
+            while len(pages) < count and self._leaves is not None:
+                batch = next(self._leaves, None)
                 if batch is None:
                     self._leaves = None  # the walk is over
                     break
@@ -379,24 +415,28 @@ class LeafPrefetcher:
         pages, self._found = pages[:count], pages[count:]
         if self._found and self._leaves is None:
             self._leaves = iter(())  # only the pages found are left
-        if not pages:
+        return pages
+
+    def _request(self, f: "_File", count: int) -> None:
+        pages = self._next_leaves(count)
+        # Values on overflow pages: those of the leaves asked for one window ago (read now,
+        # from the page cache) are asked for with this window's leaves.
+        unread, self._unread = self._unread, (pages if self._values else [])
+        if not pages and not unread:
             self.close()
             return
         self._requested += len(pages)
         residency = self._residency
-        if residency is not None:
-            # A store whose pages are all cached (a warm scan) costs a sample per window.
-            if residency.all_cached(pages[::max(1, len(pages) // SAMPLE_PAGES)]):
-                return
-            pages = residency.missing(sorted(set(pages)))
-            if not pages:
-                return
-        else:
-            pages.sort()
+        if residency is not None and residency.all_cached(_sample(pages) + _overflow(f, _sample(unread))):
+            return  # a warm scan costs a sample per window
+        wanted = pages + _overflow(f, unread) if unread else pages
+        wanted = residency.missing(sorted(set(wanted))) if residency is not None else sorted(set(wanted))
+        if not wanted:
+            return
         psize = f.psize
-        start = prev = pages[0]
+        start = prev = wanted[0]
         try:
-            for pgno in pages[1:] + [-1]:
+            for pgno in wanted[1:] + [-1]:
                 if pgno != prev + 1:
                     os.posix_fadvise(f.fd, start * psize, (prev - start + 1) * psize, os.POSIX_FADV_WILLNEED)
                     self.requested_pages += prev - start + 1

@@ -64,6 +64,21 @@ def test_walk_finds_every_leaf_page_in_key_order(store_path, name):
         assert depth >= 3  # branch pages of two levels were walked
 
 
+def test_overflow_pages_of_the_values_are_found(store_path):
+    stat, _ = lmdb_truth(store_path, b"graphs")
+    assert stat["overflow_pages"] > 0  # the values written before the dictionary was trained are big
+    _, pages, _ = walked(store_path, b"graphs")
+    fd = os.open(os.path.join(store_path, "data.mdb"), os.O_RDONLY)
+    with page_prefetch._File(fd) as f:
+        f.psize, f.last_page, _ = page_prefetch._meta(fd)
+        overflow = page_prefetch._overflow(f, pages)
+        assert len(overflow) == len(set(overflow)) == stat["overflow_pages"]
+        assert not set(overflow) & set(pages)
+        for pgno in overflow[:50]:
+            f.page(pgno)  # each names itself: a page of the file, not a guess
+        assert page_prefetch._overflow(f, [pages[0], 1]) == page_prefetch._overflow(f, [pages[0]])  # a meta page ends it
+
+
 def test_unknown_table_is_a_layout_error(store_path):
     with pytest.raises(page_prefetch.LayoutError):
         walked(store_path, b"no-such-table")
@@ -109,6 +124,24 @@ def test_a_cold_table_is_requested_and_a_warm_one_is_not(store_path, tmp_path):
     warm = LeafPrefetcher(copy / "data.mdb", b"status", ahead=64 * 4096)
     scan_with(warm, KEYS)
     warm.close()
+    assert warm.requested_pages == 0
+
+
+@needs_fadvise
+def test_a_cold_value_scan_asks_for_leaves_and_overflow_pages(store_path, tmp_path):
+    copy = tmp_path / "copy.lmdb"
+    shutil.copytree(store_path, copy)
+    stat, _ = lmdb_truth(copy, b"graphs")
+    if not evict(copy):
+        pytest.skip("this file system keeps files in memory: nothing to prefetch")
+    cold = LeafPrefetcher(copy / "data.mdb", b"graphs", ahead=64 * 4096, values=True)
+    scan_with(cold, KEYS)
+    assert not cold.active
+    assert cold.requested_pages == stat["leaf_pages"] + stat["overflow_pages"]
+    with GraphStore(str(copy)) as store:
+        assert sum(1 for _ in store.values(view=True)) == KEYS
+    warm = LeafPrefetcher(copy / "data.mdb", b"graphs", ahead=64 * 4096, values=True)
+    scan_with(warm, KEYS)
     assert warm.requested_pages == 0
 
 
@@ -176,8 +209,8 @@ def test_prefetchers_hold_no_file_descriptor(store_path):
 class Recorder:
     made = []
 
-    def __init__(self, path, name, ahead=None):
-        self.path, self.name, self.rows = path, name, 0
+    def __init__(self, path, name, ahead=None, values=False):
+        self.path, self.name, self.rows, self.values = path, name, 0, values
         Recorder.made.append(self)
 
     def advance(self, rows):
@@ -205,8 +238,12 @@ def test_key_scans_prefetch_the_status_table(store_path, recorder):
         recorder.made.clear()
         first = next(iter(store.keys()))  # a scan that stops in its first chunk: no prefetch
         assert first == keys[0] and recorder.made == []
-        assert sum(1 for _ in store.values(view=True)) == KEYS  # graph values: readahead's job
-        assert recorder.made == []
+
+
+def test_value_scans_prefetch_the_graphs_and_their_overflow_pages(store_path, recorder):
+    with GraphStore(str(store_path)) as store:
+        assert sum(1 for _ in store.values(view=True)) == KEYS
+    assert [(r.name, r.values, r.rows) for r in recorder.made] == [(b"graphs", True, KEYS)]
 
 
 def test_stores_opened_for_readahead_do_not_prefetch(store_path, recorder):
