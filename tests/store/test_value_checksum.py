@@ -81,3 +81,25 @@ def test_checksum_covers_header_and_body():
     codec = ValueCodec()
     value = codec.encode_graph(gbc10m_graph(1))
     assert int.from_bytes(value[3:7], "little") == zlib.crc32(value[7:], zlib.crc32(value[:3]))
+
+
+@pytest.mark.parametrize("use_dictionary", [False, True])
+def test_new_frames_leave_the_content_hash_to_the_value_checksum(use_dictionary):
+    # The CRC-32 of the value is checked before decompression; zstd's own content hash of
+    # every payload is not written again. Frames that carry one (older values) still decode.
+    import zstandard
+
+    codec = ValueCodec()
+    if use_dictionary:
+        samples = [codec.graph_payload(gbc10m_graph(i))[0] for i in range(200)]
+        codec.add_dictionary(1, codec.train_dictionary(samples, 4096))
+        codec.use_dictionary(1)
+    value = codec.encode_graph(gbc10m_graph(5))
+    frame = value[11:] if use_dictionary else value[7:]
+    assert zstandard.get_frame_parameters(frame).has_checksum is False
+    payload, mode = codec.unpack(value)
+    with_hash = zstandard.ZstdCompressor(write_checksum=True).compress(payload)
+    older = bytes((VALUE_FORMAT_VERSION, 1, mode))
+    older += zlib.crc32(with_hash, zlib.crc32(older)).to_bytes(4, "little") + with_hash
+    assert zstandard.get_frame_parameters(with_hash).has_checksum is True
+    assert codec.decode_graph(older) == codec.decode_graph(value)
