@@ -250,3 +250,42 @@ def test_stores_opened_for_readahead_do_not_prefetch(store_path, recorder):
     with GraphStore(str(store_path), readahead=True) as store:
         assert sum(1 for _ in store.keys()) == KEYS
     assert recorder.made == []
+
+
+WRITER = """
+import sys
+from gbc.schemas.synthetic import synthetic_graph
+from gbc.store.lmdb_store import GraphStore
+graph = synthetic_graph(1)
+with GraphStore(sys.argv[1], readonly=False) as writer:
+    for round_ in range(6):
+        # new keys among the old ones (pages split and move), and old ones deleted
+        writer.put_many(((f"k{i:06d}x{round_}", graph) for i in range(0, 4000, 3)), batch_size=200)
+        for i in range(round_, 4000, 7):
+            writer.delete(f"k{i:06d}")
+"""
+
+
+def test_scans_while_a_writer_grows_and_rewrites_the_store(tmp_path):
+    # Pages the prefetcher found may be freed and reused by the writer before it reads them:
+    # whatever it reads then, the scans return what LMDB gives them and raise nothing.
+    import subprocess
+
+    path = tmp_path / "busy.lmdb"
+    graph = synthetic_graph(1)
+    with GraphStore(str(path), readonly=False) as store:
+        store.put_many((f"k{i:06d}", graph) for i in range(4000))
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stderr=subprocess.PIPE, text=True)
+    scans = 0
+    with GraphStore(str(path)) as reader:
+        while writer.poll() is None or scans < 2:
+            done_before = writer.poll() is not None
+            keys = list(reader.keys())
+            assert keys == sorted(keys) and len(keys) >= 4000 - 4000 // 7 * 6 - 6
+            graphs = sum(1 for _ in reader.values(view=True))
+            assert graphs > 0 and (graphs == len(keys) or not done_before)
+            scans += 1
+    assert writer.wait() == 0, writer.stderr.read()
+    with GraphStore(str(path)) as reader:
+        keys = list(reader.keys())
+        assert keys == sorted(keys) and sum(1 for _ in reader.values(view=True)) == len(keys)
