@@ -28,30 +28,33 @@ pages out file pages left unused for a while; CPU-time rates):
 ======================================  =====================  ===================  ========
 figure                                  100,000 graphs         10,000,000 graphs    10M/100k
 ======================================  =====================  ===================  ========
-shards: commit into 100 stores          6,689/s, 185 MB        21,005/s, 185 MB     x3.14
+shards: commit into 100 stores          6,392/s, 183 MB        19,732/s, 187 MB     x3.09
 shards: bytes per graph                 4,403 (no dictionary)  2,281
-merge: ``gbc merge`` of the 100 shards  21,226/s, 240 MB       20,088/s, 331 MB     x0.95
-merge: user / kernel us per graph       43.2 / 3.9             46.0 / 3.7
+merge: ``gbc merge`` of the 100 shards  18,997/s, 241 MB       22,053/s, 305 MB     x1.16
+merge: user / kernel us per graph       50.0 / 2.6             42.6 / 2.7
 merged store: bytes per graph           2,272                  2,250
-merged ``store[key]`` p50 / p99 (wall)  87 / 319 us            188-291 / 497-834 us
-merged ``keys()``                       1,584,928/s, 147 MB    407,320-906,935/s    x0.26-0.57
-MultiStore ``len()`` (wall)             0.20 s                 59.5 s (cold cache)
-MultiStore ``keys()``                   478,519/s              397,974/s, 73 MB     x0.83
-MultiStore ``[key]`` p50 / p99 (wall)   360 / 3,281 us         626 / 4,058 us
-MultiStore ``values()`` (first 1M)      11,751/s, 247 MB       9,668/s, 73 MB       x0.82
+merged ``store[key]`` p50 / p99 (wall)  98 / 301 us            238 / 628 us
+merged ``keys()``                       1,292,986/s, 147 MB    1,499,205/s, 154 MB  x1.16
+merged ``keys()``, cold store           1,112,985/s, 0.1 s     1,160,536/s, 10.2 s  x1.04
+MultiStore ``len()`` (wall)             0.22 s                 21.6 s (cold cache)
+MultiStore ``keys()``                   409,574/s              487,460/s            x1.19
+MultiStore ``[key]`` p50 / p99 (wall)   375 / 4,048 us         562 / 5,728 us
+MultiStore ``values()`` (first 1M)      11,173/s, 248 MB       11,646/s, 245 MB     x1.04
 ======================================  =====================  ===================  ========
 
 Shards are faster at 10M because each shard trains its compression dictionary once, on its
 first 1,000 graphs: at 100,000 graphs a shard holds only 1,000. Key listings read the status
 table alone in stores that record every graph's status (``statuses_complete``), so they
 never touch the pages of the graph values; before, ``keys()`` of the 10M store ran at 378,812
-keys/s and the MultiStore's at 67,800, reading 22 GB from disk. The merged store's ``keys()``
-depends on whether its status pages are still in the page cache: 1,469,939/s when they were
-(an earlier run), 407,320 and 906,935/s in two runs here where most were read from disk, one
-4 KB page per fault. The merge reads all shards at once in key order, appends to its output,
-and opens the shards with readahead: each page missing from the cache brings its neighbours
-(4.4 million major faults and 13.9 us of kernel time per graph without it, 0.43 million and
-3.7 us with it; 15,198/s before, 8,227/s before the k-way merge).
+keys/s and the MultiStore's at 67,800, reading 22 GB from disk. "Cold store": the store's
+pages dropped from the page cache first (its wall time and 32 major faults at 10M). The
+status pages of a merged store lie among its graph pages, so a walk of them used to read
+one 4 KB page from disk per fault (407,320-906,935 keys/s at 10M, 59.5 s for the MultiStore's
+``len()``); table walks now ask for the pages they will meet ahead of them, found from the
+table's B-tree (``gbc.store.page_prefetch``). The merge reads all shards at once in key
+order, appends to its output, and opens the shards with readahead: each page missing from
+the cache brings its neighbours (4.4 million major faults and 13.9 us of kernel time per
+graph without it, 2,714 and 2.7 us with it; 15,198/s before, 8,227/s before the k-way merge).
 """
 
 from __future__ import annotations
