@@ -175,34 +175,30 @@ class _File:
         return data
 
 
+_META_BYTES = _PAGE_HEADER_SIZE + _META.size + 2 * _DB.size + _META_TAIL.size
+
+
 def _meta(fd: int) -> Tuple[int, int, Tuple]:
-    """``(page size, last page, main table record)`` of the newest meta page."""
-    head = os.pread(fd, 4096, 0)
+    """``(page size, last page, main table record)`` of the newer of the two meta pages (the
+    page size is kept in the free table's record of the first)."""
+    first = os.pread(fd, _META_BYTES, 0)
+    if len(first) < _META_BYTES:
+        raise LayoutError("no meta page")
+    psize = _DB.unpack_from(first, _PAGE_HEADER_SIZE + _META.size)[0]
+    if psize < 512 or psize > 65536 or psize & (psize - 1):
+        raise LayoutError(f"page size {psize}")
     best = None
-    for offset in (0, None):
-        if offset is None:
-            if len(head) < _PAGE_HEADER_SIZE + _META.size + 2 * _DB.size + _META_TAIL.size:
-                raise LayoutError("no meta page")
-            psize = _DB.unpack_from(head, _PAGE_HEADER_SIZE + _META.size)[0]
-            if psize < 512 or psize > 65536 or psize & (psize - 1):
-                raise LayoutError(f"page size {psize}")
-            data = os.pread(fd, 4096, psize)
-        else:
-            data = head
-        if len(data) < _PAGE_HEADER_SIZE + _META.size + 2 * _DB.size + _META_TAIL.size:
-            raise LayoutError("short meta page")
-        magic, _, _, _ = _META.unpack_from(data, _PAGE_HEADER_SIZE)
-        if magic != _MAGIC:
+    for data in (first, os.pread(fd, _META_BYTES, psize)):
+        if len(data) < _META_BYTES or _META.unpack_from(data, _PAGE_HEADER_SIZE)[0] != _MAGIC:
             continue
         at = _PAGE_HEADER_SIZE + _META.size
         free_db, main_db = _DB.unpack_from(data, at), _DB.unpack_from(data, at + _DB.size)
         last_page, txnid = _META_TAIL.unpack_from(data, at + 2 * _DB.size)
-        if best is None or txnid > best[0]:
-            best = (txnid, free_db[0], last_page, main_db)
+        if free_db[0] == psize and (best is None or txnid > best[0]):
+            best = (txnid, last_page, main_db)
     if best is None:
         raise LayoutError("no valid meta page")
-    _, psize, last_page, main_db = best
-    return psize, last_page, main_db
+    return psize, best[1], best[2]
 
 
 def _nodes(page: bytes, psize: int) -> Iterator[Tuple[int, int, int, bytes, int]]:

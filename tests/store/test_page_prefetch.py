@@ -289,3 +289,17 @@ def test_scans_while_a_writer_grows_and_rewrites_the_store(tmp_path):
     with GraphStore(str(path)) as reader:
         keys = list(reader.keys())
         assert keys == sorted(keys) and sum(1 for _ in reader.values(view=True)) == len(keys)
+
+
+def test_the_newer_valid_meta_page_is_used(store_path, tmp_path):
+    data = (store_path / "data.mdb").read_bytes()
+    txnids = [int.from_bytes(data[o + 144:o + 152], sys.byteorder) for o in (0, 4096)]
+    assert txnids[0] != txnids[1]  # LMDB writes the two meta pages in turn
+    newer = 0 if txnids[0] > txnids[1] else 4096
+    for damaged, still_readable in ((newer, True), (4096 - newer, True), (None, False)):
+        copy = bytearray(data)
+        for offset in (0, 4096) if damaged is None else (damaged,):
+            copy[offset + 16:offset + 20] = bytes(4)  # the magic number
+        path = tmp_path / f"meta-{damaged}.mdb"
+        path.write_bytes(bytes(copy))
+        assert LeafPrefetcher(path, b"status", ahead=32 * 4096).active is still_readable
