@@ -28,7 +28,7 @@ import os
 import sys
 import threading
 import weakref
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 #: Bytes brought into the map between two trims (about 2,000 graphs of a run: keeps RSS within a few % of its start).
 TRIM_BYTES = 8 << 20
@@ -40,8 +40,9 @@ RANDOM_READ_BYTES = 64 << 10
 STATUS_READ_BYTES = 4 << 10
 MADV_DONTNEED = 4
 
-_libc = None
 _libc_lock = threading.Lock()
+#: Functions of the C library loaded so far (None: not there).
+_libc_functions: Dict[str, Any] = {}
 #: Every live trimmer of this process (the budget of TRIM_BYTES is shared by all stores).
 _TRIMMERS: "weakref.WeakSet[PageTrimmer]" = weakref.WeakSet()
 _POOL_LOCK = threading.Lock()
@@ -49,19 +50,22 @@ _POOL_LOCK = threading.Lock()
 _pool_pending = 0
 
 
-def _madvise():
-    global _libc
+def libc_function(name: str, argtypes: Tuple, restype: Any = ctypes.c_int) -> Optional[Any]:
+    """The C library's function ``name`` with its types set, loaded once; None where the
+    library or the function cannot be had."""
     with _libc_lock:
-        if _libc is None:
+        if name not in _libc_functions:
             try:
-                lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-                fn = lib.madvise
-                fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-                fn.restype = ctypes.c_int
-                _libc = fn
+                fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True), name)
+                fn.argtypes, fn.restype = argtypes, restype
             except (OSError, AttributeError):
-                _libc = False
-        return _libc or None
+                fn = None
+            _libc_functions[name] = fn
+        return _libc_functions[name]
+
+
+def _madvise():
+    return libc_function("madvise", (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int))
 
 
 def mapped_ranges(*data_files: str) -> List[Tuple[int, int]]:

@@ -28,13 +28,13 @@ is a hint, and the scan itself reads through LMDB as before.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import operator
 import os
 import struct
-import threading
 from itertools import compress, repeat
 from typing import Iterator, List, Optional, Tuple
+
+from gbc.store.mapped_pages import libc_function
 
 #: How far ahead of the scan leaf pages are requested.
 PREFETCH_BYTES = 4 << 20
@@ -62,27 +62,15 @@ MINCORE_SPAN = 1 << 16
 _PROT_READ, _MAP_SHARED = 1, 1
 #: ``mincore`` sets bit 0 of a page's byte when it is cached (the other bits are reserved).
 _CACHED_BIT = bytes(b & 1 for b in range(256))
-_libc_lock = threading.Lock()
-_libc_fns = None
 
 
 def _libc():
     """``(mmap, munmap, mincore)`` of the C library, or None where they cannot be had."""
-    global _libc_fns
-    with _libc_lock:
-        if _libc_fns is None:
-            try:
-                lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-                mmap, munmap, mincore = lib.mmap, lib.munmap, lib.mincore
-                mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                 ctypes.c_long)
-                mmap.restype = ctypes.c_void_p
-                munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
-                mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
-                _libc_fns = (mmap, munmap, mincore)
-            except (OSError, AttributeError):
-                _libc_fns = False
-        return _libc_fns or None
+    fns = (libc_function("mmap", (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                  ctypes.c_long), ctypes.c_void_p),
+           libc_function("munmap", (ctypes.c_void_p, ctypes.c_size_t)),
+           libc_function("mincore", (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)))
+    return None if None in fns else fns
 
 
 class _Residency:

@@ -106,43 +106,39 @@ def scan_with(prefetcher: LeafPrefetcher, rows: int, step: int = 256) -> None:
         prefetcher.advance(step)
 
 
-@needs_fadvise
-def test_a_cold_table_is_requested_and_a_warm_one_is_not(store_path, tmp_path):
+def cold_then_warm(store_path, tmp_path, name: bytes, values: bool = False):
+    """(LMDB's stat of the table, pages a prefetcher asked for over a whole scan of a copy of
+    the store whose pages were dropped from the page cache, the same once they are cached)."""
     copy = tmp_path / "copy.lmdb"
     shutil.copytree(store_path, copy)
-    stat, _ = lmdb_truth(copy, b"status")
+    stat, _ = lmdb_truth(copy, name)
     if not evict(copy):
         pytest.skip("this file system keeps files in memory: nothing to prefetch")
-    cold = LeafPrefetcher(copy / "data.mdb", b"status", ahead=64 * 4096)
-    assert cold.active
-    scan_with(cold, KEYS)
-    cold.close()
-    # every leaf page was asked for, once, and nothing else
-    assert cold.requested_pages == stat["leaf_pages"]
-    with GraphStore(str(copy)) as store:
-        assert sum(1 for _ in store.keys()) == KEYS  # now the pages are cached
-    warm = LeafPrefetcher(copy / "data.mdb", b"status", ahead=64 * 4096)
-    scan_with(warm, KEYS)
-    warm.close()
-    assert warm.requested_pages == 0
+    requested = []
+    for _ in range(2):
+        prefetcher = LeafPrefetcher(copy / "data.mdb", name, ahead=64 * 4096, values=values)
+        assert prefetcher.active
+        scan_with(prefetcher, KEYS)
+        assert not prefetcher.active  # the walk is over and nothing is left to ask for
+        prefetcher.close()
+        requested.append(prefetcher.requested_pages)
+        with GraphStore(str(copy)) as store:  # now the pages are cached
+            assert sum(1 for _ in (store.values(view=True) if values else store.keys())) == KEYS
+    return stat, requested[0], requested[1]
+
+
+@needs_fadvise
+def test_a_cold_table_is_requested_and_a_warm_one_is_not(store_path, tmp_path):
+    stat, cold, warm = cold_then_warm(store_path, tmp_path, b"status")
+    assert cold == stat["leaf_pages"]  # every leaf page was asked for, once, and nothing else
+    assert warm == 0
 
 
 @needs_fadvise
 def test_a_cold_value_scan_asks_for_leaves_and_overflow_pages(store_path, tmp_path):
-    copy = tmp_path / "copy.lmdb"
-    shutil.copytree(store_path, copy)
-    stat, _ = lmdb_truth(copy, b"graphs")
-    if not evict(copy):
-        pytest.skip("this file system keeps files in memory: nothing to prefetch")
-    cold = LeafPrefetcher(copy / "data.mdb", b"graphs", ahead=64 * 4096, values=True)
-    scan_with(cold, KEYS)
-    assert not cold.active
-    assert cold.requested_pages == stat["leaf_pages"] + stat["overflow_pages"]
-    with GraphStore(str(copy)) as store:
-        assert sum(1 for _ in store.values(view=True)) == KEYS
-    warm = LeafPrefetcher(copy / "data.mdb", b"graphs", ahead=64 * 4096, values=True)
-    scan_with(warm, KEYS)
-    assert warm.requested_pages == 0
+    stat, cold, warm = cold_then_warm(store_path, tmp_path, b"graphs", values=True)
+    assert cold == stat["leaf_pages"] + stat["overflow_pages"]
+    assert warm == 0
 
 
 @needs_fadvise
