@@ -55,8 +55,12 @@ def libc_function(name: str, argtypes: Tuple, restype: Any = ctypes.c_int) -> Op
     library or the function cannot be had."""
     with _libc_lock:
         if name not in _libc_functions:
+            lib = _libc_functions.get("")  # the library itself (find_library runs ldconfig: once)
             try:
-                fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True), name)
+                if lib is None:
+                    lib = _libc_functions[""] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
+                                                            use_errno=True)
+                fn = getattr(lib, name)
                 fn.argtypes, fn.restype = argtypes, restype
             except (OSError, AttributeError):
                 fn = None
