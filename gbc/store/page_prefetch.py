@@ -52,6 +52,8 @@ _MAGIC = 0xBEEFC0DE
 _P_BRANCH, _P_LEAF, _P_LEAF2 = 0x01, 0x02, 0x20
 _F_BIGDATA, _F_SUBDATA = 0x01, 0x02
 _MAX_DEPTH = 32
+#: Most overflow pages asked for one value (a stored value is at most 256 MB, see gbc.store.codec).
+_MAX_VALUE_PAGES = (256 << 20) // 4096 + 1
 
 
 #: Leaf pages of a window checked first: when all are cached, the window is taken as cached.
@@ -304,7 +306,8 @@ def _overflow(f: _File, leaves: List[int]) -> List[int]:
                 if w[i + 2] & _F_BIGDATA:
                     size, at = w[i] | (w[i + 1] << 16), offset + _NODE_SIZE + w[i + 3]
                     first = struct.unpack_from("=Q", page, at)[0]
-                    out += range(first, min(first + (_PAGE_HEADER_SIZE - 1 + size) // psize + 1, f.last_page + 1))
+                    pages = min((_PAGE_HEADER_SIZE - 1 + size) // psize + 1, _MAX_VALUE_PAGES)  # a damaged size
+                    out += range(first, min(first + pages, f.last_page + 1))
     except (OSError, struct.error, ValueError, IndexError):  # LayoutError is a ValueError
         pass
     return out
