@@ -44,6 +44,16 @@ MultiStore ``[key]`` p50 / p99 (wall)   375 / 4,048 us         562 / 5,728 us
 MultiStore ``values()`` (first 1M)      11,173/s, 248 MB       11,646/s, 245 MB     x1.04
 ======================================  =====================  ===================  ========
 
+and with ``--phases write read`` (one store written by ``put_many``; two runs an hour apart:
+the first, without the cold read, gave views 36,558 and 28,039/s, the machine's pace drifts):
+
+======================================  =====================  ===================  ========
+write: ``put_many`` (a pool of graphs)  8,309/s, 131 MB        8,181/s, 131 MB      x0.98
+read: ``values(view=True)``             33,434/s, 52 MB        31,615/s, 52 MB      x0.95
+read: the same, cold store              31,010/s, 1.7 us sys   29,464/s, 4.5 us sys x0.95
+read: ``values()`` (first 1M)           11,100/s               12,858/s             x1.16
+======================================  =====================  ===================  ========
+
 Shards are faster at 10M because each shard trains its compression dictionary once, on its
 first 1,000 graphs: at 100,000 graphs a shard holds only 1,000. Key listings read the status
 table alone in stores that record every graph's status (``statuses_complete``), so they
