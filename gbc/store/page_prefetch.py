@@ -191,15 +191,20 @@ def _meta(fd: int) -> Tuple[int, int, Tuple]:
     return psize, best[1], best[2]
 
 
+def _node_offsets(page: bytes, psize: int) -> Tuple[int, Tuple[int, ...]]:
+    """``(flags, offset of each node)`` of a branch or leaf page, every node inside the page."""
+    _, _, flags, lower, upper = _PAGE_HEADER.unpack_from(page)
+    if flags & _P_LEAF2 or lower < _PAGE_HEADER_SIZE or lower > upper or upper > psize or lower & 1:
+        raise LayoutError("unexpected page layout")
+    offsets = struct.unpack_from(f"={(lower - _PAGE_HEADER_SIZE) >> 1}H", page, _PAGE_HEADER_SIZE)
+    if offsets and (min(offsets) < upper or max(offsets) + _NODE_SIZE > psize):
+        raise LayoutError("node outside its page")
+    return flags, offsets
+
+
 def _nodes(page: bytes, psize: int) -> Iterator[Tuple[int, int, int, bytes, int]]:
     """``(lo, hi, flags, key, data offset)`` of each node of a branch or leaf page."""
-    _, _, flags, lower, upper = _PAGE_HEADER.unpack_from(page)
-    if flags & _P_LEAF2 or lower < _PAGE_HEADER_SIZE or lower > upper or upper > psize:
-        raise LayoutError("unexpected page layout")
-    for i in range((lower - _PAGE_HEADER_SIZE) >> 1):
-        (offset,) = struct.unpack_from("=H", page, _PAGE_HEADER_SIZE + 2 * i)
-        if offset < upper or offset + _NODE_SIZE > psize:
-            raise LayoutError("node outside its page")
+    for offset in _node_offsets(page, psize)[1]:
         lo, hi, nflags, ksize = _NODE.unpack_from(page, offset)
         start = offset + _NODE_SIZE
         if start + ksize > psize:
@@ -209,13 +214,7 @@ def _nodes(page: bytes, psize: int) -> Iterator[Tuple[int, int, int, bytes, int]
 
 def _children(page: bytes, psize: int) -> List[int]:
     """Child page numbers of a branch page, in key order (the walk's inner loop: no key is read)."""
-    _, _, flags, lower, upper = _PAGE_HEADER.unpack_from(page)
-    if flags & _P_LEAF2 or lower < _PAGE_HEADER_SIZE or lower > upper or upper > psize or lower & 1:
-        raise LayoutError("unexpected page layout")
-    n = (lower - _PAGE_HEADER_SIZE) >> 1
-    offsets = struct.unpack_from(f"={n}H", page, _PAGE_HEADER_SIZE)
-    if n and (min(offsets) < upper or max(offsets) + _NODE_SIZE > psize):
-        raise LayoutError("node outside its page")
+    offsets = _node_offsets(page, psize)[1]
     # Nodes start on even offsets, so a node's fields are words (an odd offset in a damaged
     # page gives a wrong page number, which page() or the bounds of the file catch).
     w = memoryview(page).cast("H")
@@ -295,14 +294,12 @@ def _overflow(f: _File, leaves: List[int]) -> List[int]:
     try:
         for pgno in leaves:
             page = f.page(pgno)
-            _, _, flags, lower, upper = _PAGE_HEADER.unpack_from(page)
-            if not flags & _P_LEAF or flags & _P_LEAF2 or lower < _PAGE_HEADER_SIZE or lower > upper or upper > psize:
+            flags, offsets = _node_offsets(page, psize)
+            if not flags & _P_LEAF:
                 break
             w = memoryview(page).cast("H")
-            for offset in struct.unpack_from(f"={(lower - _PAGE_HEADER_SIZE) >> 1}H", page, _PAGE_HEADER_SIZE):
+            for offset in offsets:
                 i = offset >> 1
-                if offset < upper or offset + _NODE_SIZE > psize:
-                    break
                 if w[i + 2] & _F_BIGDATA:
                     size, at = w[i] | (w[i + 1] << 16), offset + _NODE_SIZE + w[i + 3]
                     first = struct.unpack_from("=Q", page, at)[0]
@@ -339,7 +336,7 @@ class LeafPrefetcher:
         if not hasattr(os, "posix_fadvise"):
             return
         try:
-            with self._opened() as f:
+            with _File(self._open()) as f:
                 f.psize, f.last_page, main_db = _meta(f.fd)
                 root, depth, leaves, entries = _table_root(f, main_db[7], name)
                 if leaves < MIN_LEAF_PAGES or entries <= 0:
@@ -352,9 +349,6 @@ class LeafPrefetcher:
                 self._request(f, self._ahead)
         except (OSError, struct.error, ValueError, IndexError):  # LayoutError is a ValueError
             self.close()
-
-    def _opened(self) -> "_File":
-        return _File(self._open())
 
     def _open(self) -> int:
         fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -377,16 +371,12 @@ class LeafPrefetcher:
         if self._requested - position >= self._ahead // 2:
             return
         try:
-            fd = self._open()
+            self._file.fd = self._open()
         except OSError:
             self.close()
             return
-        self._file.fd = fd
-        try:
+        with self._file:  # closed again after this window
             self._request(self._file, position + self._ahead - self._requested)
-        finally:
-            self._file.fd = -1
-            os.close(fd)
 
     def _next_leaves(self, count: int) -> List[int]:
         pages, self._found = self._found, []  # leaves found by the last walk but not asked for yet
