@@ -152,6 +152,23 @@ def drop_from_page_cache(path: Path) -> bool:
         os.close(fd)
 
 
+def _cold_walk(path: Path, stage: str, walk, prefix: str) -> dict:
+    """``walk(store)`` over the store at ``path`` with its pages dropped from the page cache
+    first (after closing it, so that no page stays mapped): items/s of CPU time, wall time,
+    kernel time per item and major faults, under names starting with ``prefix``."""
+    from gbc.store import GraphStore
+
+    dropped = drop_from_page_cache(path / "data.mdb")
+    with GraphStore(path) as store:
+        before, cpu, wall = resource.getrusage(resource.RUSAGE_SELF), time.process_time(), time.perf_counter()
+        count = sum(1 for _ in _counted(stage, walk(store)))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    return {prefix + "dropped": dropped, prefix + "rate": count / max(cpu, 1e-9), prefix + "wall_s": wall,
+            prefix + "sys_us_per_graph": 1e6 * (after.ru_stime - before.ru_stime) / max(count, 1),
+            prefix + "major_faults": after.ru_majflt - before.ru_majflt}
+
+
 def key_of(i: int) -> str:
     return f"img/{i:09d}.jpg"
 
@@ -253,16 +270,9 @@ def run_phase(phase: str, n: int, work: Path) -> dict:
             cpu = time.process_time()
             count = sum(1 for _ in _counted("views", store.values(view=True)))
             out["rate"] = count / (time.process_time() - cpu)
-        # the same of the cold store (its pages dropped from the page cache first): at 10M the
-        # store does not fit in the page cache, at 100k it is all cached after the first read
-        drop_from_page_cache(single / "data.mdb")
-        with GraphStore(single) as store:
-            before, cpu = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
-            count = sum(1 for _ in _counted("cold views", store.values(view=True)))
-            out["cold_rate"] = count / (time.process_time() - cpu)
-            after = resource.getrusage(resource.RUSAGE_SELF)
-            out["cold_sys_us_per_graph"] = 1e6 * (after.ru_stime - before.ru_stime) / count
-            out["cold_major_faults"] = after.ru_majflt - before.ru_majflt
+        # the same of the cold store: at 10M the store does not fit in the page cache, at 100k
+        # it is all cached after the first read
+        out.update(_cold_walk(single, "cold views", lambda store: store.values(view=True), "cold_"))
         with GraphStore(single) as store:
             # as validated GbcGraphs: the first MULTI_READ (all 10M would take a quarter hour more)
             cpu = time.process_time()
@@ -280,15 +290,8 @@ def run_phase(phase: str, n: int, work: Path) -> dict:
             cpu = time.process_time()
             count = sum(1 for _ in _counted("keys", store.keys()))
             out["keys_rate"] = count / (time.process_time() - cpu)
-        # The same walk of a cold store (one not read for a while, or larger than RAM): its
-        # pages dropped from the page cache first (closed, so that no page stays mapped).
-        out["keys_cold_dropped"] = drop_from_page_cache(source / "data.mdb")
-        with GraphStore(source) as store:
-            before, cpu, wall = resource.getrusage(resource.RUSAGE_SELF), time.process_time(), time.perf_counter()
-            count = sum(1 for _ in _counted("cold keys", store.keys()))
-            out["keys_cold_rate"] = count / (time.process_time() - cpu)
-            out["keys_cold_wall_s"] = time.perf_counter() - wall
-            out["keys_cold_major_faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_majflt - before.ru_majflt
+        # the same walk of a cold store (one not read for a while, or larger than RAM)
+        out.update(_cold_walk(source, "cold keys", lambda store: store.keys(), "keys_cold_"))
     elif phase == "multi":
         with gbc.open_store(str(shard_dir)) as view:
             t = time.perf_counter()
