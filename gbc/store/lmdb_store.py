@@ -76,7 +76,8 @@ class GraphStore(StatusQueries, LmdbBase):
     it grows by itself. Iteration is in key order (UTF-8 byte order). ``readahead=True`` is
     for reading the whole store (merges, exports, conversions): a page missing from the page
     cache then brings its neighbours with it. The default reads only the page a lookup needs,
-    which keeps random lookups of a store larger than RAM fast.
+    which keeps random lookups of a store larger than RAM fast; a walk of a whole table then
+    asks for the pages it will meet ahead of it (see ``gbc.store.page_prefetch``).
 
     >>> with GraphStore("demo.lmdb", readonly=False) as store:  # doctest: +SKIP
     ...     store.commit_image("dog.jpg", graph, provenance={"backend": "replay"})
