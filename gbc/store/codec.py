@@ -37,7 +37,7 @@ from gbc.errors import GbcError, describe_validation_error
 from gbc.schemas.graph import Edge, GbcGraph
 from gbc.schemas.views import decode_graph_view, in_edge_lists, restore_view_in_edges
 from gbc.schemas.views import with_json as with_json_of
-from gbc.store.graph_json import NotSpliceable, lossless_json
+from gbc.store.graph_json import NotSpliceable, view_with_lossless_json
 
 #: Version of the value layout written by this module; decoders accept every version up to it.
 VALUE_FORMAT_VERSION = 2
@@ -380,19 +380,22 @@ class ValueCodec:
         ``with_json`` the view carries the graph's lossless JSON (``GraphView.lossless_json``);
         a graph whose JSON cannot be made from the payload alone (see ``gbc.store.graph_json``)
         comes as a full ``GbcGraph`` instead."""
+        sort_by_source = mode == IN_EDGES_SORTED_BY_SOURCE
         try:
-            view = decode_graph_view(payload)
-            if mode != IN_EDGES_EXPLICIT:
-                restore_view_in_edges(view, sort_by_source=mode == IN_EDGES_SORTED_BY_SOURCE)
+            if with_json and mode != IN_EDGES_EXPLICIT:
+                try:
+                    return with_json_of(*view_with_lossless_json(payload, sort_by_source))
+                except NotSpliceable:
+                    pass  # read as a full graph, below
+            else:
+                view = decode_graph_view(payload)
+                if mode != IN_EDGES_EXPLICIT:
+                    restore_view_in_edges(view, sort_by_source=sort_by_source)
+                # explicit in-edges: the payload is the graph's lossless JSON already
+                return with_json_of(view, payload) if with_json else view
         except (msgspec.DecodeError, ValueError) as exc:  # msgspec.ValidationError is a DecodeError
             raise ValueDecodeError(f"not a valid graph: {exc}") from None
-        if not with_json:
-            return view
-        try:
-            # explicit in-edges: the payload is the graph's lossless JSON already
-            return with_json_of(view, payload if mode == IN_EDGES_EXPLICIT else lossless_json(payload, view))
-        except NotSpliceable:
-            return self.decode_payload(payload, mode)
+        return self.decode_payload(payload, mode)
 
     # -- other JSON values (status, provenance, meta)
     def encode_json(self, obj: Any) -> bytes:

@@ -1,4 +1,4 @@
-"""lossless_json: a stored graph's JSON made from its payload is the graph's own to_json()."""
+"""view_with_lossless_json: a stored graph's JSON made from its payload is the graph's own to_json()."""
 
 import pickle
 
@@ -9,9 +9,9 @@ from gbc.schemas.synthetic import synthetic_graph
 from gbc.schemas.views import GraphView
 from gbc.store import GraphStore
 from gbc.store.codec import (IN_EDGES_EXPLICIT, IN_EDGES_SORTED_BY_SOURCE, IN_EDGES_SOURCE_ORDER, ValueCodec,
-                             in_edges_mode)
+                             ValueDecodeError, in_edges_mode)
 from gbc.store.files import read_graphs
-from gbc.store.graph_json import NotSpliceable, lossless_json
+from gbc.store.graph_json import NotSpliceable, view_with_lossless_json
 
 from store_helpers import gbc10m_graph
 
@@ -34,7 +34,9 @@ def _odd(seed):
 def _json(payload, mode):
     if mode == IN_EDGES_EXPLICIT:  # as the codec does: the payload is the JSON
         return payload
-    return lossless_json(payload, ValueCodec().decode_view_payload(payload, mode))
+    view, json = view_with_lossless_json(payload, sort_by_source=mode == IN_EDGES_SORTED_BY_SOURCE)
+    assert view == ValueCodec().decode_view_payload(payload, mode)  # in-edges rebuilt as a plain view's
+    return json
 
 
 def _check(graphs):
@@ -112,12 +114,31 @@ def test_what_cannot_be_copied_byte_for_byte_is_refused(change):
     assert isinstance(got, GbcGraph) and got.to_json() == g.to_json()
 
 
-@pytest.mark.parametrize("payload", [b'{"vertices":3}', b'{"vertices":[{"vertex_id":"a","out_edges":'
-                                     b'[{"source":"a","text":"x","target":"b"}]}]}', b"[", b'{"img_url":"x"}'])
-def test_payloads_that_are_not_stored_graphs_are_refused(payload):
-    view = ValueCodec().decode_view_payload(ValueCodec().graph_payload(gbc10m_graph(1))[0], IN_EDGES_SOURCE_ORDER)
-    with pytest.raises(NotSpliceable):
-        lossless_json(payload, view)
+@pytest.mark.parametrize("payload", [b'{"vertices":3}', b"[", b'{"vertices":[{"vertex_id":"a","bbox":{"left":0,'
+                                     b'"top":0,"right":1,"bottom":1},"label":"image","descs":[]}],"img_url":7}'])
+def test_payloads_that_are_not_graphs_are_refused_as_they_are_without_json(payload):
+    codec = ValueCodec()
+    for with_json in (False, True):
+        with pytest.raises(ValueDecodeError, match="not a valid graph"):
+            codec.decode_view_payload(payload, IN_EDGES_SOURCE_ORDER, with_json=with_json)
+
+
+@pytest.mark.parametrize("change", ["duplicate id", "missing target"])
+def test_in_edges_that_cannot_be_rebuilt_are_refused_with_or_without_json(change):
+    g = gbc10m_graph(3)
+    payload, mode = ValueCodec().graph_payload(g)
+    assert mode != IN_EDGES_EXPLICIT
+    first, second = g.vertices[1].vertex_id, g.vertices[2].vertex_id
+    if change == "duplicate id":
+        payload = payload.replace(b'"vertex_id":"%s"' % second.encode(), b'"vertex_id":"%s"' % first.encode(), 1)
+    else:
+        payload = payload.replace(b'"target":"%s"' % first.encode(), b'"target":"nowhere"', 1)
+    assert payload != ValueCodec().graph_payload(g)[0]
+    with pytest.raises(ValueError, match="in-edges cannot be rebuilt"):
+        view_with_lossless_json(payload, sort_by_source=False)
+    for with_json in (False, True):
+        with pytest.raises(ValueDecodeError, match="in-edges cannot be rebuilt"):
+            ValueCodec().decode_view_payload(payload, mode, with_json=with_json)
 
 
 def test_views_read_with_json_carry_it_through_pickling(tmp_path):
