@@ -26,6 +26,7 @@ from gbc.export.tokens import (
     clip_token_counter,
     estimate_body_limit,
     estimate_clip_tokens,
+    estimate_split_to_fit,
     split_long,
     split_to_fit,
 )
@@ -183,6 +184,11 @@ class _Fitter:
 _CAPTION_TYPES: Dict[Tuple[str, str], str] = {}
 
 
+#: Texts longer than this many characters per token of the limit are counted per sentence first
+#: (see ``_vertex_rows``); for CLIP's 77 tokens, 308 characters. The rows are the same either way.
+_CHARS_PER_TOKEN_OF_LONG_TEXT = 4
+
+
 def _caption_type(desc_label: str, vertex_label: str) -> str:
     ctype = _CAPTION_TYPES.get((desc_label, vertex_label))
     if ctype is None:
@@ -207,8 +213,11 @@ def _vertex_rows(vertices: Iterable[Vertex], flt: CaptionFilter, fitter: _Fitter
     if count is estimate_clip_tokens:
         body_limit = estimate_body_limit(limit)
         cost = cached_chunk_costs().__getitem__
+        # Longer texts seldom fit whole (every whitespace-separated chunk costs a token): they
+        # are counted sentence by sentence straight away, not once whole and again per sentence.
+        long_text = _CHARS_PER_TOKEN_OF_LONG_TEXT * limit
     else:
-        body_limit = cost = None
+        body_limit = cost = long_text = None
     for v in vertices:
         vlabel = v.label
         box = v.bbox.to_xyxy() if with_box and vlabel != "image" else None
@@ -223,21 +232,25 @@ def _vertex_rows(vertices: Iterable[Vertex], flt: CaptionFilter, fitter: _Fitter
             ctype = types.get((dlabel, vlabel)) or _caption_type(dlabel, vlabel)
             # _Fitter.fit written out: the short-text fast path (the same expression, so the
             # same floating-point result at the boundary), then one count for a text that fits
-            # whole (most captions), and sentence packing only for the rest.
+            # whole (most captions), and sentence packing only for the rest; long texts are
+            # counted per sentence straight away.
             if limit is None or (text.isascii() and len(text) * 1.1 + 3 <= limit):
                 append(CaptionRow(text, ctype, vid, vlabel, dlabel, box))
                 continue
-            if cost is not None:
-                try:
-                    fits = sum(map(cost, text.split())) <= body_limit
-                except KeyError:  # a chunk not seen yet: the estimate counts and remembers it
-                    fits = count(text) <= limit
+            if long_text is not None and len(text) > long_text:
+                chunks, dropped = estimate_split_to_fit(text, limit)  # [text] when it fits after all
             else:
-                fits = count(text) <= limit
-            if fits:
-                append(CaptionRow(text, ctype, vid, vlabel, dlabel, box))
-                continue
-            chunks, dropped = split_long(text, count, limit)
+                if cost is None:
+                    fits = count(text) <= limit
+                else:
+                    try:
+                        fits = sum(map(cost, text.split())) <= body_limit
+                    except KeyError:  # a chunk not seen yet: the estimate counts and remembers it
+                        fits = count(text) <= limit
+                if fits:
+                    append(CaptionRow(text, ctype, vid, vlabel, dlabel, box))
+                    continue
+                chunks, dropped = split_long(text, count, limit)
             fitter.dropped += dropped
             for chunk in chunks:
                 append(CaptionRow(chunk, ctype, vid, vlabel, dlabel, box))

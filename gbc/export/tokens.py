@@ -83,14 +83,17 @@ def estimate_clip_tokens(text: str) -> int:
     >>> estimate_clip_tokens("A dog on a sofa.")
     9
     """
+    return 2 + math.ceil(_estimate_body(text) * _ESTIMATE_MARGIN)
+
+
+def _estimate_body(text: str) -> int:
     # Tokens never span whitespace, so the cost is a sum over whitespace-separated chunks;
     # caching chunk costs makes repeated words (most of any caption) nearly free.
     chunks = text.split()
     try:
-        body = sum(map(_CHUNK_COSTS.__getitem__, chunks))
+        return sum(map(_CHUNK_COSTS.__getitem__, chunks))
     except KeyError:  # some chunk not seen yet: count (and remember) them one by one
-        body = sum(map(_estimate_chunk, chunks))
-    return 2 + math.ceil(body * _ESTIMATE_MARGIN)
+        return sum(map(_estimate_chunk, chunks))
 
 
 @functools.lru_cache(maxsize=64)
@@ -275,12 +278,30 @@ def split_to_fit(text: str, count: Callable[[str], int], max_tokens: int = CLIP_
 
 def split_long(text: str, count: Callable[[str], int], max_tokens: int = CLIP_MAX_TOKENS) -> Tuple[List[str], int]:
     """``split_to_fit`` for a text already known not to fit whole (its count is not taken again)."""
+    sentences = split_sentences(text)
+    return _pack(sentences, [count(sentence) - 2 for sentence in sentences], max_tokens)
+
+
+def estimate_split_to_fit(text: str, max_tokens: int = CLIP_MAX_TOKENS) -> Tuple[List[str], int]:
+    """``split_to_fit(text, estimate_clip_tokens, max_tokens)``, counting each sentence once,
+    for texts that seldom fit whole (long ones): the chunk costs of a text are those of its
+    sentences (sentences end at whitespace), so their sum decides whether it fits, and each
+    sentence's count is the one ``split_long`` would take."""
+    sentences = split_sentences(text)
+    bodies = list(map(_estimate_body, sentences))
+    if sum(bodies) <= estimate_body_limit(max_tokens):
+        return [text], 0
+    margin = _ESTIMATE_MARGIN
+    return _pack(sentences, [math.ceil(body * margin) for body in bodies], max_tokens)
+
+
+def _pack(sentences: List[str], bodies: List[int], max_tokens: int) -> Tuple[List[str], int]:
+    # Greedy packing of sentences whose counts less the start/end tokens are ``bodies``.
     chunks: List[str] = []
     dropped = 0
     current: List[str] = []
     used = 2  # start and end tokens of the chunk being filled
-    for sentence in split_sentences(text):
-        body = count(sentence) - 2
+    for sentence, body in zip(sentences, bodies):
         if body + 2 > max_tokens:
             dropped += 1
             continue

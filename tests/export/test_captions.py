@@ -165,8 +165,10 @@ def test_gbc_captions_rows_match_fitting_each_caption_alone(limit):
     from gbc.export.tokens import estimate_clip_tokens, split_to_fit
 
     flt = CaptionFilter(max_tokens=limit, exact_tokens=False)
-    for seed in range(6):
-        graph = synthetic_graph(seed)
+    odd = synthetic_graph(6)  # long texts of short words (they fit whole), words not seen before
+    for i, d in enumerate(d for v in odd.vertices for d in v.descs):
+        d.text = ["plain " * (10 + 7 * i), f"Zq{i}xw " * (3 + i) + "end. " + "Next one. " * i][i % 2]
+    for graph in [synthetic_graph(seed) for seed in range(6)] + [odd]:
         batch = STRATEGIES["gbc-captions"](graph, flt)
         expected, dropped = [], 0
         for v in graph.vertices:

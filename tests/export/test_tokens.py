@@ -7,6 +7,7 @@ from gbc.export.tokens import (
     ClipBpeCounter,
     clip_token_counter,
     estimate_clip_tokens,
+    estimate_split_to_fit,
     split_sentences,
     split_to_fit,
 )
@@ -25,6 +26,34 @@ from gbc.export.tokens import (
 )
 def test_split_sentences(text, sentences):
     assert split_sentences(text) == sentences
+
+
+def _texts(seed, n):
+    # sentences of words of every length, capitalised or not, with digits, punctuation, odd
+    # whitespace and letters outside ASCII; some texts fit whole, most long ones do not
+    import random
+
+    rng = random.Random(seed)
+    words = ["a", "dog", "sofa", "window", "extraordinarily", "Shenzhou", "3.5", "e.g.", "naïve", "東京",
+             '"quoted"', "(aside)", "x1", "well-known", "m", "____"]
+    for _ in range(n):
+        sentences = []
+        for _ in range(rng.randint(1, 8)):
+            body = " ".join(rng.choice(words) for _ in range(rng.randint(1, 30)))
+            sentences.append(body[0].upper() + body[1:] + rng.choice([".", "!", "?", '."', ""]))
+        yield rng.choice([" ", "  ", "\n", " \t"]).join(sentences)
+
+
+@pytest.mark.parametrize("limit", [5, 12, 20, 40, 77])
+def test_counting_sentence_by_sentence_gives_what_split_to_fit_gives(limit):
+    # estimate_split_to_fit counts each sentence once; the chunks and drops are split_to_fit's
+    fit_whole = cut = 0
+    for text in _texts(limit, 300):
+        expected = split_to_fit(text, estimate_clip_tokens, limit)
+        assert estimate_split_to_fit(text, limit) == expected
+        fit_whole += expected == ([text], 0)
+        cut += expected != ([text], 0)
+    assert fit_whole and cut  # both outcomes were checked
 
 
 @pytest.mark.parametrize(
