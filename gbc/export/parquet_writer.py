@@ -108,11 +108,9 @@ class ParquetWriter(ShardedWriter):
         room = self._room()
         part = rows[start:start + room]
         n = len(part)
-        fmt, shard, first = self._key_format, self.shard, self.index
-        self.index = first + n
         (key, image_key_col, caption, caption_type, vertex_id, vertex_label, desc_label,
          left, top, right, bottom, image_path_col, image, width, height) = self._columns
-        key += [fmt % (shard, i) for i in range(first, first + n)]
+        key += self._keys(n)
         image_key_col += [image_key] * n
         caption += map(_TEXT, part)
         caption_type += map(_CAPTION_TYPE, part)

@@ -72,7 +72,7 @@ class WdsWriter(ShardedWriter):
     def _open_shard(self) -> None:
         self._tar_path = self.out / f"{self.shard:05d}.tar"
         self._tar = TarWriter(self._tar_path)
-        self._index: Dict[str, list] = {k: [] for k in _INDEX_COLUMNS}
+        self._index: Dict[str, list] = {k: [] for k in _INDEX_COLUMNS if k != "key"}
         self._count = self._successes = self._text_only = 0
         self._types: Counter = Counter()
 
@@ -82,7 +82,12 @@ class WdsWriter(ShardedWriter):
 
         self._tar.close()
         columns = _wds_index_columns()
-        table = pa.table({k: pa.array(v, type=columns[k]) for k, v in self._index.items()})
+        arrays = {"key": self._key_array(self._count)}  # the shard's samples, in order
+        for name, values in self._index.items():
+            # columns of text-only shards that hold nothing are made without a look at each row
+            arrays[name] = (pa.nulls(len(values), columns[name]) if values.count(None) == len(values)
+                            else pa.array(values, type=columns[name]))
+        table = pa.table(arrays)
         index_path = self.out / f"{self.shard:05d}.parquet"
         # Keys and captions are unique per row: a dictionary for them is built only to be dropped.
         pq.write_table(table, index_path, use_dictionary=_DICTIONARY_COLUMNS)
@@ -108,9 +113,7 @@ class WdsWriter(ShardedWriter):
         room = self._room()
         part = rows[start:start + room]
         n = len(part)
-        fmt, shard, first = self._key_format, self.shard, self.index
-        self.index = first + n
-        keys = [fmt % (shard, i) for i in range(first, first + n)]
+        keys = self._keys(n)
         texts = list(map(_TEXT, part))
         types = list(map(_CAPTION_TYPE, part))
         image_key = g.key
@@ -125,7 +128,6 @@ class WdsWriter(ShardedWriter):
         self._tar.add_samples([key.encode() for key in keys],
                               ((b".txt", [text.encode() for text in texts]), (b".json", heads)))
         idx = self._index
-        idx["key"] += keys
         idx["caption"] += texts
         idx["status"] += ["text_only"] * n
         nones = [None] * n
@@ -164,7 +166,6 @@ class WdsWriter(ShardedWriter):
                 head = _with_graph(head, g.graph_json)
             self._tar.add(f"{key}.json", head)
             idx = self._index
-            idx["key"].append(key)
             idx["caption"].append(row.text)
             idx["status"].append("text_only" if image is None else "shared_image" if shared else "success")
             idx["error_message"].append(None)

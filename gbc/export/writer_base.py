@@ -34,6 +34,10 @@ class ExportedGraph:
         return self.graph.img_path or self.graph.img_url or ""
 
 
+#: Largest shard size whose key suffixes are made once and kept (about 60 bytes each).
+MAX_KEY_SUFFIXES_KEPT = 1 << 17
+
+
 def sample_key(shard: int, index: int, shard_size: int) -> str:
     # img2dataset: 5 digits of shard number, then enough digits for an index in the shard
     # (4 for the default 10,000 samples per shard: keys of 9 digits).
@@ -53,6 +57,13 @@ class ShardedWriter:
         self.files: List[str] = []
         # sample_key's layout as one %-format, built once (a key is made per row).
         self._key_format = "%%05d%%0%dd" % len(sample_key(0, 0, options.shard_size)[5:])
+        # The index part of every key of a shard, made once: a key is then the shard's prefix
+        # and one of these (a quarter of the cost of formatting it). Not kept for huge shards.
+        digits = self._key_format[len("%05d"):]
+        self._key_suffixes = ([digits % i for i in range(options.shard_size)]
+                              if options.shard_size <= MAX_KEY_SUFFIXES_KEPT else None)
+        self._key_prefix = ""
+        self._suffix_array = None  # the suffixes as an Arrow array, made on first use
 
     def _room(self) -> int:
         """Samples the open shard still takes, at least one: a full shard (or none yet) is
@@ -62,14 +73,38 @@ class ShardedWriter:
                 self._close_shard()
             self.shard += 1
             self.index = 0
+            self._key_prefix = "%05d" % self.shard
             self._open_shard()
         return self.options.shard_size - self.index
 
+    def _keys(self, n: int) -> List[str]:
+        """Keys for the next ``n`` samples of the open shard (``_room()`` of them at most)."""
+        first = self.index
+        self.index = first + n
+        suffixes = self._key_suffixes
+        if suffixes is None:
+            fmt, shard = self._key_format, self.shard
+            return [fmt % (shard, i) for i in range(first, first + n)]
+        prefix = self._key_prefix
+        return [prefix + suffix for suffix in suffixes[first:first + n]]
+
+    def _key_array(self, n: int):
+        """The keys of the open shard's first ``n`` samples as an Arrow string array (joined
+        by Arrow from the kept suffixes, without a Python string per key)."""
+        import pyarrow as pa
+
+        if self._key_suffixes is None:
+            fmt, shard = self._key_format, self.shard
+            return pa.array([fmt % (shard, i) for i in range(n)], pa.string())
+        if self._suffix_array is None:
+            self._suffix_array = pa.array(self._key_suffixes, pa.string())
+        import pyarrow.compute as pc
+
+        return pc.binary_join_element_wise(pa.scalar(self._key_prefix, pa.string()), self._suffix_array.slice(0, n), "")
+
     def _next_key(self) -> str:
         self._room()
-        key = self._key_format % (self.shard, self.index)
-        self.index += 1
-        return key
+        return self._keys(1)[0]
 
     def close(self) -> None:
         if self.shard >= 0:

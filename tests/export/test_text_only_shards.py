@@ -160,3 +160,21 @@ def test_parquet_text_only_columns_across_shards_and_row_groups(tmp_path, shard_
                      "left": box[0], "top": box[1], "right": box[2], "bottom": box[3], "image_path": g.img_path or g.img_url or "",
                      "image": None, "width": None, "height": None}
     assert len(got) == len(expected)
+
+
+@pytest.mark.parametrize("fmt", ["wds", "parquet"])
+def test_keys_of_shards_too_large_to_keep_their_key_suffixes(tmp_path, monkeypatch, fmt):
+    # shards over MAX_KEY_SUFFIXES_KEPT format each key; the keys are the same
+    import pyarrow.parquet as pq
+
+    from gbc.export import writer_base
+
+    graphs = _graphs()
+    keys = {}
+    for kept in (writer_base.MAX_KEY_SUFFIXES_KEPT, 2):
+        monkeypatch.setattr(writer_base, "MAX_KEY_SUFFIXES_KEPT", kept)
+        out = tmp_path / f"{fmt}-{kept}"
+        export_graphs(keyed(graphs), out, ExportOptions(fmt=fmt, text_only=True, shard_size=7, graph_json="none"))
+        keys[kept] = [r["key"] for p in sorted(out.glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert keys[2] == keys[writer_base.MAX_KEY_SUFFIXES_KEPT]
+    assert keys[2] == [f"{n // 7:05d}{n % 7:04d}" for n in range(len(keys[2]))] and len(keys[2]) > 14
