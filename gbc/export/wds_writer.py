@@ -74,7 +74,6 @@ class WdsWriter(ShardedWriter):
         self._tar = TarWriter(self._tar_path)
         self._index: Dict[str, list] = {k: [] for k in _INDEX_COLUMNS if k != "key"}
         self._count = self._successes = self._text_only = 0
-        self._types: Counter = Counter()
 
     def _close_shard(self) -> None:
         import pyarrow as pa
@@ -93,7 +92,7 @@ class WdsWriter(ShardedWriter):
         pq.write_table(table, index_path, use_dictionary=_DICTIONARY_COLUMNS)
         stats = {"count": self._count, "successes": self._successes, "failed_to_download": 0,
                  "failed_to_resize": 0, "text_only": self._text_only,
-                 "caption_types": dict(sorted(self._types.items()))}
+                 "caption_types": dict(sorted(Counter(self._index["caption_type"]).items()))}
         stats_path = self.out / f"{self.shard:05d}_stats.json"
         stats_path.write_text(json.dumps(stats, indent=2))
         self.files += [str(self._tar_path), str(index_path), str(stats_path)]
@@ -137,7 +136,6 @@ class WdsWriter(ShardedWriter):
         idx["caption_type"] += types
         self._count += n
         self._text_only += n
-        self._types.update(types)
         return start + n
 
     def _write_image_rows(self, g: ExportedGraph, rows: List[CaptionRow], images: List[Optional[EncodedImage]]) -> None:
@@ -180,4 +178,3 @@ class WdsWriter(ShardedWriter):
                 self._successes += 1
             else:
                 self._text_only += 1
-            self._types[row.caption_type] += 1
