@@ -348,9 +348,9 @@ def main(argv=None) -> int:
                         help="another checkout of the project to run first (whole-process mode: before / after)")
     parser.add_argument("--long", type=int, nargs=2, metavar=("FIRST", "LAST"),
                         help="one process, scripted backends, a real store: RSS after FIRST and after LAST images "
-                             "(issue aim: 10000 and 100000)")
+                             "(aim: 10000 and 100000)")
     parser.add_argument("--huge", type=int, nargs=2, metavar=("COUNT", "SIDE"),
-                        help="COUNT PNGs of SIDE x SIDE with scripted backends: peak RSS (issue aim: 8 13000)")
+                        help="COUNT PNGs of SIDE x SIDE with scripted backends: peak RSS (aim: 8 13000)")
     parser.add_argument("--child", nargs=3, metavar=("FOLDER", "N", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.whole_process:
