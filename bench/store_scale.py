@@ -45,15 +45,20 @@ MultiStore ``[key]`` p50 / p99 (wall)   375 / 4,048 us         562 / 5,728 us
 MultiStore ``values()`` (first 1M)      11,173/s, 248 MB       11,646/s, 245 MB     x1.04
 ======================================  =====================  ===================  ========
 
-and with ``--phases write read`` (one store written by ``put_many``; two runs an hour apart:
-the first, without the cold read, gave views 36,558 and 28,039/s, the machine's pace drifts):
+and with ``--phases write read`` (one store written by ``put_many``):
 
 ======================================  =====================  ===================  ========
-write: ``put_many`` (a pool of graphs)  8,309/s, 131 MB        8,181/s, 131 MB      x0.98
-read: ``values(view=True)``             33,434/s, 52 MB        31,615/s, 52 MB      x0.95
-read: the same, cold store              31,010/s, 1.7 us sys   29,464/s, 4.5 us sys x0.95
-read: ``values()`` (first 1M)           11,100/s               12,858/s             x1.16
+write: ``put_many`` (parsed graphs)     9,709/s, 141 MB        9,505/s, 141 MB      x0.98
+read: ``values(view=True)``             36,611/s, 52 MB        30,011/s, 53 MB      x0.82
+read: the same, cold store              33,995/s, 1.9 us sys   27,996/s, 4.6 us sys x0.82
+read: ``values()`` (first 1M)           12,540/s               12,467/s             x0.99
 ======================================  =====================  ===================  ========
+
+Writes of that run went at 9,334-9,857 graphs/s per million (the last three 9,714-9,857);
+another run at 100,000 wrote 10,293/s. Before the write phase parsed its graphs it cycled
+1,000 graph objects kept alive, out of the CPU caches, and wrote 8,181-8,309/s; reads of
+earlier runs were x0.95 and x0.77 of their 100,000 figure (this machine's pace drifts by
+about 10 % over an hour).
 
 Shards are faster at 10M because each shard trains its compression dictionary once, on its
 first 1,000 graphs: at 100,000 graphs a shard holds only 1,000. Key listings read the status
