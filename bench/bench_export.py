@@ -11,11 +11,20 @@ reading the graphs).
 
 The image runs use a few small JPEGs shared by all graphs (their decoding and encoding is
 what is measured, not the disk).
+
+Rates count kernel time too (printed per graph for the text-only runs): writing the output is
+part of an export. A WebDataset export writes ~42 KB of tar per graph (4 GB for 100,000
+graphs), and on some machines the kernel's cost per MB written grows once gigabytes of new
+page cache are dirty: on a 2-core VM, plain 1 MB writes cost 0.34 ms of kernel time per MB
+for 800 MB and 5.0 ms per MB for 4,000 MB, which took the default (100,000 graphs)
+WebDataset runs from ~20 to 90-220 us of kernel time per graph. ``--n 20000`` keeps each
+output under 1 GB.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import sys
 import tempfile
@@ -33,6 +42,8 @@ from gbc.schemas.synthetic import synthetic_graph
 AIM_TEXT_PER_S = 5_000
 #: Graphs exported (untimed) before each timed run.
 WARM_UP = 50
+#: Kernel CPU time per graph of the last run of each (format, strategy), in microseconds.
+KERNEL_US = {}
 #: Distinct JPEGs shared by the graphs of the image runs, and their size.
 N_IMAGES = 4
 IMAGE_SIZE = (512, 384)
@@ -96,6 +107,10 @@ def read_baseline(store: Path, limit: int, view: bool = True) -> float:
     return time.process_time() - t
 
 
+def _kernel_seconds() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 class Limit:
     """The first ``n`` pairs of a source (image runs use fewer graphs than text runs)."""
 
@@ -127,9 +142,10 @@ def run(store: Path, out: Path, n: int, fmt: str, strategy: str, baseline: float
     target = out / (f"{fmt}-{strategy}.csv" if fmt == "csv" else f"{fmt}-{strategy}")
     # CPU time: the export is single-threaded, and on a shared machine wall time mostly
     # measures the neighbours (wall time is printed too).
-    t, w = time.process_time(), time.perf_counter()
+    t, w, k = time.process_time(), time.perf_counter(), _kernel_seconds()
     summary = export_graphs(Limit(pairs, n), target, options)
     dt, wall = time.process_time() - t, time.perf_counter() - w
+    KERNEL_US[fmt, strategy] = (_kernel_seconds() - k) / n * 1e6
     assert summary.graphs_exported == n, summary.to_dict()
     shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink()
     images_dir = out / f"{fmt}-{strategy}_images"
@@ -165,14 +181,15 @@ def main(argv=None) -> int:
               f"as pydantic graphs {n / full:,.0f} graphs/s)")
         print("rates are per CPU second (wall-clock rate in brackets); 'x read' = export time / baseline\n")
         print("text-only (estimated CLIP tokens, limit 77)")
-        print(f"  {'format':<10} {'captions':<13} {'graphs/s':>8} {'(wall)':>8} {'rows/s':>10} {'rows/graph':>10} {'x read':>7}")
+        print(f"  {'format':<10} {'captions':<13} {'graphs/s':>8} {'(wall)':>8} {'rows/s':>10} {'rows/graph':>10} {'x read':>7} "
+              f"{'kernel us/graph':>15}")
         ok = True
         for fmt, strategy, graph_json in TEXT_RUNS:
             extra = {} if graph_json is None else {"graph_json": graph_json}
             s, dt, wall, ratio = run(store, work, n, fmt, strategy, base, text_only=True, **extra)
             label = fmt if graph_json is None else f"{fmt}:{graph_json}"
             print(f"  {label:<10} {strategy:<13} {n / dt:>8,.0f} {f'({n / wall:,.0f})':>8} {s.rows / dt:>10,.0f} "
-                  f"{s.rows / n:>10.1f} {ratio:>7.2f}")
+                  f"{s.rows / n:>10.1f} {ratio:>7.2f} {KERNEL_US[fmt, strategy]:>15.1f}")
             if strategy == "gbc-captions" and n / dt < AIM_TEXT_PER_S:
                 ok = False
 
