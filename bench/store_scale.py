@@ -207,40 +207,38 @@ def _write(path: Path, start: int, stop: int, pool, with_status: bool = False, p
         return store.commit_images(items) if with_status else store.put_many(items)
 
 
-def _parsed(start: int, stop: int, pool_json, parse_seconds: list):
+def _parsed(start: int, stop: int, pool_json):
     """``(key, graph)`` for graphs ``start..stop``, each parsed from its JSON as it is written (as
     a conversion or an annotation run makes each graph just before the store writes it, and
-    drops it after); the parsing time is added to ``parse_seconds[0]``."""
+    drops it after)."""
     from gbc.schemas import GbcGraph
 
     parse = GbcGraph.model_validate_json
-    clock = time.process_time
     for i in range(start, stop):
-        t = clock()
-        graph = parse(pool_json[i % POOL])
-        parse_seconds[0] += clock() - t
-        yield key_of(i), graph
+        yield key_of(i), parse(pool_json[i % POOL])
 
 
 def _write_in_tenths(path: Path, n: int, pool, cpu_start: float) -> tuple:
     """``put_many`` of N freshly parsed graphs in ten slices (one store, opened once), printing
     each slice's rate as the store grows: a long run shows whether writes slow down before it
     ends. Returns the graphs written and the CPU seconds spent parsing them (not writing)."""
+    from bench_store import TimedSource  # this script's folder is on sys.path
+
     from gbc.store import GraphStore
 
     pool_json = [graph.to_json() for graph in pool]
-    written, last, parse_seconds = 0, cpu_start, [0.0]
+    written, last, parsing = 0, cpu_start, 0.0
     with GraphStore(path, readonly=False) as store:
         for k in range(10):
             start, stop = n * k // 10, n * (k + 1) // 10
-            parsed_before = parse_seconds[0]
-            written += store.put_many(_parsed(start, stop, pool_json, parse_seconds))
+            source = TimedSource(_parsed(start, stop, pool_json))
+            written += store.put_many(source)
+            parsing += source.seconds
             now = time.process_time()
-            spent = now - last - (parse_seconds[0] - parsed_before)
-            print(json.dumps({"graphs": stop, "slice_rate": round((stop - start) / max(spent, 1e-9)),
+            print(json.dumps({"graphs": stop, "slice_rate": round((stop - start) / max(now - last - source.seconds, 1e-9)),
                               "bytes_per_graph": round(disk_bytes(path) / stop)}), file=sys.stderr, flush=True)
             last = now
-    return written, parse_seconds[0]
+    return written, parsing
 
 
 def disk_bytes(path: Path) -> int:
