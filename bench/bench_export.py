@@ -42,8 +42,6 @@ from gbc.schemas.synthetic import synthetic_graph
 AIM_TEXT_PER_S = 5_000
 #: Graphs exported (untimed) before each timed run.
 WARM_UP = 50
-#: Kernel CPU time per graph of the last run of each (format, strategy), in microseconds.
-KERNEL_US = {}
 #: Distinct JPEGs shared by the graphs of the image runs, and their size.
 N_IMAGES = 4
 IMAGE_SIZE = (512, 384)
@@ -145,12 +143,12 @@ def run(store: Path, out: Path, n: int, fmt: str, strategy: str, baseline: float
     t, w, k = time.process_time(), time.perf_counter(), _kernel_seconds()
     summary = export_graphs(Limit(pairs, n), target, options)
     dt, wall = time.process_time() - t, time.perf_counter() - w
-    KERNEL_US[fmt, strategy] = (_kernel_seconds() - k) / n * 1e6
+    kernel_us = (_kernel_seconds() - k) / n * 1e6
     assert summary.graphs_exported == n, summary.to_dict()
     shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink()
     images_dir = out / f"{fmt}-{strategy}_images"
     shutil.rmtree(images_dir, ignore_errors=True)
-    return summary, dt, wall, dt / baseline
+    return summary, dt, wall, dt / baseline, kernel_us
 
 
 def main(argv=None) -> int:
@@ -186,10 +184,10 @@ def main(argv=None) -> int:
         ok = True
         for fmt, strategy, graph_json in TEXT_RUNS:
             extra = {} if graph_json is None else {"graph_json": graph_json}
-            s, dt, wall, ratio = run(store, work, n, fmt, strategy, base, text_only=True, **extra)
+            s, dt, wall, ratio, kernel_us = run(store, work, n, fmt, strategy, base, text_only=True, **extra)
             label = fmt if graph_json is None else f"{fmt}:{graph_json}"
             print(f"  {label:<10} {strategy:<13} {n / dt:>8,.0f} {f'({n / wall:,.0f})':>8} {s.rows / dt:>10,.0f} "
-                  f"{s.rows / n:>10.1f} {ratio:>7.2f} {KERNEL_US[fmt, strategy]:>15.1f}")
+                  f"{s.rows / n:>10.1f} {ratio:>7.2f} {kernel_us:>15.1f}")
             if strategy == "gbc-captions" and n / dt < AIM_TEXT_PER_S:
                 ok = False
 
@@ -198,7 +196,7 @@ def main(argv=None) -> int:
               f"baseline read {n_img / base_img:,.0f} graphs/s)")
         print(f"  {'format':<8} {'captions':<13} {'max side':>8} {'graphs/s':>10} {'(wall)':>8} {'rows/s':>10} {'x read':>7}")
         for fmt, strategy, max_side in IMAGE_RUNS:
-            s, dt, wall, ratio = run(store, work, n_img, fmt, strategy, base_img, images_root=str(images),
+            s, dt, wall, ratio, _ = run(store, work, n_img, fmt, strategy, base_img, images_root=str(images),
                                      max_side=max_side)
             side = str(max_side) if max_side else "-"
             print(f"  {fmt:<8} {strategy:<13} {side:>8} {n_img / dt:>10,.0f} {f'({n_img / wall:,.0f})':>8} "
@@ -207,7 +205,7 @@ def main(argv=None) -> int:
               "meaningful on an idle machine)")
         walls = {}
         for workers in (1, 2):
-            _, _, wall, _ = run(store, work, n_img, "wds", "region", base_img, images_root=str(images), max_side=224,
+            _, _, wall, _, _ = run(store, work, n_img, "wds", "region", base_img, images_root=str(images), max_side=224,
                                 workers=workers)
             walls[workers] = wall
             print(f"  workers {workers}: {n_img / wall:,.0f} graphs/s")
