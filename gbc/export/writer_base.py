@@ -38,11 +38,10 @@ class ExportedGraph:
 MAX_KEY_SUFFIXES_KEPT = 1 << 17
 
 
-def sample_key(shard: int, index: int, shard_size: int) -> str:
-    # img2dataset: 5 digits of shard number, then enough digits for an index in the shard
-    # (4 for the default 10,000 samples per shard: keys of 9 digits).
-    width = max(4, len(str(shard_size - 1)))
-    return f"{shard:05d}{index:0{width}d}"
+def _index_format(shard_size: int) -> str:
+    # img2dataset's sample keys: 5 digits of shard number, then enough digits for an index in
+    # the shard (4 for the default 10,000 samples per shard: keys of 9 digits).
+    return "%%0%dd" % max(4, len(str(shard_size - 1)))
 
 
 class ShardedWriter:
@@ -55,11 +54,11 @@ class ShardedWriter:
         self.shard = -1
         self.index = options.shard_size  # forces opening shard 0 on the first sample
         self.files: List[str] = []
-        # sample_key's layout as one %-format, built once (a key is made per row).
-        self._key_format = "%%05d%%0%dd" % len(sample_key(0, 0, options.shard_size)[5:])
+        # The sample key's layout as one %-format of (shard, index), built once.
+        digits = _index_format(options.shard_size)
+        self._key_format = "%05d" + digits
         # The index part of every key of a shard, made once: a key is then the shard's prefix
         # and one of these (a quarter of the cost of formatting it). Not kept for huge shards.
-        digits = self._key_format[len("%05d"):]
         self._key_suffixes = ([digits % i for i in range(options.shard_size)]
                               if options.shard_size <= MAX_KEY_SUFFIXES_KEPT else None)
         self._key_prefix = ""
@@ -83,10 +82,15 @@ class ShardedWriter:
         self.index = first + n
         suffixes = self._key_suffixes
         if suffixes is None:
-            fmt, shard = self._key_format, self.shard
-            return [fmt % (shard, i) for i in range(first, first + n)]
+            return self._formatted_keys(first, n)
         prefix = self._key_prefix
         return [prefix + suffix for suffix in suffixes[first:first + n]]
+
+    def _formatted_keys(self, first: int, n: int) -> List[str]:
+        """Keys of samples ``first..first + n`` of the open shard, each formatted (shards too
+        large to keep their suffixes)."""
+        fmt, shard = self._key_format, self.shard
+        return [fmt % (shard, i) for i in range(first, first + n)]
 
     def _key_array(self, n: int):
         """The keys of the open shard's first ``n`` samples as an Arrow string array (joined
@@ -94,8 +98,7 @@ class ShardedWriter:
         import pyarrow as pa
 
         if self._key_suffixes is None:
-            fmt, shard = self._key_format, self.shard
-            return pa.array([fmt % (shard, i) for i in range(n)], pa.string())
+            return pa.array(self._formatted_keys(0, n), pa.string())
         if self._suffix_array is None:
             self._suffix_array = pa.array(self._key_suffixes, pa.string())
         import pyarrow.compute as pc
