@@ -22,6 +22,7 @@ import msgspec
 
 from gbc.export.tokens import (
     CLIP_MAX_TOKENS,
+    LONG_TEXT_CHARS_PER_TOKEN,
     cached_chunk_costs,
     clip_token_counter,
     estimate_body_limit,
@@ -184,11 +185,6 @@ class _Fitter:
 _CAPTION_TYPES: Dict[Tuple[str, str], str] = {}
 
 
-#: Texts longer than this many characters per token of the limit are counted per sentence first
-#: (see ``_vertex_rows``); for CLIP's 77 tokens, 308 characters. The rows are the same either way.
-_CHARS_PER_TOKEN_OF_LONG_TEXT = 4
-
-
 def _caption_type(desc_label: str, vertex_label: str) -> str:
     ctype = _CAPTION_TYPES.get((desc_label, vertex_label))
     if ctype is None:
@@ -213,9 +209,7 @@ def _vertex_rows(vertices: Iterable[Vertex], flt: CaptionFilter, fitter: _Fitter
     if count is estimate_clip_tokens:
         body_limit = estimate_body_limit(limit)
         cost = cached_chunk_costs().__getitem__
-        # Longer texts seldom fit whole (every whitespace-separated chunk costs a token): they
-        # are counted sentence by sentence straight away, not once whole and again per sentence.
-        long_text = _CHARS_PER_TOKEN_OF_LONG_TEXT * limit
+        long_text = LONG_TEXT_CHARS_PER_TOKEN * limit  # split_to_fit's rule, written out
     else:
         body_limit = cost = long_text = None
     for v in vertices:

@@ -47,10 +47,14 @@ def _texts(seed, n):
 @pytest.mark.parametrize("limit", [5, 12, 20, 40, 77])
 def test_counting_sentence_by_sentence_gives_what_split_to_fit_gives(limit):
     # estimate_split_to_fit counts each sentence once; the chunks and drops are split_to_fit's
+    def by_definition(text):  # not the estimate itself: split_to_fit counts it whole, then per sentence
+        return estimate_clip_tokens(text)
+
     fit_whole = cut = 0
     for text in _texts(limit, 300):
-        expected = split_to_fit(text, estimate_clip_tokens, limit)
+        expected = split_to_fit(text, by_definition, limit)
         assert estimate_split_to_fit(text, limit) == expected
+        assert split_to_fit(text, estimate_clip_tokens, limit) == expected
         fit_whole += expected == ([text], 0)
         cut += expected != ([text], 0)
     assert fit_whole and cut  # both outcomes were checked
