@@ -230,12 +230,15 @@ class ValueCodec:
         self._load_dictionary = load_dictionary
         self._dict_bytes: Dict[int, bytes] = {}
         self._decompressors: Dict[int, Any] = {0: zstandard.ZstdDecompressor()}
+        self._plain_compressor = self._compressor(level)
+        self.dictionary_id: Optional[int] = None
+        self._dict_compressor = None
+
+    def _compressor(self, level: int, dict_data: Any = None) -> Any:
         # No zstd content checksum: the value's CRC-32 (see the module doc) is checked before
         # anything is decompressed; a second hash of every payload would cost ~1 us per value
         # each way. Frames of older values that carry one are still checked by zstd.
-        self._plain_compressor = zstandard.ZstdCompressor(level=level, write_checksum=False)
-        self.dictionary_id: Optional[int] = None
-        self._dict_compressor = None
+        return self._zstd.ZstdCompressor(level=level, dict_data=dict_data, write_checksum=False)
 
     # -- dictionaries
     def add_dictionary(self, dict_id: int, data: bytes) -> None:
@@ -250,7 +253,7 @@ class ValueCodec:
             return
         zd = self._zstd.ZstdCompressionDict(self._dict_bytes[dict_id])
         zd.precompute_compress(level=self.level)  # otherwise every value re-digests the dictionary
-        self._dict_compressor = self._zstd.ZstdCompressor(level=self.level, dict_data=zd, write_checksum=False)
+        self._dict_compressor = self._compressor(self.level, zd)
 
     def writer_settings(self) -> Optional[Tuple[int, bytes, int]]:
         """``(dictionary id, dictionary, level)`` of the values this codec packs; None without a dictionary."""
@@ -264,7 +267,7 @@ class ValueCodec:
         if (dict_id, level) == (self.dictionary_id, self.level) and self._dict_bytes.get(dict_id) == data:
             return
         self.level = level
-        self._plain_compressor = self._zstd.ZstdCompressor(level=level, write_checksum=False)
+        self._plain_compressor = self._compressor(level)
         self.add_dictionary(dict_id, data)
         self.use_dictionary(dict_id)
 
