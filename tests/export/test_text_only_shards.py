@@ -125,9 +125,12 @@ def test_tar_samples_written_by_columns_match_members_added_one_by_one(tmp_path)
         got = [(m.name.encode("utf-8"), tar.extractfile(m).read()) for m in tar.getmembers()]
     assert got == members
     refusing = TarWriter(tmp_path / "c.tar")
-    with pytest.raises(ValueError, match="too long"):
-        refusing.add_samples([b"k" * 96], ((b".json", [b"{}"]),))  # 101 bytes with the extension
+    refusing.add_samples(keys[:1], ((b".txt", texts[:1]),))
+    with pytest.raises(ValueError, match="too long"):  # the second key: 101 bytes with the extension
+        refusing.add_samples([b"k" * 90, b"k" * 96], ((b".json", [b"{}", b"{}"]),))
     refusing.close()
+    with tarfile.open(tmp_path / "c.tar") as tar:  # the refused call left no member behind
+        assert [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()] == [("000000000.txt", b"")]
 
 
 @pytest.mark.parametrize("shard_size", [7, 1_500, 10_000])
