@@ -104,11 +104,12 @@ class CaptionFilter:
         return out
 
 
-class CaptionRow(msgspec.Struct):
+class CaptionRow(msgspec.Struct, gc=False):
     """One training text. ``bbox`` (relative xyxy) is set when the text describes a region crop.
 
     A msgspec struct: made in C (one per caption of every graph exported), compared and
-    printed like a dataclass.
+    printed like a dataclass. Its fields are strings, None and a tuple of floats, which can
+    never hold a reference cycle: the cyclic garbage collector does not track rows.
     """
 
     text: str

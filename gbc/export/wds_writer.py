@@ -25,8 +25,9 @@ from gbc.export.tar import TarWriter
 from gbc.export.writer_base import ExportedGraph, ShardedWriter
 
 
-class _TextMeta(msgspec.Struct):
-    """The ``.json`` of a text-only sample (fields in the order they are written)."""
+class _TextMeta(msgspec.Struct, gc=False):
+    """The ``.json`` of a text-only sample (fields in the order they are written; strings,
+    None and a tuple of floats: untracked by the garbage collector, like ``CaptionRow``)."""
 
     key: str
     image_key: str
