@@ -93,7 +93,8 @@ def stage_costs(lines) -> dict:
     parsed from its JSON line, then compression of all payloads in one loop; decompression of
     all values, then parsing), timed one call at a time; the cost of the timer is subtracted.
     """
-    from gbc.store.codec import _EMPTY_IN_EDGES, IN_EDGES_EXPLICIT, ValueCodec, _restore_in_edges, in_edges_mode
+    from gbc.store.codec import (_EMPTY_IN_EDGES, IN_EDGES_EXPLICIT, ValueCodec, _restore_in_edges, in_edges_mode,
+                                 serialise_payload)
 
     codec = ValueCodec()
     sample = []
@@ -120,11 +121,7 @@ def stage_costs(lines) -> dict:
         timed("timer", int)
         timed("mark_filled_fields", g.mark_filled_fields)
         mode = timed("in-edge check", in_edges_mode, g)
-        to_json = g.__pydantic_serializer__.to_json  # as ValueCodec.graph_payload
-        if mode == IN_EDGES_EXPLICIT:
-            payload = timed("serialise (pydantic)", to_json, g, exclude_unset=True)
-        else:
-            payload = timed("serialise (pydantic)", to_json, g, exclude_unset=True, exclude=_EMPTY_IN_EDGES)
+        payload = timed("serialise (pydantic)", serialise_payload, g, mode)  # as ValueCodec.graph_payload
         payloads.append((payload, mode))
         # The caller's graph is freed where the writer drops the last reference to it: in the
         # write rate (the source's time to make it is subtracted, this is not).

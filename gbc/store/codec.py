@@ -38,6 +38,7 @@ from gbc.schemas.graph import Edge, GbcGraph
 from gbc.schemas.views import decode_graph_view, in_edge_lists, restore_view_in_edges
 from gbc.schemas.views import with_json as with_json_of
 from gbc.store.graph_json import NotSpliceable, view_with_lossless_json
+from gbc.store.payload_json import EXCLUDE_IN_EDGES, payload_json
 
 #: Version of the value layout written by this module; decoders accept every version up to it.
 VALUE_FORMAT_VERSION = 2
@@ -64,11 +65,11 @@ MAX_PAYLOAD_BYTES = 1 << 28
 
 _DICT_ID = struct.Struct("<I")
 _CRC = struct.Struct("<I")
-# Leaves the in-edge field out of every vertex: excluding the whole field costs pydantic's
-# serialiser less than excluding its items (an empty list per vertex), and the field's
-# default factory makes a missing list as cheap to parse as ``[]``. Values written before
-# hold ``"in_edges": []``, which decodes to the same graph.
-_EMPTY_IN_EDGES = {"vertices": {"__all__": {"in_edges"}}}
+# Payloads leave the in-edge field out of every vertex: excluding the whole field costs
+# pydantic's serialiser less than excluding its items (an empty list per vertex), and the
+# field's default factory makes a missing list as cheap to parse as ``[]``. Values written
+# before hold ``"in_edges": []``, which decodes to the same graph.
+_EMPTY_IN_EDGES = EXCLUDE_IN_EDGES
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 
@@ -207,6 +208,20 @@ def _restore_in_edges(graph: GbcGraph, mode: int) -> None:
     for v, ins in zip(vertices, lists):
         v.__dict__["in_edges"] = ins
         v.__pydantic_fields_set__.add("in_edges")
+
+
+def serialise_payload(graph: GbcGraph, mode: int) -> bytes:
+    """The JSON payload of ``graph`` (fields set marked already) for in-edge mode ``mode``."""
+    # pydantic's serialiser itself gives bytes; ``model_dump_json`` would decode them to a str
+    # that is encoded again (about 5% of the serialisation).
+    to_json = graph.__pydantic_serializer__.to_json
+    if mode == IN_EDGES_EXPLICIT:
+        return to_json(graph, exclude_unset=True)
+    if type(graph) is GbcGraph:  # a subclass may have fields of its own: its own serialiser
+        fast = payload_json()
+        if fast is not None:
+            return fast(graph)
+    return to_json(graph, exclude_unset=True, exclude=_EMPTY_IN_EDGES)
 
 
 # ---------------------------------------------------------------------------- codec
@@ -348,12 +363,7 @@ class ValueCodec:
         """The JSON payload of ``graph`` and its in-edge mode (before compression)."""
         graph.mark_filled_fields()  # edges appended in place count as set
         mode = in_edges_mode(graph)
-        # The serialiser itself gives bytes; ``model_dump_json`` would decode them to a str
-        # that is encoded again (about 5% of the serialisation).
-        to_json = graph.__pydantic_serializer__.to_json
-        if mode == IN_EDGES_EXPLICIT:
-            return to_json(graph, exclude_unset=True), mode
-        return to_json(graph, exclude_unset=True, exclude=_EMPTY_IN_EDGES), mode
+        return serialise_payload(graph, mode), mode
 
     def encode_graph(self, graph: GbcGraph) -> bytes:
         payload, mode = self.graph_payload(graph)
