@@ -93,14 +93,14 @@ def stage_costs(lines) -> dict:
     parsed from its JSON line, then compression of all payloads in one loop; decompression of
     all values, then parsing), timed one call at a time; the cost of the timer is subtracted.
     """
-    from gbc.store.codec import (_EMPTY_IN_EDGES, IN_EDGES_EXPLICIT, ValueCodec, _restore_in_edges, in_edges_mode,
-                                 serialise_payload)
+    from gbc.store.codec import IN_EDGES_EXPLICIT, ValueCodec, _restore_in_edges, in_edges_mode, serialise_payload
+    from gbc.store.payload_json import EXCLUDE_IN_EDGES
 
     codec = ValueCodec()
     sample = []
     for line in lines[:1000]:
         g = GbcGraph.model_validate_json(line).mark_filled_fields()
-        sample.append(g.model_dump_json(exclude_unset=True, exclude=_EMPTY_IN_EDGES).encode())
+        sample.append(g.model_dump_json(exclude_unset=True, exclude=EXCLUDE_IN_EDGES).encode())
     codec.add_dictionary(1, codec.train_dictionary(sample, 32 * 1024))
     codec.use_dictionary(1)
     names = ("timer", "mark_filled_fields", "in-edge check", "serialise (pydantic)", "free the input graph",

@@ -65,11 +65,6 @@ MAX_PAYLOAD_BYTES = 1 << 28
 
 _DICT_ID = struct.Struct("<I")
 _CRC = struct.Struct("<I")
-# Payloads leave the in-edge field out of every vertex: excluding the whole field costs
-# pydantic's serialiser less than excluding its items (an empty list per vertex), and the
-# field's default factory makes a missing list as cheap to parse as ``[]``. Values written
-# before hold ``"in_edges": []``, which decodes to the same graph.
-_EMPTY_IN_EDGES = EXCLUDE_IN_EDGES
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 
@@ -221,7 +216,7 @@ def serialise_payload(graph: GbcGraph, mode: int) -> bytes:
         fast = payload_json()
         if fast is not None:
             return fast(graph)
-    return to_json(graph, exclude_unset=True, exclude=_EMPTY_IN_EDGES)
+    return to_json(graph, exclude_unset=True, exclude=EXCLUDE_IN_EDGES)
 
 
 # ---------------------------------------------------------------------------- codec

@@ -30,7 +30,10 @@ from gbc.schemas.graph import Edge, EdgeSpan, GbcGraph, Vertex
 
 __all__ = ["EXCLUDE_IN_EDGES", "payload_json", "probe_graphs"]
 
-#: pydantic's ``exclude`` argument that leaves the in-edge field out of every vertex.
+#: pydantic's ``exclude`` argument that leaves the in-edge field out of every vertex. The whole
+#: field is left out: that costs pydantic's serialiser less than excluding its items (an empty
+#: list per vertex), and the field's default factory makes a missing list as cheap to parse as
+#: ``[]``. Values written before hold ``"in_edges": []``, which decodes to the same graph.
 EXCLUDE_IN_EDGES = {"vertices": {"__all__": {"in_edges"}}}
 
 
