@@ -57,6 +57,7 @@ def probe_graphs() -> List[GbcGraph]:
     """Graphs with every kind of field a payload holds, to check a serialiser against pydantic's."""
     edge = Edge(source="", text="a dog", target="dog", span=EdgeSpan(desc_index=0, start=2, end=7), weight=0.5)
     plain = Edge(source="", text="ünïcode \"quoted\"\n", target="cat")
+    spanless = Edge(source="dog", text="next to", target="cat", span=None)  # set to null: written as null
     root = Vertex(
         vertex_id="", bbox=Bbox(left=-6.7e-06, top=0.0, right=1.0, bottom=0.9999999999999999), label="image",
         descs=[Description.full_layout("A dog\tand a cat.", "detail", "image"),
@@ -65,9 +66,9 @@ def probe_graphs() -> List[GbcGraph]:
         in_edges=[], out_edges=[edge, plain], sub_masks=["dog"], super_masks=[], note={"k": [1, 2.5, None]},
     )
     dog = Vertex(vertex_id="dog", bbox=Bbox(left=0.1, top=0.2, right=0.3, bottom=0.4, confidence=0.87, source="dino"),
-                 label="entity", descs=[Description(text="A dog.", label="short")], in_edges=[edge])
-    cat = Vertex(vertex_id="cat", bbox=Bbox(left=0.5, top=0.5, right=0.6, bottom=0.7), label="entity",
-                 in_edges=[plain], out_edges=[])
+                 label="entity", descs=[Description(text="A dog.", label="short")], in_edges=[edge], out_edges=[spanless])
+    cat = Vertex(vertex_id="cat", bbox=Bbox(left=0.5, top=0.5, right=0.6, bottom=0.7), label="relation",
+                 in_edges=[plain, spanless], out_edges=[])
     full = GbcGraph(vertices=[root, dog, cat], img_url="https://example.org/a.jpg", img_path="a/b.jpg",
                     original_caption=None, short_caption="Short.", detail_caption="", img_size=(640, 480),
                     mask_inside_threshold=0.85, extra_field={"nested": True})
