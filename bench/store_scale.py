@@ -48,17 +48,19 @@ MultiStore ``values()`` (first 1M)      11,173/s, 248 MB       11,646/s, 245 MB 
 and with ``--phases write read`` (one store written by ``put_many``):
 
 ======================================  =====================  ===================  ========
-write: ``put_many`` (parsed graphs)     9,709/s, 141 MB        9,505/s, 141 MB      x0.98
-read: ``values(view=True)``             36,611/s, 52 MB        30,011/s, 53 MB      x0.82
-read: the same, cold store              33,995/s, 1.9 us sys   27,996/s, 4.6 us sys x0.82
-read: ``values()`` (first 1M)           12,540/s               12,467/s             x0.99
+write: ``put_many`` (parsed graphs)     11,155/s, 141 MB       10,172/s, 141 MB     x0.91
+read: ``values(view=True)``             37,851/s, 52 MB        31,939/s, 52 MB      x0.84
+read: the same, cold store              35,566/s, 1.7 us sys   29,956/s, 3.7 us sys x0.84
+read: ``values()`` (first 1M)           12,904/s               13,191/s             x1.02
 ======================================  =====================  ===================  ========
 
-Writes of that run went at 9,334-9,857 graphs/s per million (the last three 9,714-9,857);
-another run at 100,000 wrote 10,293/s. Before the write phase parsed its graphs it cycled
-1,000 graph objects kept alive, out of the CPU caches, and wrote 8,181-8,309/s; reads of
-earlier runs were x0.95 and x0.77 of their 100,000 figure (this machine's pace drifts by
-about 10 % over an hour).
+Writes of that run went at 9,163-10,772 graphs/s per million (the last five 10,273-10,772;
+2,168 bytes per graph at 10M), after payloads were serialised by the serialiser of
+``gbc.store.payload_json``. The run before it (pydantic's serialiser with an ``exclude``
+argument) wrote 9,709/s at 100,000 and 9,505/s at 10M. Before the write phase parsed its
+graphs it cycled 1,000 graph objects kept alive, out of the CPU caches, and wrote
+8,181-8,309/s; reads of earlier runs were x0.82, x0.95 and x0.77 of their 100,000 figure
+(this machine's pace drifts by about 10 % over an hour).
 
 Shards are faster at 10M because each shard trains its compression dictionary once, on its
 first 1,000 graphs: at 100,000 graphs a shard holds only 1,000. Key listings read the status
