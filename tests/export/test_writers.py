@@ -250,7 +250,7 @@ def test_tar_writer_finishes_short_writes(tmp_path, monkeypatch):
 
     from gbc.export import tar as tar_module
 
-    payloads = {f"{i:09d}.txt": (b"caption %d " % i) * (i % 7) for i in range(3000)}  # > _IOV_MAX parts
+    payloads = {f"{i:09d}.txt": (b"caption %d " % i) * (i % 7) for i in range(5000)}  # > _IOV_MAX buffers
     calls = []
     real_writev = os.writev
 
@@ -260,7 +260,7 @@ def test_tar_writer_finishes_short_writes(tmp_path, monkeypatch):
         return real_writev(fd, [head[: len(head) // 3]])
 
     monkeypatch.setattr(tar_module.os, "writev", short_writev)
-    monkeypatch.setattr(tar_module.TarWriter, "_FLUSH_BYTES", 1 << 22)  # one flush of ~21,000 parts
+    monkeypatch.setattr(tar_module.TarWriter, "_FLUSH_BYTES", 1 << 23)  # one flush of 5,000 buffers
     w = tar_module.TarWriter(tmp_path / "a.tar")
     for name, data in payloads.items():
         w.add(name, data)
