@@ -18,7 +18,7 @@ import sys
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Deque, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Sequence, Tuple
 
 _ZEROS = bytes(512)
 _WRITEV = hasattr(os, "writev")
@@ -29,6 +29,7 @@ _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if _WRITEV else 1024
 DROP_CHUNK_BYTES = 8 << 20
 DROP_LAG_BYTES = 32 << 20
 _SYNC_FILE_RANGE_WRITE = 2
+_UNRESOLVED = object()
 
 
 class DropBehind:
@@ -44,21 +45,27 @@ class DropBehind:
         self.dropped = 0  # bytes dropped from the page cache
         self._queue: Deque[Tuple[str, int, int, int]] = deque()  # (path, start, end, total after it)
         self._lock = threading.Lock()
-        self._start_writeback = None
-        if sys.platform.startswith("linux") and hasattr(os, "posix_fadvise"):
-            from gbc.store.mapped_pages import libc_function
+        self._start_writeback: Any = _UNRESOLVED  # the C library is looked up on first use
 
-            self._start_writeback = libc_function("sync_file_range",
-                                                  (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint))
+    def _resolve(self) -> Any:
+        if self._start_writeback is _UNRESOLVED:
+            self._start_writeback = None
+            if sys.platform.startswith("linux") and hasattr(os, "posix_fadvise"):
+                from gbc.store.mapped_pages import libc_function
+
+                self._start_writeback = libc_function(
+                    "sync_file_range", (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint))
+        return self._start_writeback
 
     @property
     def active(self) -> bool:
-        return self._start_writeback is not None
+        with self._lock:
+            return self._resolve() is not None
 
     def written(self, fd: int, path: str, start: int, end: int) -> None:
         """Bytes ``start..end`` of ``path`` (open as ``fd``) were written."""
         with self._lock:
-            if self._start_writeback is None or end <= start:
+            if end <= start or self._resolve() is None:
                 return
             if self._start_writeback(fd, start, end - start, _SYNC_FILE_RANGE_WRITE) != 0:
                 self._start_writeback = None  # not on this file system: leave the page cache alone
